@@ -1,0 +1,39 @@
+"""Every benchmark, measured in one run, printed as one table (`make bench`).
+
+Neighbour list (ours, plain vesin, ase.neighborlist) and the model's forward+backward on the same fcc Cu
+systems; the ratios compare contenders measured side by side in this run.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_model  # noqa: E402
+import bench_neighbors  # noqa: E402
+
+
+def main():
+    sizes = (100, 1000, 10000)
+    neighbours = bench_neighbors.run(sizes=sizes)
+    models = bench_model.run(sizes=sizes)
+    print(bench_neighbors.format_table(neighbours, 5.0))
+    print()
+    print(bench_model.format_table(models))
+    print()
+    header = (
+        f"{'atoms':>6} {'NL ours ms':>11} {'ase/ours':>9} {'ours/vesin':>10} {'model f64 ms':>13} "
+        f"{'NL share of full call':>22}"
+    )
+    print("summary (float64 model; NL share = NL ours / full potential call)")
+    print(header)
+    print("-" * len(header))
+    for nl, model in zip(neighbours, models):
+        share = nl["ours_ms"] / model["full_float64_ms"]
+        print(
+            f"{nl['atoms']:>6} {nl['ours_ms']:>11.2f} {nl['ase/ours']:>9.1f} {nl['ours/vesin']:>10.2f} "
+            f"{model['bare_float64_ms']:>13.1f} {share:>22.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

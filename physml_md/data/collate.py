@@ -1,0 +1,129 @@
+"""Join structure dictionaries into one batch dictionary (see ``physml_md.data.keys`` for names and shapes).
+
+Per-atom tensors ([N, ...]) are concatenated, per-structure tensors ([B, ...], including the label masks) are
+concatenated along their first dimension, so structures (batches of one) and batches can both be collated.
+``batch`` and ``n_atoms`` are rebuilt. ``edge_index`` ([2, E]) and ``cell_shifts`` ([E, 3]) are kept only when
+every input has both; edge_index is offset by the number of atoms before each input.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import torch
+from torch import Tensor
+
+from physml_md.data import keys as K
+
+PER_ATOM_KEYS = frozenset({K.POSITIONS, K.ATOMIC_NUMBERS, K.ENERGIES, *K.PER_ATOM_LABELS})
+PER_STRUCTURE_KEYS = frozenset({K.CELL, K.PBC, *K.PER_STRUCTURE_LABELS})
+_EDGE_KEYS = (K.EDGE_INDEX, K.CELL_SHIFTS)
+_REBUILT = (K.BATCH, K.N_ATOMS)
+
+
+def _n_structures(data: Dict[str, Tensor]) -> int:
+    n_atoms = data.get(K.N_ATOMS)
+    return 1 if n_atoms is None else int(n_atoms.numel())
+
+
+def _n_atoms(data: Dict[str, Tensor]) -> Tensor:
+    n_atoms = data.get(K.N_ATOMS)
+    if n_atoms is None:
+        return torch.tensor([data[K.POSITIONS].shape[0]], dtype=torch.int64, device=data[K.POSITIONS].device)
+    return n_atoms.reshape(-1).to(torch.int64)
+
+
+def _cat(key: str, parts: List[Tensor]) -> Tensor:
+    try:
+        return torch.cat(parts, dim=0)
+    except RuntimeError as exc:
+        shapes = ", ".join(str(tuple(p.shape)) for p in parts)
+        raise ValueError(f"cannot collate {key!r}: shapes {shapes} do not fit together ({exc})") from None
+
+
+def collate(
+    structures: Sequence[Dict[str, Tensor]],
+    extra_per_atom: Sequence[str] = (),
+    extra_per_structure: Sequence[str] = (),
+) -> Dict[str, Tensor]:
+    """One batch dictionary of ``structures`` (each a structure or a batch dictionary).
+
+    A label (``keys.LABEL_KEYS``) that some inputs lack is treated as absent there: zeros of the right shape and
+    mask False. When an input has a label but no mask, its mask is True. Keys other than those of
+    ``physml_md.data.keys`` must be declared in ``extra_per_atom`` or ``extra_per_structure`` (and be present in
+    every input); an undeclared key is a ValueError. An empty sequence is a ValueError.
+    """
+    if len(structures) == 0:
+        raise ValueError("collate needs at least one structure; got an empty sequence")
+    per_atom = PER_ATOM_KEYS | set(extra_per_atom)
+    per_structure = PER_STRUCTURE_KEYS | set(extra_per_structure)
+    labels = set(K.LABEL_KEYS)
+    masks = {K.mask_key(label): label for label in K.LABEL_KEYS}
+
+    all_keys: List[str] = []
+    for data in structures:
+        for key in data:
+            if key not in all_keys:
+                all_keys.append(key)
+    unknown = [
+        k
+        for k in all_keys
+        if k not in per_atom and k not in per_structure and k not in masks and k not in _EDGE_KEYS and k not in _REBUILT
+    ]
+    if unknown:
+        raise ValueError(
+            f"collate does not know whether {', '.join(map(repr, unknown))} is per atom or per structure; "
+            "pass it in extra_per_atom or extra_per_structure (or remove it)"
+        )
+    for key in (K.POSITIONS, K.ATOMIC_NUMBERS):
+        lacking = [i for i, d in enumerate(structures) if key not in d]
+        if lacking:
+            raise ValueError(f"collate: input {lacking[0]} has no {key!r}")
+
+    n_atoms = [_n_atoms(d) for d in structures]
+    rows = {  # number of rows of each input, per kind of key
+        "atom": [int(d[K.POSITIONS].shape[0]) for d in structures],
+        "structure": [_n_structures(d) for d in structures],
+    }
+    out: Dict[str, Tensor] = {}
+    present_labels = [label for label in all_keys if label in labels]
+    for key in all_keys:
+        if key in _EDGE_KEYS or key in _REBUILT or key in masks:
+            continue
+        kind = "atom" if key in per_atom else "structure"
+        template = next(d[key] for d in structures if key in d)
+        parts = []
+        for i, data in enumerate(structures):
+            if key in data:
+                parts.append(data[key])
+            elif key in labels:
+                parts.append(template.new_zeros((rows[kind][i],) + tuple(template.shape[1:])))
+            else:
+                raise ValueError(f"collate: input {i} has no {key!r} but others have it; it is not a label")
+        out[key] = _cat(key, parts)
+
+    for label in present_labels:
+        parts = []
+        for i, data in enumerate(structures):
+            mask = data.get(K.mask_key(label))
+            if mask is None:
+                device = data[K.POSITIONS].device
+                mask = torch.full((rows["structure"][i],), label in data, dtype=torch.bool, device=device)
+            parts.append(mask.reshape(-1).to(torch.bool))
+        out[K.mask_key(label)] = _cat(K.mask_key(label), parts)
+
+    device = out[K.POSITIONS].device
+    counts = torch.cat([n.to(device) for n in n_atoms])
+    out[K.N_ATOMS] = counts
+    out[K.BATCH] = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts)
+    if int(counts.sum()) != out[K.POSITIONS].shape[0]:
+        raise ValueError(
+            f"collate: n_atoms sums to {int(counts.sum())} but there are {out[K.POSITIONS].shape[0]} positions"
+        )
+
+    if all(K.EDGE_INDEX in d and K.CELL_SHIFTS in d for d in structures):
+        offsets = torch.cumsum(torch.tensor([0] + rows["atom"][:-1], device=device), dim=0)
+        shifted = [d[K.EDGE_INDEX] + offsets[i] for i, d in enumerate(structures)]
+        out[K.EDGE_INDEX] = torch.cat(shifted, dim=1)
+        out[K.CELL_SHIFTS] = _cat(K.CELL_SHIFTS, [d[K.CELL_SHIFTS] for d in structures])
+    return out

@@ -1,0 +1,16 @@
+"""Chemical symbols by atomic number (index 0 is a placeholder), so that models/ need not import ASE."""
+
+from typing import Dict, List
+
+CHEMICAL_SYMBOLS: List[str] = (
+    ["X"]
+    + """
+H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr Rb Sr Y Zr
+Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt
+Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc
+Lv Ts Og
+""".split()
+)
+
+MAX_ATOMIC_NUMBER: int = len(CHEMICAL_SYMBOLS) - 1
+ATOMIC_NUMBERS: Dict[str, int] = {symbol: z for z, symbol in enumerate(CHEMICAL_SYMBOLS) if z > 0}

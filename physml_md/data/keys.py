@@ -1,0 +1,48 @@
+"""Names of the entries of a structure or batch dictionary, with their shapes and units.
+
+A structure or a batch is a ``Dict[str, Tensor]``. A single structure is a batch of one:
+``cell`` is ``[1, 3, 3]``, ``pbc`` is ``[1, 3]``, ``batch`` is all zeros.
+
+N atoms, B structures, E directed edges (both i->j and j->i are listed).
+Internal units: angstrom, eV, elementary charge, amu, fs.
+"""
+
+from typing import Final
+
+# inputs
+POSITIONS: Final[str] = "positions"  # [N, 3] float, angstrom
+ATOMIC_NUMBERS: Final[str] = "atomic_numbers"  # [N] long
+CELL: Final[str] = "cell"  # [B, 3, 3] float, angstrom, rows are the lattice vectors (ASE convention)
+PBC: Final[str] = "pbc"  # [B, 3] bool
+BATCH: Final[str] = "batch"  # [N] long, index of the structure each atom belongs to
+N_ATOMS: Final[str] = "n_atoms"  # [B] long
+TOTAL_CHARGE: Final[str] = "total_charge"  # [B] float, e
+
+# neighbour list (computed by physml_md.data.neighbors or inside the model)
+EDGE_INDEX: Final[str] = "edge_index"  # [2, E] long; row 0 = centre atom i, row 1 = neighbour j
+CELL_SHIFTS: Final[str] = "cell_shifts"  # [E, 3] integer-valued; r_ij = x_j - x_i + cell_shifts @ cell
+
+# labels and outputs
+ENERGY: Final[str] = "energy"  # [B] float, eV
+ENERGIES: Final[str] = "energies"  # [N] float, eV, per-atom contributions (outputs only)
+FORCES: Final[str] = "forces"  # [N, 3] float, eV/angstrom
+STRESS: Final[str] = "stress"  # [B, 3, 3] float, eV/angstrom^3, ASE sign: (1/V) dE/d(strain)
+CHARGES: Final[str] = "charges"  # [N] float, e
+DIPOLE: Final[str] = "dipole"  # [B, 3] float, e*angstrom
+
+INPUT_KEYS: Final = (POSITIONS, ATOMIC_NUMBERS, CELL, PBC, BATCH, N_ATOMS)
+# Labels a dataset may carry. Per-structure labels have B rows, per-atom labels N rows.
+PER_STRUCTURE_LABELS: Final = (ENERGY, STRESS, TOTAL_CHARGE, DIPOLE)
+PER_ATOM_LABELS: Final = (FORCES, CHARGES)
+LABEL_KEYS: Final = PER_STRUCTURE_LABELS + PER_ATOM_LABELS
+
+MASK_SUFFIX: Final[str] = "_mask"
+
+
+def mask_key(label: str) -> str:
+    """Key of the [B] bool mask saying which structures carry ``label``.
+
+    A structure without a label has zeros in the label tensor and ``False`` in the mask:
+    losses and metrics must use the mask (labels are masked, never faked).
+    """
+    return label + MASK_SUFFIX

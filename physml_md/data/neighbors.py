@@ -1,0 +1,135 @@
+"""Neighbour lists for one structure or a batch, computed with vesin-torch.
+
+Conventions (the same as ``ase.neighborlist.neighbor_list("ijS", atoms, cutoff, self_interaction=False)``):
+
+- ``edge_index`` (keys.EDGE_INDEX) is ``[2, E]`` int64: row 0 is the centre atom ``i``, row 1 the neighbour ``j``.
+- ``cell_shifts`` (keys.CELL_SHIFTS) is ``[E, 3]`` int64 and ``r_ij = x[j] - x[i] + cell_shifts @ cell``,
+  with the rows of ``cell`` the lattice vectors (ASE convention).
+- The list is full (``i -> j`` and ``j -> i`` both appear) and holds every pair with ``|r_ij| < cutoff``
+  (strictly). The pair ``(i, i, 0)`` is never listed; periodic images of an atom itself (``(i, i, S)`` with
+  ``S != 0``) are.
+- Shifts along non-periodic directions are always 0, so the cell vector of a non-periodic direction is never
+  used: it may be zero (an ASE slab with ``cell[2] == 0`` and ``pbc = (True, True, False)`` is fine).
+  Positions need not be wrapped into the cell.
+
+The list carries indices only: it is computed on detached tensors and no gradient flows through it. Models
+recompute ``r_ij`` differentiably from ``edge_index`` and ``cell_shifts``. Outputs are on the device of
+``positions``. Both public functions compile with ``torch.jit.script`` (they run inside exported models).
+"""
+
+from typing import List, Tuple
+
+import torch
+from torch import Tensor
+from vesin_torch import NeighborList
+
+
+def _check_structure(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float):
+    """Raise a ValueError naming the problem and the fix for input that vesin would choke on."""
+    if not (cutoff > 0.0) or cutoff == float("inf"):
+        raise ValueError(f"cutoff must be a positive finite number of angstrom, got {cutoff}")
+    if positions.dim() != 2 or positions.shape[1] != 3:
+        raise ValueError(f"positions must have shape [N, 3], got {positions.shape}")
+    if cell.dim() != 2 or cell.shape[0] != 3 or cell.shape[1] != 3:
+        raise ValueError(f"cell must have shape [3, 3] for one structure, got {cell.shape}")
+    if pbc.dim() != 1 or pbc.shape[0] != 3:
+        raise ValueError(f"pbc must have shape [3] for one structure, got {pbc.shape}")
+    if not bool(torch.isfinite(positions).all()):
+        bad: List[int] = torch.nonzero(~torch.isfinite(positions).all(dim=1)).flatten().tolist()
+        raise ValueError(
+            f"positions contain NaN or inf ({len(bad)} atoms, the first {bad[:10]}): give finite positions "
+            "(a NaN usually means the simulation or the optimisation that produced them diverged)"
+        )
+    periodic = cell[pbc]  # [P, 3], the lattice vectors that matter
+    if periodic.shape[0] > 0:
+        lengths = torch.linalg.vector_norm(periodic, dim=1)
+        singular = not bool(torch.isfinite(periodic).all()) or bool((lengths == 0.0).any())
+        if not singular:
+            # Singular: the volume spanned by the unit lattice vectors (the sine of the angle between two of
+            # them, |det| for three) is below 1e-6. vesin kills the process (SIGFPE) on an exactly singular
+            # periodic cell, and returns garbage or runs without end on a nearly singular one.
+            unit = periodic / lengths.unsqueeze(1)
+            singular = float(torch.linalg.det(unit @ unit.T)) < 1e-12
+        if singular:
+            pbc_list: List[bool] = pbc.tolist()
+            cell_list: List[List[float]] = cell.tolist()
+            raise ValueError(
+                f"cell is singular in its periodic directions (pbc={pbc_list}, cell={cell_list}): "
+                "give finite, non-zero, linearly independent lattice vectors for every periodic direction, "
+                "or set pbc False for the directions that are not periodic"
+            )
+
+
+def neighbor_list(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float) -> Tuple[Tensor, Tensor]:
+    """Full neighbour list of one structure.
+
+    Args:
+        positions: [N, 3] float, angstrom (keys.POSITIONS of one structure).
+        cell: [3, 3] float, angstrom, rows are the lattice vectors (one structure of keys.CELL).
+        pbc: [3] bool (one structure of keys.PBC).
+        cutoff: angstrom; pairs with ``|r_ij| < cutoff`` are listed.
+
+    Returns:
+        ``edge_index`` [2, E] int64 and ``cell_shifts`` [E, 3] int64, with
+        ``r_ij = positions[j] - positions[i] + cell_shifts @ cell`` (see the module docstring).
+
+    Raises:
+        ValueError: for cutoff <= 0, non-finite positions, a singular cell in a periodic direction, or wrong
+        shapes. Under TorchScript it surfaces as ``torch.jit.Error`` (an Exception, not a ValueError) whose
+        message ends with the same text.
+    """
+    device = positions.device
+    # The checks run on CPU float64 copies: cell and pbc are tiny, and vesin reads pbc on the CPU anyway.
+    cpu = torch.device("cpu")
+    cell_cpu = cell.detach().to(device=cpu, dtype=torch.float64)
+    pbc_cpu = pbc.detach().to(device=cpu, dtype=torch.bool)
+    _check_structure(positions.detach(), cell_cpu, pbc_cpu, cutoff)
+    if positions.shape[0] == 0:  # vesin refuses an empty array
+        no_edges = torch.zeros((2, 0), dtype=torch.long, device=device)
+        return no_edges, torch.zeros((0, 3), dtype=torch.long, device=device)
+    calculator = NeighborList(cutoff=cutoff, full_list=True)
+    pairs, shifts = calculator.compute(
+        points=positions.detach().to(torch.float64),
+        box=cell_cpu.to(device),
+        periodic=pbc_cpu,
+        quantities="PS",
+        copy=True,
+    )
+    return pairs.T.contiguous(), shifts.to(torch.long)
+
+
+def batch_neighbor_list(
+    positions: Tensor, cell: Tensor, pbc: Tensor, n_atoms: Tensor, cutoff: float
+) -> Tuple[Tensor, Tensor]:
+    """Full neighbour lists of B structures, concatenated, in global atom indices.
+
+    Args:
+        positions: [N, 3] float, angstrom (keys.POSITIONS); structure b owns the contiguous block
+            ``offsets[b] : offsets[b] + n_atoms[b]`` with ``offsets = cumsum(n_atoms) - n_atoms``.
+        cell: [B, 3, 3] float (keys.CELL). pbc: [B, 3] bool (keys.PBC). n_atoms: [B] int64 (keys.N_ATOMS).
+        cutoff: angstrom.
+
+    Returns:
+        ``edge_index`` [2, E] int64 (global indices, edges of structure 0 first) and ``cell_shifts`` [E, 3]
+        int64, each structure following the conventions of :func:`neighbor_list` with its own cell.
+    """
+    device = positions.device
+    if cell.dim() != 3 or pbc.dim() != 2 or n_atoms.dim() != 1 or cell.shape[0] != n_atoms.shape[0]:
+        raise ValueError(
+            f"batch_neighbor_list expects cell [B, 3, 3], pbc [B, 3] and n_atoms [B], got {cell.shape}, "
+            f"{pbc.shape} and {n_atoms.shape}"
+        )
+    counts: List[int] = n_atoms.tolist()
+    if sum(counts) != positions.shape[0] or bool((n_atoms < 0).any()):
+        raise ValueError(
+            f"n_atoms {counts} (sum {sum(counts)}) does not split positions with {positions.shape[0]} rows"
+        )
+    edges: List[Tensor] = [torch.zeros((2, 0), dtype=torch.long, device=device)]
+    shifts: List[Tensor] = [torch.zeros((0, 3), dtype=torch.long, device=device)]
+    offset = 0
+    for b, count in enumerate(counts):
+        edge_index, cell_shifts = neighbor_list(positions[offset : offset + count], cell[b], pbc[b], cutoff)
+        edges.append(edge_index + offset)
+        shifts.append(cell_shifts)
+        offset += count
+    return torch.cat(edges, dim=1), torch.cat(shifts, dim=0)

@@ -1,0 +1,151 @@
+"""Read structures with their labels from extxyz files and ASE databases.
+
+``read_structures`` gives ``ase.Atoms`` (labels attached as calculator results, ``info`` and ``arrays``);
+``read_dataset`` converts them to structure dictionaries (see ``physml_md.data.structures``) and checks that
+every structure carries the required labels. Units are taken as stored: angstrom, eV, e (ASE's).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Dict, List, Sequence, Union
+
+import ase
+import ase.db
+import ase.io
+import numpy as np
+import torch
+from ase.io.formats import UnknownFileTypeError, string2index
+from torch import Tensor
+
+from physml_md.data import keys as K
+from physml_md.data.structures import DEFAULT_KEYS, LabelKeys, atoms_to_dict
+
+# file suffix -> how it is read
+_FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".db": "db", ".json": "db"}
+SUPPORTED_SUFFIXES = tuple(_FORMATS)
+
+Index = Union[str, int, slice]
+Source = Union[str, Path, Sequence[ase.Atoms]]
+
+_SHOW_INDICES = 5  # how many structure indices an error message lists
+
+
+def _read_db(path: Path, index: Index) -> List[ase.Atoms]:
+    """Rows of an ASE database as Atoms; key_value_pairs go to ``info``, ``data`` to ``arrays`` or ``info``.
+
+    ``ase.io.read`` drops key_value_pairs and data; custom labels (e.g. ``REF_energy``) live there.
+    A ``data`` entry whose first dimension is the number of atoms goes to ``arrays``, anything else to ``info``.
+    """
+    images = []
+    with ase.db.connect(str(path), type="db" if path.suffix.lower() == ".db" else "json") as db:
+        for row in db.select():
+            atoms = row.toatoms()
+            atoms.info.update(row.key_value_pairs)
+            for name, value in row.get("data", {}).items():
+                if isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == len(atoms):
+                    if name not in atoms.arrays:
+                        atoms.arrays[name] = value
+                else:
+                    atoms.info.setdefault(name, value)
+            images.append(atoms)
+    selected = images[index]
+    return selected if isinstance(selected, list) else [selected]
+
+
+def read_structures(path: Union[str, Path], index: Index = ":") -> List[ase.Atoms]:
+    """Read the structures of an extxyz file (``.xyz``, ``.extxyz``) or an ASE database (``.db``, ``.json``).
+
+    ``index`` selects structures as in ``ase.io.read`` (``":"``, ``"-10:"``, an int or a slice); the result is
+    always a list. Raises FileNotFoundError for a missing file and ValueError for an unknown suffix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"cannot read {str(path)!r}: unknown file type {path.suffix!r}; supported: "
+            f"{', '.join(SUPPORTED_SUFFIXES)} (extxyz files and ASE databases). Convert other formats with "
+            "ase.io.read and ase.io.write(..., format='extxyz')"
+        )
+    selection = string2index(index) if isinstance(index, str) else index
+    if not isinstance(selection, (int, slice)):
+        raise ValueError(f"index {index!r} is not a structure index; use an int, a slice or a string like '-10:'")
+    index = selection
+    try:
+        if fmt == "db":
+            return _read_db(path, index)
+        images = ase.io.read(str(path), index=index, format=fmt)
+    except (ValueError, KeyError, IndexError, StopIteration, OSError, UnknownFileTypeError, sqlite3.Error) as exc:
+        raise ValueError(f"cannot read {str(path)!r} as {fmt} (index={index!r}): {type(exc).__name__}: {exc}") from exc
+    return images if isinstance(images, list) else [images]
+
+
+def _found_names(atoms: ase.Atoms) -> List[str]:
+    """Names under which ``atoms`` stores anything: calculator results, info, arrays (for error messages)."""
+    results = getattr(atoms.calc, "results", None) or {}
+    names = [f"calc.results[{k!r}]" for k in results]
+    names += [f"info[{k!r}]" for k in atoms.info]
+    names += [f"arrays[{k!r}]" for k in atoms.arrays if k not in ("numbers", "positions")]
+    return names
+
+
+def read_dataset(
+    source: Source,
+    keys: LabelKeys = DEFAULT_KEYS,
+    required: Sequence[str] = (K.ENERGY,),
+    dtype: torch.dtype = torch.float64,
+) -> List[Dict[str, Tensor]]:
+    """Structure dictionaries of a file (see ``read_structures``) or of a list of ``ase.Atoms``.
+
+    Every label named in ``keys`` is read (missing ones are masked); each label in ``required`` must be present
+    in every structure, otherwise one ValueError says which label, how many structures lack it, what those
+    structures do store, and how to fix ``keys`` or ``required``. An empty source is a ValueError.
+    """
+    if isinstance(source, (str, Path)):
+        where = repr(str(source))
+        images = read_structures(source)
+    else:
+        where = "the given list of structures"
+        images = list(source)
+        bad = [type(a).__name__ for a in images if not isinstance(a, ase.Atoms)]
+        if bad:
+            raise TypeError(f"read_dataset takes a path or a list of ase.Atoms; the list holds {bad[0]}")
+    if not images:
+        raise ValueError(f"{where} holds no structures")
+
+    requested = keys.requested()
+    for label in required:
+        if label not in K.LABEL_KEYS:
+            raise ValueError(f"unknown required label {label!r}; labels are {', '.join(K.LABEL_KEYS)}")
+        if label not in requested:
+            raise ValueError(
+                f"{label!r} is required but LabelKeys({label}=None) says not to read it; "
+                f"set keys.{label} or drop {label!r} from required"
+            )
+
+    data = []
+    for i, atoms in enumerate(images):
+        try:
+            data.append(atoms_to_dict(atoms, keys, dtype))
+        except ValueError as exc:
+            raise ValueError(f"{where}, structure {i}: {exc}") from None
+
+    for label in required:
+        missing = [i for i, d in enumerate(data) if not bool(d[K.mask_key(label)][0])]
+        if not missing:
+            continue
+        shown = ", ".join(str(i) for i in missing[:_SHOW_INDICES]) + (", ..." if len(missing) > _SHOW_INDICES else "")
+        found = sorted({name for i in missing for name in _found_names(images[i])})
+        example = "REF_" + label
+        raise ValueError(
+            f"required label {label!r} (looked up as {requested[label]!r} in calc.results, "
+            f"{'arrays' if label in K.PER_ATOM_LABELS else 'info'}) is missing in {len(missing)} of {len(data)} "
+            f"structures of {where} (indices {shown}). Those structures store: "
+            f"{', '.join(found) if found else 'nothing but positions and numbers'}. "
+            f"Fix: set keys.{label} to the name your file uses, e.g. LabelKeys({label}={example!r}), "
+            f"or drop {label!r} from required"
+        )
+    return data

@@ -1,0 +1,138 @@
+"""Dataset statistics: per-element self-energies and the numbers that set a model's energy shift and scale.
+
+Inputs are structure (or batch) dictionaries as made by ``physml_md.data.structures.atoms_to_dict`` or
+``physml_md.data.collate.collate``; only labels whose mask is True are used. Energies in eV, forces in
+eV/angstrom. All arithmetic is float64 numpy, whatever the dtype of the tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
+
+import numpy as np
+from torch import Tensor
+
+from physml_md.data import keys as K
+
+Structures = Sequence[Dict[str, Tensor]]
+
+
+def _has(data: Dict[str, Tensor], label: str) -> np.ndarray:
+    """[B] bool: which structures of ``data`` carry ``label`` (mask, or presence when there is no mask)."""
+    n_structures = data[K.N_ATOMS].numel() if K.N_ATOMS in data else 1
+    if label not in data:
+        return np.zeros(n_structures, dtype=bool)
+    mask = data.get(K.mask_key(label))
+    if mask is None:
+        return np.ones(n_structures, dtype=bool)
+    return mask.detach().cpu().numpy().reshape(-1).astype(bool)
+
+
+def _split(data: Dict[str, Tensor]) -> Iterator[Tuple[np.ndarray, float | None, np.ndarray | None]]:
+    """Yield (atomic numbers [N_s], energy or None, forces [N_s, 3] or None) for each structure of ``data``."""
+    numbers = data[K.ATOMIC_NUMBERS].detach().cpu().numpy().astype(np.int64)
+    n_atoms = data[K.N_ATOMS].detach().cpu().numpy().reshape(-1) if K.N_ATOMS in data else np.array([len(numbers)])
+    has_energy, has_forces = _has(data, K.ENERGY), _has(data, K.FORCES)
+    energy = data[K.ENERGY].detach().cpu().numpy().astype(np.float64).reshape(-1) if has_energy.any() else None
+    forces = data[K.FORCES].detach().cpu().numpy().astype(np.float64) if has_forces.any() else None
+    start = 0
+    for b, n in enumerate(n_atoms):
+        stop = start + int(n)
+        yield (
+            numbers[start:stop],
+            float(energy[b]) if has_energy[b] else None,
+            forces[start:stop].reshape(-1, 3) if has_forces[b] else None,
+        )
+        start = stop
+
+
+def _labelled(structures: Structures) -> Tuple[List[np.ndarray], np.ndarray, List[int]]:
+    """Atomic numbers and energies of every structure that has an energy, and all elements seen anywhere."""
+    numbers, energies, elements = [], [], set()
+    for data in structures:
+        for z, energy, _ in _split(data):
+            elements.update(int(x) for x in z)
+            if energy is not None:
+                numbers.append(z)
+                energies.append(energy)
+    return numbers, np.asarray(energies, dtype=np.float64), sorted(elements)
+
+
+def _counts(numbers: List[np.ndarray], species: Sequence[int]) -> np.ndarray:
+    """[M, S] float64 matrix: how many atoms of each species each structure has."""
+    column = {z: j for j, z in enumerate(species)}
+    counts = np.zeros((len(numbers), len(species)), dtype=np.float64)
+    for i, z in enumerate(numbers):
+        unknown = sorted(set(int(x) for x in z) - set(column))
+        if unknown:
+            raise ValueError(
+                f"structure {i} (with an energy) contains elements {unknown} that are not in species "
+                f"{list(species)}; add them to species (or pass species=None to use every element found)"
+            )
+        for x in z:
+            counts[i, column[int(x)]] += 1.0
+    return counts
+
+
+def fit_self_energies(structures: Structures, species: Sequence[int] | None = None) -> Dict[int, float]:
+    """Per-element reference energies ``{Z: E_Z}`` (eV) minimising sum_s (E_s - sum_Z n_sZ E_Z)^2.
+
+    Only structures whose energy mask is True take part. ``species`` (atomic numbers) defaults to every
+    element found in ``structures``, labelled or not; a labelled structure holding an element outside
+    ``species`` is a ValueError.
+
+    Rank-deficient problems have no unique answer (for example when every structure has the same
+    composition, or the counts of two elements are always proportional). The result is then the
+    *minimum-norm* least-squares solution (``numpy.linalg.lstsq``), deterministically and without a warning:
+    it reproduces the fitted energy of every composition spanned by the data, splits what the data cannot
+    tell apart in proportion to the counts (all structures Cu2Al with energy E give E_Cu = 2E/5,
+    E_Al = E/5), and gives 0.0 to an element that no structure with an energy contains. Use
+    ``np.linalg.matrix_rank`` on the counts, or check ``energy_statistics``, if that matters to you.
+    """
+    numbers, energies, elements = _labelled(structures)
+    if len(energies) == 0:
+        raise ValueError(
+            "no structure has an energy (every energy mask is False); self-energies need energies — check "
+            "LabelKeys.energy when reading the data"
+        )
+    species = elements if species is None else sorted(int(z) for z in species)
+    if len(set(species)) != len(species):
+        raise ValueError(f"species has repeated elements: {list(species)}")
+    counts = _counts(numbers, species)
+    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    return {int(z): float(e) for z, e in zip(species, solution, strict=True)}
+
+
+def energy_statistics(structures: Structures, self_energies: Mapping[int, float]) -> Dict[str, float | None]:
+    """Mean and spread of the per-atom residual energy, and the RMS of the force components.
+
+    Returns a dict with
+    ``energy_per_atom_mean`` and ``energy_per_atom_std`` (eV/atom; population std, ddof=0) of
+    (E - sum_Z n_Z E_Z) / N over the structures with an energy (None when there are none),
+    ``forces_rms`` (eV/angstrom): sqrt(mean(F_ia^2)) over every force component of the structures with
+    forces (None when there are none), and the counts ``n_energies`` and ``n_force_components``.
+    An element without an entry in ``self_energies`` is a ValueError.
+    """
+    residuals, squares = [], []
+    for data in structures:
+        for z, energy, forces in _split(data):
+            if energy is not None:
+                missing = sorted(set(int(x) for x in z) - set(self_energies))
+                if missing:
+                    raise ValueError(
+                        f"no self-energy for elements {missing}; pass them in self_energies (0.0 if you want no "
+                        "reference) or fit them with fit_self_energies"
+                    )
+                reference = sum(float(self_energies[int(x)]) for x in z)
+                residuals.append((energy - reference) / len(z))
+            if forces is not None:
+                squares.append((forces**2).reshape(-1))
+    residual = np.asarray(residuals, dtype=np.float64)
+    square = np.concatenate(squares) if squares else np.zeros(0)
+    return {
+        "energy_per_atom_mean": float(residual.mean()) if residual.size else None,
+        "energy_per_atom_std": float(residual.std()) if residual.size else None,
+        "forces_rms": float(np.sqrt(square.mean())) if square.size else None,
+        "n_energies": int(residual.size),
+        "n_force_components": int(square.size),
+    }

@@ -1,0 +1,227 @@
+"""The exported file: a TorchScript archive that carries its own metadata.
+
+``export_potential(model, path)`` scripts a ``physml_md.models.Potential`` and writes it with one JSON
+document in ``_extra_files`` (see ``METADATA_FILE``); ``load_potential(path)`` reads it back and checks it.
+Every engine adapter (ASE, OpenMM) reads cutoff, species, units and dtype from that metadata: nobody passes
+them by hand. The file needs ``vesin.torch`` imported before ``torch.jit.load`` (its neighbour list is a
+TorchScript class); ``load_potential`` does that.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import torch
+
+from physml_md import __version__
+from physml_md.data.elements import CHEMICAL_SYMBOLS
+from physml_md.data.hashing import update_with_tensors
+from physml_md.models import Potential
+
+FORMAT_VERSION = 1
+METADATA_FILE = "physml_md_metadata.json"
+REQUIRED_IMPORTS = ("vesin.torch",)
+UNITS = {
+    "length": "angstrom",
+    "energy": "eV",
+    "forces": "eV/angstrom",
+    "stress": "eV/angstrom^3",
+    "charge": "e",
+}
+OUTPUTS = ("energy", "energies", "forces", "stress")
+# Keys export_potential computes itself; a caller's metadata may not override them.
+_COMPUTED_KEYS = (
+    "format_version",
+    "physml_md_version",
+    "torch_version",
+    "model",
+    "species",
+    "atomic_numbers",
+    "cutoff",
+    "units",
+    "dtype",
+    "self_energies",
+    "scale",
+    "hyperparameters",
+    "weights_sha256",
+    "created",
+    "requires",
+    "imports",
+    "outputs",
+)
+
+PathLike = Union[str, os.PathLike]
+
+
+class ExportFormatError(ValueError):
+    """The file is not a physml-md export, or one this version cannot read."""
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of the state dict, in sorted order."""
+    digest = hashlib.sha256()
+    update_with_tensors(digest, model.state_dict())
+    return digest.hexdigest()
+
+
+def _library_versions() -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for dist in ("torch", "vesin-torch"):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            versions[dist] = "unknown"
+    return versions
+
+
+def build_metadata(model: Potential, extra: Dict[str, Any] | None = None) -> Dict[str, Any]:
+    """The metadata document written beside the module (JSON-serialisable)."""
+    species = [CHEMICAL_SYMBOLS[z] for z in model.species]
+    metadata: Dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "physml_md_version": __version__,
+        "torch_version": torch.__version__,
+        "model": model.hyperparameters.get("name", type(model.energy_model).__name__.lower()),
+        "species": species,
+        "atomic_numbers": list(model.species),
+        "cutoff": model.cutoff,
+        "units": dict(UNITS),
+        "dtype": str(model.shift.dtype).removeprefix("torch."),
+        "self_energies": {s: float(v) for s, v in zip(species, model.shift.tolist())},
+        "scale": {s: float(v) for s, v in zip(species, model.scale.tolist())},
+        "hyperparameters": model.hyperparameters,
+        "weights_sha256": weights_sha256(model),
+        "data_sha256": None,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "requires": _library_versions(),
+        "imports": list(REQUIRED_IMPORTS),
+        "outputs": list(OUTPUTS),
+    }
+    for key, value in (extra or {}).items():
+        if key in _COMPUTED_KEYS:
+            raise ValueError(f"metadata key {key!r} is computed by export_potential and cannot be given")
+        metadata[key] = value
+    json.dumps(metadata)  # fail here, before writing, if the caller's metadata is not JSON-serialisable
+    return metadata
+
+
+def export_potential(model: Potential, path: PathLike, metadata: Dict[str, Any] | None = None) -> Path:
+    """Script ``model`` and write it with its metadata to ``path`` (atomically: temporary name, then rename).
+
+    ``metadata`` adds keys (for example ``data_sha256``, ``description``, training details) to the computed
+    ones. Returns the path written.
+    """
+    if not isinstance(model, Potential):
+        raise TypeError(f"export_potential needs a physml_md.models.Potential, got {type(model).__name__}")
+    path = Path(path)
+    document = json.dumps(build_metadata(model, metadata), indent=2, sort_keys=True)
+    was_training = model.training
+    model.eval()
+    try:
+        scripted = torch.jit.script(model)
+    finally:
+        model.train(was_training)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: document})
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_metadata(path: PathLike) -> Dict[str, Any]:
+    """Read the metadata of an exported file without loading the module; checks the format version."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no exported model at {path}")
+    if not zipfile.is_zipfile(path):
+        raise ExportFormatError(
+            f"{path} is not a physml-md export (not a TorchScript archive); export a model with "
+            "physml_md.export_potential or `physml-md export`"
+        )
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith("/extra/" + METADATA_FILE)]
+        if not names:
+            raise ExportFormatError(
+                f"{path} is a TorchScript archive but not a physml-md export (it has no {METADATA_FILE}); "
+                "export the model with physml_md.export_potential"
+            )
+        try:
+            metadata = json.loads(archive.read(names[0]))
+        except ValueError as exc:
+            raise ExportFormatError(f"{path}: the metadata is not valid JSON ({exc}); export the model again") from None
+    version = metadata.get("format_version")
+    if not isinstance(version, int):
+        raise ExportFormatError(f"{path}: metadata has no integer format_version; export the model again")
+    if version > FORMAT_VERSION:
+        raise ExportFormatError(
+            f"{path} has format_version {version}, newer than this physml-md {__version__} reads "
+            f"(up to {FORMAT_VERSION}): upgrade physml-md (pip install -U physml-md)"
+        )
+    for key in ("species", "atomic_numbers", "cutoff", "dtype", "units"):
+        if key not in metadata:
+            raise ExportFormatError(f"{path}: metadata lacks {key!r}; export the model again")
+    return metadata
+
+
+@dataclass
+class ExportedPotential:
+    """A loaded exported file: the TorchScript module and its metadata."""
+
+    module: torch.jit.ScriptModule
+    metadata: Dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.metadata["cutoff"])
+
+    @property
+    def atomic_numbers(self) -> list:
+        return list(self.metadata["atomic_numbers"])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.metadata["dtype"])
+
+    def __call__(self, data: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        return self.module(data)
+
+
+def import_required_libraries(metadata: Dict[str, Any]) -> None:
+    """Import the Python modules whose TorchScript classes the file uses (vesin.torch)."""
+    import importlib
+
+    for name in metadata.get("imports", REQUIRED_IMPORTS):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ImportError(f"the exported model needs {name!r}: pip install vesin-torch ({exc})") from exc
+
+
+def load_potential(path: PathLike, device: Union[str, torch.device] = "cpu") -> ExportedPotential:
+    """Load an exported file onto ``device`` after checking its metadata."""
+    path = Path(path)
+    metadata = read_metadata(path)
+    import_required_libraries(metadata)
+    module = torch.jit.load(str(path), map_location=torch.device(device))
+    module.eval()
+    numbers = list(module.species)
+    if numbers != list(metadata["atomic_numbers"]) or [CHEMICAL_SYMBOLS[z] for z in numbers] != metadata["species"]:
+        raise ExportFormatError(
+            f"{path}: the metadata species {metadata['species']} do not match the module's {numbers}; "
+            "the file was altered after export: export the model again"
+        )
+    return ExportedPotential(module=module, metadata=metadata, path=path)

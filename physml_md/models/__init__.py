@@ -1,0 +1,86 @@
+"""Potentials: energy models, priors and the exported top-level ``Potential`` module.
+
+This package never imports Lightning, ASE calculators or OpenMM.
+"""
+
+from typing import Dict, Iterable, Union
+
+import torch
+
+from physml_md.data.elements import ATOMIC_NUMBERS as _symbol_to_z
+from physml_md.models.painn import PaiNN
+from physml_md.models.potential import Potential
+
+__all__ = ["PaiNN", "Potential", "build_model", "MODEL_NAMES", "resolve_dtype", "to_atomic_numbers"]
+
+MODEL_NAMES = ("painn",)
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+    """'float32' / 'float64' (or the torch dtype) -> torch dtype; anything else is an error."""
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+
+
+def to_atomic_numbers(species: Iterable[Union[int, str]]) -> list:
+    """Chemical symbols or atomic numbers -> sorted list of distinct atomic numbers."""
+    numbers = []
+    for item in species:
+        if isinstance(item, str):
+            if item not in _symbol_to_z:
+                raise ValueError(f"species: {item!r} is not a chemical symbol")
+            numbers.append(_symbol_to_z[item])
+        else:
+            numbers.append(int(item))
+    return sorted(set(numbers))
+
+
+def build_model(
+    name: str = "painn",
+    *,
+    species: Iterable[Union[int, str]],
+    cutoff: float = 5.0,
+    dtype: Union[str, torch.dtype] = "float64",
+    features: int = 64,
+    n_interactions: int = 3,
+    n_rbf: int = 20,
+    zbl: bool = False,
+    self_energies: Dict[int, float] | None = None,
+    scale: Union[float, Dict[int, float]] = 1.0,
+    seed: int = 0,
+) -> Potential:
+    """Build a potential ready to train or export.
+
+    species: elements the model knows (symbols or atomic numbers); cutoff in angstrom; dtype 'float32' or
+    'float64' for parameters and computation (torch's global default dtype is never changed);
+    self_energies: per-element shift in eV (e.g. from ``physml_md.data.fit_self_energies``); scale:
+    per-element (or one) factor on the network output. ``seed`` fixes the initial weights without touching
+    the global random state.
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(MODEL_NAMES)}")
+    numbers = to_atomic_numbers(species)
+    torch_dtype = resolve_dtype(dtype)
+    if not cutoff > 0:
+        raise ValueError(f"cutoff must be positive (angstrom), got {cutoff}")
+    hyperparameters = {
+        "name": name,
+        "species": numbers,
+        "cutoff": float(cutoff),
+        "dtype": str(torch_dtype).removeprefix("torch."),
+        "features": features,
+        "n_interactions": n_interactions,
+        "n_rbf": n_rbf,
+        "zbl": zbl,
+        "seed": seed,
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        energy_model = PaiNN(len(numbers), cutoff, features=features, n_interactions=n_interactions, n_rbf=n_rbf)
+    model = Potential(energy_model, numbers, cutoff, dtype=torch_dtype, zbl=zbl, hyperparameters=hyperparameters)
+    model.set_shift_and_scale(self_energies or {}, scale)
+    return model

@@ -1,0 +1,77 @@
+"""PaiNN: polarizable atom interaction neural network (Schütt, Unke, Gastegger, ICML 2021).
+
+Each atom carries scalar features s [N, F] and vector features v [N, 3, F]. Interaction blocks pass
+rotation-equivariant messages along the edges of the neighbour list; update blocks mix scalars and
+vectors within an atom. A small MLP reads a per-atom energy out of the final scalars. Every message
+is multiplied by a cosine cutoff, so the energy is smooth where an atom crosses the cutoff sphere.
+"""
+
+import torch
+from torch import Tensor, nn
+
+from physml_md.models.radial import SineBasis, cosine_cutoff
+
+_NORM_EPS = 1e-8  # keeps the gradient of |V v| finite at v = 0 (the initial vector features)
+
+
+class PaiNNInteraction(nn.Module):
+    def __init__(self, features: int, n_rbf: int):
+        super().__init__()
+        self.features = features
+        self.scalar_mlp = nn.Sequential(nn.Linear(features, features), nn.SiLU(), nn.Linear(features, 3 * features))
+        self.filter = nn.Linear(n_rbf, 3 * features)
+
+    def forward(self, s: Tensor, v: Tensor, edge_index: Tensor, rbf: Tensor, fcut: Tensor, unit: Tensor):
+        centre, neighbour = edge_index[0], edge_index[1]
+        x = self.scalar_mlp(s)[neighbour] * self.filter(rbf) * fcut.unsqueeze(-1)
+        ds, dvv, dvs = torch.split(x, self.features, dim=-1)
+        dv = dvv.unsqueeze(1) * v[neighbour] + dvs.unsqueeze(1) * unit.unsqueeze(-1)
+        s = s + torch.zeros_like(s).index_add(0, centre, ds)
+        v = v + torch.zeros_like(v).index_add(0, centre, dv)
+        return s, v
+
+
+class PaiNNUpdate(nn.Module):
+    def __init__(self, features: int):
+        super().__init__()
+        self.features = features
+        self.norm_eps = _NORM_EPS
+        self.u = nn.Linear(features, features, bias=False)
+        self.v = nn.Linear(features, features, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(2 * features, features), nn.SiLU(), nn.Linear(features, 3 * features))
+
+    def forward(self, s: Tensor, v: Tensor):
+        uv = self.u(v)
+        vv = self.v(v)
+        vv_norm = torch.sqrt((vv * vv).sum(dim=1) + self.norm_eps)
+        a_vv, a_sv, a_ss = torch.split(self.mlp(torch.cat([s, vv_norm], dim=-1)), self.features, dim=-1)
+        s = s + a_sv * (uv * vv).sum(dim=1) + a_ss
+        v = v + a_vv.unsqueeze(1) * uv
+        return s, v
+
+
+class PaiNN(nn.Module):
+    """Energy model: species indices and edge vectors in, one raw energy per atom out (before shift/scale)."""
+
+    def __init__(self, n_species: int, cutoff: float, features: int = 64, n_interactions: int = 3, n_rbf: int = 20):
+        super().__init__()
+        self.cutoff = cutoff
+        self.features = features
+        self.embedding = nn.Embedding(n_species, features)
+        self.rbf = SineBasis(n_rbf, cutoff)
+        self.interactions = nn.ModuleList([PaiNNInteraction(features, n_rbf) for _ in range(n_interactions)])
+        self.updates = nn.ModuleList([PaiNNUpdate(features) for _ in range(n_interactions)])
+        self.readout = nn.Sequential(nn.Linear(features, features // 2), nn.SiLU(), nn.Linear(features // 2, 1))
+
+    def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor, lengths: Tensor) -> Tensor:
+        """species [N] (index into the model's species list), edge_index [2,E], vectors [E,3] (r_ij, angstrom),
+        lengths [E] -> per-atom outputs [N]."""
+        s = self.embedding(species)
+        v = torch.zeros(s.shape[0], 3, self.features, dtype=s.dtype, device=s.device)
+        rbf = self.rbf(lengths)
+        fcut = cosine_cutoff(lengths, self.cutoff)
+        unit = vectors / lengths.unsqueeze(-1)
+        for interaction, update in zip(self.interactions, self.updates):
+            s, v = interaction(s, v, edge_index, rbf, fcut, unit)
+            s, v = update(s, v)
+        return self.readout(s).squeeze(-1)

@@ -1,0 +1,180 @@
+"""The top-level potential: neighbour list, geometry, per-element shift/scale and autograd forces/stress.
+
+``Potential`` wraps an energy model (which maps species indices and edge vectors to one raw energy per
+atom) and is the module that is exported. Its ``forward(data)`` takes the data dict of
+``physml_md.data.keys`` and returns energy [B], energies [N], forces [N,3] and, when any structure is
+periodic, stress [B,3,3] (ASE's sign and units: (1/V) dE/d(strain), eV/angstrom^3; zero rows for
+non-periodic structures).
+
+Conventions: positions in angstrom, energies in eV; ``cell`` rows are the lattice vectors; the strain
+derivative deforms positions and cell together as x -> x (1 + eps).
+"""
+
+from typing import Dict, List
+
+import torch
+from torch import Tensor, nn
+
+from physml_md.data import keys as K
+from physml_md.data.elements import CHEMICAL_SYMBOLS, MAX_ATOMIC_NUMBER
+from physml_md.data.neighbors import batch_neighbor_list
+from physml_md.models.zbl import ZBLRepulsion
+
+
+class Potential(nn.Module):
+    __jit_ignored_attributes__ = ["hyperparameters"]
+
+    def __init__(
+        self,
+        energy_model: nn.Module,
+        species: List[int],
+        cutoff: float,
+        dtype: torch.dtype = torch.float64,
+        zbl: bool = False,
+        hyperparameters: Dict | None = None,
+    ):
+        super().__init__()
+        if len(set(species)) != len(species) or not species:
+            raise ValueError(f"species must be a non-empty list of distinct atomic numbers, got {species}")
+        for z in species:
+            if not 1 <= int(z) <= MAX_ATOMIC_NUMBER:
+                raise ValueError(f"species: {z} is not an atomic number (1..{MAX_ATOMIC_NUMBER})")
+        self.species: List[int] = [int(z) for z in species]
+        self.symbols: List[str] = list(CHEMICAL_SYMBOLS)
+        self.cutoff = float(cutoff)
+        self.energy_model = energy_model
+        self.use_zbl = bool(zbl)
+        self.zbl = ZBLRepulsion(self.cutoff)
+        self.hyperparameters = dict(hyperparameters or {})
+        z_to_species = torch.full((MAX_ATOMIC_NUMBER + 1,), -1, dtype=torch.long)
+        z_to_species[torch.tensor(self.species)] = torch.arange(len(self.species))
+        self.register_buffer("z_to_species", z_to_species)
+        # atomic energy = raw * scale[species] + shift[species]; shift holds the self-energies (eV)
+        self.register_buffer("shift", torch.zeros(len(self.species), dtype=torch.float64))
+        self.register_buffer("scale", torch.ones(len(self.species), dtype=torch.float64))
+        self.to(dtype)
+
+    @torch.jit.unused
+    def set_shift_and_scale(self, shift: Dict[int, float], scale: Dict[int, float] | float = 1.0) -> None:
+        """Set the per-element shift (self-energies, eV) and scale; elements not in ``shift`` keep 0."""
+        for z, value in shift.items():
+            self.shift[self.species.index(int(z))] = float(value)
+        for index, z in enumerate(self.species):
+            self.scale[index] = float(scale[z] if isinstance(scale, dict) else scale)
+
+    def _species_index(self, numbers: Tensor) -> Tensor:
+        if bool((numbers < 1).any()) or bool((numbers >= self.z_to_species.shape[0]).any()):
+            found: List[int] = torch.unique(numbers).tolist()
+            raise ValueError("atomic_numbers must lie in 1..118, got " + str(found))
+        species = self.z_to_species[numbers]
+        if bool((species < 0).any()):
+            missing: List[int] = torch.unique(numbers[species < 0]).tolist()
+            unknown = [self.symbols[z] for z in missing]
+            known = [self.symbols[z] for z in self.species]
+            raise ValueError(
+                "element(s) "
+                + ", ".join(unknown)
+                + " not known to this model, which was trained on "
+                + ", ".join(known)
+                + ": remove them or use a model trained on them"
+            )
+        return species
+
+    def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        if not torch.is_grad_enabled():
+            raise RuntimeError(
+                "the potential computes forces by autograd: call it with gradients enabled, not inside "
+                "torch.no_grad() or torch.inference_mode() (wrap the call in torch.enable_grad())"
+            )
+        dtype = self.shift.dtype
+        device = self.shift.device
+        positions = data[K.POSITIONS]
+        if positions.dim() != 2 or positions.shape[1] != 3:
+            raise ValueError("positions must have shape [N, 3], got " + str(positions.shape))
+        n = positions.shape[0]
+        if n == 0:
+            raise ValueError("empty structure (no atoms): give at least one atom")
+        positions = positions.to(device=device, dtype=dtype).detach()
+        if not bool(torch.isfinite(positions).all()):
+            raise ValueError(
+                "positions contain NaN or infinite values: check the structure (or the MD run that made it)"
+            )
+        numbers = data[K.ATOMIC_NUMBERS].to(device=device, dtype=torch.long)
+        if numbers.shape[0] != n:
+            raise ValueError("atomic_numbers has " + str(numbers.shape[0]) + " entries for " + str(n) + " atoms")
+        species = self._species_index(numbers)
+
+        if K.CELL in data:
+            cell = data[K.CELL].to(device=device, dtype=dtype)
+        else:
+            cell = torch.zeros(1, 3, 3, dtype=dtype, device=device)
+        if cell.dim() == 2:
+            cell = cell.unsqueeze(0)
+        if K.PBC in data:
+            pbc = data[K.PBC].to(device=device, dtype=torch.bool)
+        else:
+            pbc = torch.zeros(cell.shape[0], 3, dtype=torch.bool, device=device)
+        if pbc.dim() == 1:
+            pbc = pbc.unsqueeze(0)
+        n_structures = cell.shape[0]
+        if pbc.shape[0] != n_structures:
+            raise ValueError("cell describes " + str(n_structures) + " structures but pbc " + str(pbc.shape[0]))
+        if K.BATCH in data:
+            batch = data[K.BATCH].to(device=device, dtype=torch.long)
+            if n > 1 and bool((batch[1:] < batch[:-1]).any()):
+                raise ValueError("batch must be sorted: the atoms of each structure must be contiguous")
+            if bool((batch < 0).any()) or bool((batch >= n_structures).any()):
+                raise ValueError("batch refers to structures that cell and pbc do not describe")
+        else:
+            if n_structures != 1:
+                raise ValueError("several cells were given but no batch vector: give data['batch']")
+            batch = torch.zeros(n, dtype=torch.long, device=device)
+        n_atoms = torch.bincount(batch, minlength=n_structures)
+
+        if K.EDGE_INDEX in data and K.CELL_SHIFTS in data:
+            edge_index = data[K.EDGE_INDEX].to(device=device, dtype=torch.long)
+            cell_shifts = data[K.CELL_SHIFTS].to(device=device, dtype=dtype)
+        else:
+            edge_index, shifts = batch_neighbor_list(positions, cell, pbc, n_atoms, self.cutoff)
+            cell_shifts = shifts.to(dtype)
+
+        compute_stress = bool(pbc.any())
+        positions.requires_grad_(True)
+        displacement = torch.zeros(n_structures, 3, 3, dtype=dtype, device=device)
+        if compute_stress:
+            displacement.requires_grad_(True)
+            deformation = displacement + torch.eye(3, dtype=dtype, device=device)
+            strained_positions = torch.bmm(positions.unsqueeze(1), deformation[batch]).squeeze(1)
+            strained_cell = torch.bmm(cell, deformation)
+        else:
+            strained_positions = positions
+            strained_cell = cell
+        centre, neighbour = edge_index[0], edge_index[1]
+        offsets = torch.bmm(cell_shifts.unsqueeze(1), strained_cell[batch[centre]]).squeeze(1)
+        vectors = strained_positions[neighbour] - strained_positions[centre] + offsets
+        lengths = torch.linalg.vector_norm(vectors, dim=-1)
+
+        raw = self.energy_model(species, edge_index, vectors, lengths)
+        energies = raw * self.scale[species] + self.shift[species]
+        if self.use_zbl:
+            energies = energies + self.zbl(numbers, edge_index, lengths, n)
+        energy = torch.zeros(n_structures, dtype=dtype, device=device).index_add(0, batch, energies)
+
+        inputs = [positions, displacement] if compute_stress else [positions]
+        grads = torch.autograd.grad([energy.sum()], inputs, create_graph=self.training, allow_unused=True)
+        gradient = grads[0]
+        forces = -gradient if gradient is not None else torch.zeros_like(positions)
+        results: Dict[str, Tensor] = {K.ENERGY: energy, K.ENERGIES: energies, K.FORCES: forces}
+        if compute_stress:
+            virial = grads[1]
+            if virial is None:
+                virial = torch.zeros_like(displacement)
+            volume = torch.linalg.det(cell).abs()
+            periodic = pbc.any(dim=1)
+            safe_volume = torch.where(periodic, volume, torch.ones_like(volume))
+            stress = virial / safe_volume.view(-1, 1, 1)
+            results[K.STRESS] = torch.where(periodic.view(-1, 1, 1), stress, torch.zeros_like(stress))
+        if not self.training:
+            for key in list(results.keys()):
+                results[key] = results[key].detach()
+        return results

@@ -1,0 +1,103 @@
+"""Units: the one pint registry of physml-md and the named factors used at engine boundaries.
+
+Inside the package every quantity is a plain float in the internal units: angstrom, eV, elementary
+charge, amu, fs (and kelvin). ASE's own time unit is not the fs but about 10.18 fs (``ase.units.fs`` =
+0.0982): code handing a time to an ASE integrator multiplies by ``ase.units.fs``. A quantity a user
+types ("0.5 fs", "5 angstrom", "300 K") is parsed here; a bare number means the internal unit.
+Conversions to an engine's units (OpenMM: nm, kJ/mol) use the named factors below and nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import Union
+
+import pint
+
+ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)  # "25 degC" works
+
+# The internal unit of each kind of quantity, and how to name the kind in an error message.
+INTERNAL_UNITS = {
+    "length": "angstrom",
+    "energy": "eV",
+    "time": "fs",
+    "temperature": "K",
+    "mass": "dalton",
+    "charge": "elementary_charge",
+    "force": "eV / angstrom",
+    "stress": "eV / angstrom ** 3",
+    "frequency": "1 / fs",
+}
+
+_ARTICLE = {kind: ("an " if kind[0] in "aeiou" else "a ") + kind for kind in INTERNAL_UNITS}
+
+QuantityLike = Union[str, float, int, "pint.Quantity"]
+
+
+@functools.cache
+def _dimensionality(kind: str):
+    return ureg.Quantity(1.0, INTERNAL_UNITS[kind]).dimensionality
+
+
+def _kind_of(quantity: pint.Quantity) -> str | None:
+    for kind in INTERNAL_UNITS:
+        if quantity.dimensionality == _dimensionality(kind):
+            return kind
+    return None
+
+
+def parse_quantity(value: QuantityLike, kind: str, name: str = "value") -> float:
+    """Return ``value`` as a float in the internal unit of ``kind`` (see ``INTERNAL_UNITS``).
+
+    ``value`` may be a number (taken to be in the internal unit), a string such as ``"0.5 fs"`` or
+    ``"5 angstrom"``, or a pint quantity. Molar quantities are taken per particle: ``"96.485 kJ/mol"`` is
+    an energy of 1 eV, ``"1 kcal/mol/angstrom"`` a force. ``name`` is used in error messages (for example ``cut_off``).
+    """
+    if kind not in INTERNAL_UNITS:
+        raise ValueError(f"unknown kind of quantity {kind!r}; known kinds: {', '.join(INTERNAL_UNITS)}")
+    if isinstance(value, bool):
+        raise TypeError(
+            f"{name} must be a number or a quantity string such as '1 {INTERNAL_UNITS[kind]}', got {value!r}"
+        )
+    if isinstance(value, numbers.Real):  # int, float and numpy scalars
+        return float(value)
+    if isinstance(value, str):
+        try:
+            quantity = ureg.Quantity(value)
+        except (pint.errors.PintError, ValueError, AttributeError, TypeError, SyntaxError) as exc:
+            raise ValueError(
+                f"{name}: cannot read {value!r} as a quantity ({exc}); write a number and a unit, "
+                f"for example '1 {INTERNAL_UNITS[kind]}'"
+            ) from None
+    elif isinstance(value, pint.Quantity):
+        quantity = value
+    else:
+        raise TypeError(
+            f"{name} must be a number or a quantity string such as '1 {INTERNAL_UNITS[kind]}', got {value!r}"
+        )
+    if not isinstance(quantity, pint.Quantity):  # "5" parses to a plain number
+        return float(quantity)
+    if quantity.dimensionless and _dimensionality(kind) != quantity.dimensionality:
+        return float(quantity.to("dimensionless").magnitude)
+    if quantity.dimensionality == _dimensionality(kind) / ureg.mol.dimensionality:
+        quantity = quantity / ureg.Quantity(1.0, "avogadro_constant")  # per mole -> per particle (kJ/mol)
+    if quantity.dimensionality != _dimensionality(kind):
+        found = _kind_of(quantity)
+        what = _ARTICLE[found] if found else f"a quantity of dimension {quantity.dimensionality}"
+        raise ValueError(f"{value!r} is {what}; {name} needs {_ARTICLE[kind]} (for example '1 {INTERNAL_UNITS[kind]}')")
+    return float(quantity.to(INTERNAL_UNITS[kind]).magnitude)
+
+
+# Named factors for the engine boundaries (multiply a value in the first unit to get the second).
+# Exact SI prefixes are written out (pint's conversion leaves them one rounding step off).
+ANGSTROM_TO_NM: float = 0.1
+NM_TO_ANGSTROM: float = 10.0
+EV_TO_KJ_PER_MOL: float = float(
+    (ureg.Quantity(1.0, "eV") * ureg.Quantity(1.0, "avogadro_constant")).to("kJ/mol").magnitude
+)
+KJ_PER_MOL_TO_EV: float = 1.0 / EV_TO_KJ_PER_MOL
+# forces: eV/angstrom -> kJ/mol/nm
+EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM: float = EV_TO_KJ_PER_MOL / ANGSTROM_TO_NM
+PS_TO_FS: float = 1000.0
+FS_TO_PS: float = 0.001

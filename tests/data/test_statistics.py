@@ -1,0 +1,140 @@
+"""physml_md.data.statistics: self-energies by least squares and per-atom energy / force statistics."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from physml_md.data import keys as K
+from physml_md.data.collate import collate
+from physml_md.data.statistics import energy_statistics, fit_self_energies
+from physml_md.data.structures import atoms_to_dict
+
+TOL = 1e-10
+SPECIES = (13, 28, 29)  # Al, Ni, Cu
+
+
+def emt_alloys(count=12, seed=11):
+    """fcc cells (4 or 8 atoms) with random Cu/Al/Ni occupations, rattled, labelled by ASE's EMT."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for k in range(count):
+        atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((1, 1, 1 + k % 2))
+        atoms.numbers = rng.choice(SPECIES, size=len(atoms))
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+        atoms.calc = EMT()
+        atoms.get_potential_energy()
+        images.append(atoms)
+    return images
+
+
+@pytest.fixture(scope="module")
+def alloys():
+    return emt_alloys()
+
+
+def set_energy(data, energy):
+    data = dict(data)
+    data[K.ENERGY] = torch.tensor([energy], dtype=torch.float64)
+    data[K.mask_key(K.ENERGY)] = torch.tensor([True])
+    return data
+
+
+def test_recovers_known_self_energies_exactly(alloys):
+    known = {13: -2.2, 28: -4.7, 29: -3.1}
+    structures = [set_energy(atoms_to_dict(a), sum(known[int(z)] for z in a.numbers)) for a in alloys]
+    counts = np.array([[np.sum(a.numbers == z) for z in SPECIES] for a in alloys])
+    assert np.linalg.matrix_rank(counts) == 3  # the compositions determine the answer
+    fitted = fit_self_energies(structures)
+    assert sorted(fitted) == sorted(known)
+    for z, e in known.items():
+        assert abs(fitted[z] - e) < TOL, z
+
+
+def test_real_emt_energies_small_residuals(alloys):
+    structures = [atoms_to_dict(a) for a in alloys]
+    fitted = fit_self_energies(structures)
+    # independent reference: numpy least squares on counts taken from the Atoms
+    counts = np.array([[np.sum(a.numbers == z) for z in SPECIES] for a in alloys], dtype=float)
+    energies = np.array([a.get_potential_energy() for a in alloys])
+    reference = np.linalg.lstsq(counts, energies, rcond=None)[0]
+    np.testing.assert_allclose([fitted[z] for z in SPECIES], reference, rtol=0, atol=TOL)
+    # least squares: the residual is orthogonal to every column of counts (normal equations)
+    residual = energies - counts @ np.array([fitted[z] for z in SPECIES])
+    np.testing.assert_allclose(counts.T @ residual, 0.0, rtol=0, atol=1e-10)
+    # EMT's alloy mixing energies are what is left: measured mean 0.003 and std 0.038 eV/atom here
+    stats = energy_statistics(structures, fitted)
+    assert abs(stats["energy_per_atom_mean"]) < 0.01
+    assert stats["energy_per_atom_std"] < 0.06
+
+
+def test_statistics_by_hand(alloys):
+    self_energies = {13: -1.0, 28: -2.0, 29: -3.0}
+    structures = [atoms_to_dict(a) for a in alloys]
+    structures[3]["forces_mask"] = torch.tensor([False])  # masked labels do not count
+    structures[5]["energy_mask"] = torch.tensor([False])
+    stats = energy_statistics(structures, self_energies)
+    used = [a for i, a in enumerate(alloys) if i != 5]
+    residual = np.array(
+        [(a.get_potential_energy() - sum(self_energies[int(z)] for z in a.numbers)) / len(a) for a in used]
+    )
+    forces = np.concatenate([a.get_forces().ravel() for i, a in enumerate(alloys) if i != 3])
+    assert stats["n_energies"] == len(used) and stats["n_force_components"] == forces.size
+    assert abs(stats["energy_per_atom_mean"] - residual.mean()) < TOL
+    assert abs(stats["energy_per_atom_std"] - residual.std()) < TOL
+    assert abs(stats["forces_rms"] - np.sqrt(np.mean(forces**2))) < TOL
+    # a collated batch gives the same numbers as its structures
+    batched = energy_statistics([collate(structures[:6]), collate(structures[6:])], self_energies)
+    for key, value in stats.items():
+        assert abs(batched[key] - value) < TOL, key
+
+
+def test_statistics_without_labels():
+    data = atoms_to_dict(bulk("Cu", "fcc", a=3.6))
+    stats = energy_statistics([data], {29: 0.0})
+    assert stats == {
+        "energy_per_atom_mean": None,
+        "energy_per_atom_std": None,
+        "forces_rms": None,
+        "n_energies": 0,
+        "n_force_components": 0,
+    }
+
+
+def test_missing_self_energy_is_an_error(alloys):
+    with pytest.raises(ValueError, match=r"no self-energy for elements \[13\]"):
+        energy_statistics([atoms_to_dict(a) for a in alloys], {28: 0.0, 29: 0.0})
+
+
+def test_rank_deficient_gives_minimum_norm_without_warning():
+    # every labelled structure is Cu2Al (warnings are errors in this test suite)
+    energies = [-10.0, -10.5, -9.5]
+    structures = []
+    for e in energies:
+        atoms = bulk("Cu", "fcc", a=3.6).repeat((3, 1, 1))
+        atoms.numbers = [29, 29, 13]
+        structures.append(set_energy(atoms_to_dict(atoms), e))
+    nickel = atoms_to_dict(bulk("Ni", "fcc", a=3.5))  # no energy: Ni is found but undetermined
+    fitted = fit_self_energies(structures + [nickel])
+    mean = np.mean(energies)
+    assert abs(fitted[29] - 2 * mean / 5) < TOL
+    assert abs(fitted[13] - mean / 5) < TOL
+    assert abs(fitted[28]) < TOL
+    # the fit still reproduces the mean energy of the one composition
+    assert abs(2 * fitted[29] + fitted[13] - mean) < TOL
+
+
+def test_masks_and_species(alloys):
+    known = {13: -2.2, 28: -4.7, 29: -3.1}
+    structures = [set_energy(atoms_to_dict(a), sum(known[int(z)] for z in a.numbers)) for a in alloys]
+    structures[0] = set_energy(structures[0], 1e6)
+    structures[0]["energy_mask"] = torch.tensor([False])  # a wrong but masked energy is ignored
+    fitted = fit_self_energies(structures, species=[29, 28, 13, 1])
+    assert sorted(fitted) == [1, 13, 28, 29] and abs(fitted[1]) < TOL
+    for z, e in known.items():
+        assert abs(fitted[z] - e) < TOL, z
+    with pytest.raises(ValueError, match=r"elements \[13\] that are not in species \[28, 29\]"):
+        fit_self_energies(structures, species=[28, 29])
+    with pytest.raises(ValueError, match="no structure has an energy"):
+        fit_self_energies([atoms_to_dict(bulk("Cu", "fcc", a=3.6))])

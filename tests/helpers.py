@@ -1,0 +1,67 @@
+"""Reusable test helpers: tolerances keyed by dtype, rotations, and a minimal ASE calculator over a module.
+
+The calculator here only exists so that ASE's own finite-difference tools (ase.calculators.fd) can be
+pointed at a bare model in tests; the product's calculator is physml_md.integrations.ase.
+"""
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+
+# relative tolerances for claims of exactness (agreement of two paths that should be equal)
+EXACT = {torch.float32: 5e-5, torch.float64: 1e-12}
+# relative tolerances for symmetry claims (equivariance/invariance), as in e3nn's tests
+SYMMETRY = {torch.float32: 1e-3, torch.float64: 1e-9}
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random proper rotation matrix (det +1)."""
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def inputs(atoms, dtype=torch.float64):
+    """The model's input dict for one ASE structure (a batch of one)."""
+    return {
+        "positions": torch.tensor(atoms.positions, dtype=dtype),
+        "atomic_numbers": torch.tensor(atoms.numbers, dtype=torch.long),
+        "cell": torch.tensor(atoms.cell.array, dtype=dtype).unsqueeze(0),
+        "pbc": torch.tensor(atoms.pbc, dtype=torch.bool).unsqueeze(0),
+    }
+
+
+def assert_close(actual, expected, rtol, what=""):
+    """max |a - b| <= rtol * max(1, max |b|): relative to the scale of the expected values."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    error = float(np.abs(actual - expected).max(initial=0.0))
+    assert error <= rtol * scale, f"{what}: max error {error:.3e} > {rtol:.1e} * {scale:.3e}"
+
+
+class ModuleCalculator(Calculator):
+    """Energy, forces and (periodic) Voigt stress from a physml-md module, for ASE's test tools."""
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, module, dtype=torch.float64):
+        super().__init__()
+        self.module = module
+        self.dtype = dtype
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        out = self.module(inputs(self.atoms, self.dtype))
+        energy = float(out["energy"][0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out["energies"].detach().numpy().astype(np.float64),
+            "forces": out["forces"].detach().numpy().astype(np.float64),
+        }
+        if "stress" in out:
+            s = out["stress"][0].detach().numpy().astype(np.float64)
+            self.results["stress"] = s.flat[[0, 4, 8, 5, 2, 1]]

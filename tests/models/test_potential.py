@@ -1,0 +1,270 @@
+"""The PaiNN potential and its autograd wrapper: symmetry, derivatives, smoothness, batching, dtypes, errors."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, fcc111, molecule
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+
+from physml_md.models import build_model
+from tests.helpers import EXACT, SYMMETRY, ModuleCalculator, assert_close, inputs, random_rotation
+
+SPECIES = ["H", "C", "O", "Al", "Cu"]
+CUTOFF = 4.0
+
+
+def make_model(dtype, zbl=True, **kw):
+    model = build_model(species=SPECIES, cutoff=CUTOFF, dtype=dtype, features=16, n_interactions=2, zbl=zbl, **kw)
+    return model.eval()
+
+
+def systems():
+    rng = np.random.default_rng(7)
+    ethanol = molecule("CH3CH2OH")
+    ethanol.rattle(0.05, seed=1)
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    cu.rattle(0.1, seed=2)
+    alloy = bulk("Cu", "fcc", a=3.7).repeat((3, 2, 2))
+    alloy.numbers[rng.choice(len(alloy), 4, replace=False)] = 13
+    alloy.set_cell(alloy.cell.array @ (np.eye(3) + 0.1 * rng.normal(size=(3, 3))), scale_atoms=True)
+    alloy.rattle(0.05, seed=3)
+    slab = fcc111("Al", size=(2, 2, 3), vacuum=5.0)
+    slab.rattle(0.05, seed=4)
+    return {"ethanol": ethanol, "cu_bulk": cu, "triclinic_alloy": alloy, "al_slab": slab}
+
+
+SYSTEMS = systems()
+
+
+def evaluate(model, atoms, dtype):
+    out = model(inputs(atoms, dtype))
+    return {k: v.detach().double().numpy() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("name", list(SYSTEMS))
+def test_rotation_translation_permutation(name, dtype):
+    model = make_model(dtype)
+    atoms = SYSTEMS[name]
+    rng = np.random.default_rng(11)
+    reference = evaluate(model, atoms, dtype)
+    tol = SYMMETRY[dtype]
+
+    rotation = random_rotation(rng)
+    moved = atoms.copy()
+    moved.positions = atoms.positions @ rotation.T + rng.normal(size=3) * 3.0
+    moved.set_cell(atoms.cell.array @ rotation.T, scale_atoms=False)
+    out = evaluate(model, moved, dtype)
+    assert_close(out["energy"], reference["energy"], tol, "energy under rotation+translation")
+    assert_close(out["energies"], reference["energies"], tol, "per-atom energies under rotation")
+    assert_close(out["forces"], reference["forces"] @ rotation.T, tol, "forces under rotation")
+    if "stress" in reference:
+        assert_close(out["stress"][0], rotation @ reference["stress"][0] @ rotation.T, tol, "stress under rotation")
+
+    order = rng.permutation(len(atoms))
+    permuted = atoms[order]
+    out = evaluate(model, permuted, dtype)
+    assert_close(out["energy"], reference["energy"], tol, "energy under permutation")
+    assert_close(out["forces"], reference["forces"][order], tol, "forces under permutation")
+
+
+def test_energy_changes_when_geometry_changes():
+    """Guards the symmetry tests against a model that outputs a constant."""
+    model = make_model(torch.float64)
+    atoms = SYSTEMS["ethanol"]
+    stretched = atoms.copy()
+    stretched.positions[0] += [0.2, 0.0, 0.0]
+    assert (
+        abs(evaluate(model, atoms, torch.float64)["energy"][0] - evaluate(model, stretched, torch.float64)["energy"][0])
+        > 1e-3
+    )
+    assert np.abs(evaluate(model, atoms, torch.float64)["forces"]).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", list(SYSTEMS))
+def test_forces_and_stress_match_finite_differences(name):
+    model = make_model(torch.float64)
+    atoms = SYSTEMS[name].copy()
+    atoms.calc = ModuleCalculator(model)
+    forces = atoms.get_forces()
+    numerical = calculate_numerical_forces(atoms, eps=1e-4)
+    error = np.abs(forces - numerical).max() / np.abs(forces).max()
+    assert error <= 1e-6, f"forces vs central finite differences: relative error {error:.2e}"
+    if atoms.pbc.all():
+        stress = atoms.get_stress()
+        numerical = calculate_numerical_stress(atoms, eps=1e-5)
+        error = np.abs(stress - numerical).max() / np.abs(stress).max()
+        assert error <= 1e-6, f"stress vs central finite differences: relative error {error:.2e}"
+
+
+def test_per_atom_energies_sum_to_energy(dtype):
+    model = make_model(dtype)
+    out = evaluate(model, SYSTEMS["cu_bulk"], dtype)
+    assert_close(out["energies"].sum(), out["energy"][0], EXACT[dtype], "sum of per-atom energies")
+
+
+@pytest.mark.parametrize("zbl", [False, True])
+def test_energy_is_smooth_across_the_cutoff(zbl):
+    """An atom leaving the cutoff sphere changes the energy by less than 1e-8 eV (float64)."""
+    model = make_model(torch.float64, zbl=zbl)
+
+    def trimer(distance):
+        return Atoms("CuCuAl", positions=[[0, 0, 0], [2.4, 0, 0], [-distance, 0.5, 0.0]])
+
+    def energy(distance):
+        return evaluate(model, trimer(distance), torch.float64)["energy"][0]
+
+    # distance of the Al atom to its nearest neighbour crosses the cutoff
+    inside = np.sqrt((CUTOFF - 1e-7) ** 2 - 0.25)
+    outside = np.sqrt((CUTOFF + 1e-7) ** 2 - 0.25)
+    assert abs(energy(inside) - energy(outside)) < 1e-8
+    # and the interaction is real well inside the sphere
+    assert abs(energy(CUTOFF - 1.0) - energy(outside)) > 1e-4
+
+
+def test_batch_equals_one_by_one(dtype):
+    model = make_model(dtype)
+    structures = [SYSTEMS[name] for name in ("ethanol", "cu_bulk", "triclinic_alloy", "al_slab")]
+    single = [evaluate(model, atoms, dtype) for atoms in structures]
+    parts = [inputs(atoms, dtype) for atoms in structures]
+    batch = {
+        "positions": torch.cat([p["positions"] for p in parts]),
+        "atomic_numbers": torch.cat([p["atomic_numbers"] for p in parts]),
+        "cell": torch.cat([p["cell"] for p in parts]),
+        "pbc": torch.cat([p["pbc"] for p in parts]),
+        "batch": torch.cat([torch.full((len(a),), i, dtype=torch.long) for i, a in enumerate(structures)]),
+    }
+    out = {k: v.detach().double().numpy() for k, v in model(batch).items()}
+    start = 0
+    for index, (atoms, reference) in enumerate(zip(structures, single)):
+        stop = start + len(atoms)
+        assert_close(out["energy"][index], reference["energy"][0], EXACT[dtype], f"energy of structure {index}")
+        assert_close(out["forces"][start:stop], reference["forces"], EXACT[dtype], f"forces of structure {index}")
+        if "stress" in reference:
+            assert_close(out["stress"][index], reference["stress"][0], EXACT[dtype], f"stress of structure {index}")
+        else:
+            assert np.all(out["stress"][index] == 0.0)
+        start = stop
+
+
+def test_dtype_is_per_model_and_global_default_untouched():
+    before = torch.get_default_dtype()
+    m32 = make_model(torch.float32)
+    m64 = make_model("float64")
+    assert torch.get_default_dtype() == before
+    assert all(p.dtype == torch.float32 for p in m32.parameters())
+    assert all(p.dtype == torch.float64 for p in m64.parameters())
+    atoms = SYSTEMS["cu_bulk"]
+    out32 = m32(inputs(atoms, torch.float64))  # inputs are cast to the model's dtype
+    out64 = m64(inputs(atoms, torch.float32))
+    assert out32["energy"].dtype == torch.float32 and out64["forces"].dtype == torch.float64
+    # same seed, same weights: float32 agrees with float64 to float32 precision
+    e64 = evaluate(m64, atoms, torch.float64)
+    e32 = evaluate(m32, atoms, torch.float32)
+    assert_close(e32["forces"], e64["forces"], 1e-4, "float32 vs float64 forces")
+    with pytest.raises(ValueError, match="float32' or 'float64"):
+        build_model(species=SPECIES, dtype="float16")
+
+
+def test_seed_fixes_weights_without_touching_global_rng():
+    state = torch.random.get_rng_state()
+    a = build_model(species=SPECIES, seed=3)
+    assert torch.equal(state, torch.random.get_rng_state())
+    b = build_model(species=SPECIES, seed=3)
+    c = build_model(species=SPECIES, seed=4)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+def test_shift_and_scale_are_per_element():
+    model = make_model(torch.float64)
+    atoms = SYSTEMS["ethanol"]
+    base = evaluate(model, atoms, torch.float64)
+    model.set_shift_and_scale({1: -13.6, 6: -1000.0, 8: -2000.0}, 1.0)
+    shifted = evaluate(model, atoms, torch.float64)
+    counts = {z: int((atoms.numbers == z).sum()) for z in (1, 6, 8)}
+    expected = base["energy"][0] - 13.6 * counts[1] - 1000.0 * counts[6] - 2000.0 * counts[8]
+    assert_close(shifted["energy"][0], expected, 1e-12, "energy with self-energies")
+    assert_close(shifted["forces"], base["forces"], 1e-12, "forces do not depend on the shift")
+
+
+def test_zbl_adds_the_screened_coulomb_pair_energy():
+    """Independent check of the ZBL prior on a dimer against the published formula."""
+    with_zbl = make_model(torch.float64, zbl=True)
+    without = make_model(torch.float64, zbl=False)
+    r = 1.0
+    dimer = Atoms("CuAl", positions=[[0, 0, 0], [r, 0, 0]])
+    difference = (
+        evaluate(with_zbl, dimer, torch.float64)["energy"][0] - evaluate(without, dimer, torch.float64)["energy"][0]
+    )
+    z1, z2 = 29, 13
+    a = 0.8854 * 0.529177210903 / (z1**0.23 + z2**0.23)
+    x = r / a
+    phi = (
+        0.18175 * np.exp(-3.1998 * x)
+        + 0.50986 * np.exp(-0.94229 * x)
+        + 0.28022 * np.exp(-0.4029 * x)
+        + 0.02817 * np.exp(-0.20162 * x)
+    )
+    coulomb = 14.399645 * z1 * z2 / r
+    fcut = 0.5 * (np.cos(np.pi * r / CUTOFF) + 1)
+    assert difference == pytest.approx(coulomb * phi * fcut, rel=1e-7)  # 1e-7: k_e above is rounded to 7 digits
+    assert difference > 10.0  # strongly repulsive at 1 angstrom
+
+
+def test_scripted_equals_eager(dtype):
+    model = make_model(dtype)
+    scripted = torch.jit.script(model)
+    for name, atoms in SYSTEMS.items():
+        eager = evaluate(model, atoms, dtype)
+        script = evaluate(scripted, atoms, dtype)
+        for key in eager:
+            assert_close(script[key], eager[key], EXACT[dtype], f"{name} {key}")
+
+
+def test_training_mode_keeps_the_graph_for_force_losses():
+    model = make_model(torch.float64).train()
+    out = model(inputs(SYSTEMS["cu_bulk"]))
+    loss = (out["forces"] ** 2).sum() + out["stress"].pow(2).sum()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().max()) > 0 for g in grads)
+
+
+@pytest.mark.parametrize("scripted", [False, True], ids=["eager", "scripted"])
+class TestBadInput:
+    def model(self, scripted):
+        model = make_model(torch.float64)
+        return torch.jit.script(model) if scripted else model
+
+    def test_nan_positions(self, scripted):
+        atoms = SYSTEMS["ethanol"].copy()
+        data = inputs(atoms)
+        data["positions"][2, 1] = float("nan")
+        with pytest.raises(Exception, match="NaN or infinite"):
+            self.model(scripted)(data)
+        data["positions"][2, 1] = float("inf")
+        with pytest.raises(Exception, match="NaN or infinite"):
+            self.model(scripted)(data)
+
+    def test_unknown_element_is_named_with_the_known_ones(self, scripted):
+        with pytest.raises(
+            Exception, match="element\\(s\\) Fe not known to this model, which was trained on H, C, O, Al, Cu"
+        ):
+            self.model(scripted)(inputs(bulk("Fe")))
+
+    def test_empty_structure(self, scripted):
+        with pytest.raises(Exception, match="empty structure"):
+            self.model(scripted)(inputs(Atoms()))
+
+    def test_singular_cell_with_periodic_directions(self, scripted):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        data = inputs(atoms)
+        data["cell"][0, 2] = data["cell"][0, 1]  # two equal lattice vectors
+        with pytest.raises(Exception, match="singular"):
+            self.model(scripted)(data)
+
+    def test_gradients_disabled(self, scripted):
+        with torch.no_grad(), pytest.raises(Exception, match="gradients enabled"):
+            self.model(scripted)(inputs(SYSTEMS["ethanol"]))
