@@ -24,6 +24,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import thermalize_momenta
 
 from physml_md import export_potential, load_potential
+from physml_md.atomic import atomic_write_text
 from physml_md.cli import main as cli
 from physml_md.data.collate import collate
 from physml_md.data.hashing import dataset_sha256
@@ -58,7 +59,7 @@ def make_emt_data(path: Path, n_strained: int, n_md: int, seed: int) -> None:
 
 
 FRESH = """
-import json, sys, torch, vesin.torch
+import json, sys, torch, vesin_torch
 from ase.io import read
 module = torch.jit.load(sys.argv[1])
 out = []
@@ -137,7 +138,7 @@ def main() -> int:
         "structures": len(dataset),
         "export_matches_eager": bool(np.abs(fresh_energies - eager).max() < 1e-9),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     print(f"Done. Files in {out}/ (the model is untrained; its errors above are those of random weights).")
     return 0 if summary["export_matches_eager"] else 1
 

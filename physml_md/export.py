@@ -3,7 +3,7 @@
 ``export_potential(model, path)`` scripts a ``physml_md.models.Potential`` and writes it with one JSON
 document in ``_extra_files`` (see ``METADATA_FILE``); ``load_potential(path)`` reads it back and checks it.
 Every engine adapter (ASE, OpenMM) reads cutoff, species, units and dtype from that metadata: nobody passes
-them by hand. The file needs ``vesin.torch`` imported before ``torch.jit.load`` (its neighbour list is a
+them by hand. The file needs ``vesin_torch`` imported before ``torch.jit.load`` (its neighbour list is a
 TorchScript class); ``load_potential`` does that.
 """
 
@@ -21,13 +21,14 @@ from typing import Any, Dict, Union
 import torch
 
 from physml_md import __version__
+from physml_md.atomic import atomic_path
 from physml_md.data.elements import CHEMICAL_SYMBOLS
 from physml_md.data.hashing import update_with_tensors
 from physml_md.models import Potential
 
 FORMAT_VERSION = 1
 METADATA_FILE = "physml_md_metadata.json"
-REQUIRED_IMPORTS = ("vesin.torch",)
+REQUIRED_IMPORTS = ("vesin_torch",)  # registers the TorchScript class of the neighbour list
 UNITS = {
     "length": "angstrom",
     "energy": "eV",
@@ -130,14 +131,8 @@ def export_potential(model: Potential, path: PathLike, metadata: Dict[str, Any] 
         scripted = torch.jit.script(model)
     finally:
         model.train(was_training)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: document})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -201,7 +196,7 @@ class ExportedPotential:
 
 
 def import_required_libraries(metadata: Dict[str, Any]) -> None:
-    """Import the Python modules whose TorchScript classes the file uses (vesin.torch)."""
+    """Import the Python modules whose TorchScript classes the file uses (vesin_torch)."""
     import importlib
 
     for name in metadata.get("imports", REQUIRED_IMPORTS):

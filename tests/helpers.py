@@ -5,8 +5,11 @@ pointed at a bare model in tests; the product's calculator is physml_md.integrat
 """
 
 import numpy as np
+import pytest
 import torch
 from ase.calculators.calculator import Calculator, all_changes
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
 # relative tolerances for claims of exactness (agreement of two paths that should be equal)
 EXACT = {torch.float32: 5e-5, torch.float64: 1e-12}

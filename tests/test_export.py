@@ -14,7 +14,7 @@ from ase.build import bulk, molecule
 import physml_md
 from physml_md.export import FORMAT_VERSION, METADATA_FILE, ExportFormatError, read_metadata, weights_sha256
 from physml_md.models import build_model
-from tests.helpers import EXACT, assert_close, inputs
+from tests.helpers import EXACT, assert_close, inputs, requires_cuda
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_metadata_describes_the_model(model, exported):
     assert meta["hyperparameters"]["features"] == 16 and meta["hyperparameters"]["zbl"] is True
     assert meta["weights_sha256"] == weights_sha256(model)
     assert meta["data_sha256"] == "0" * 64 and meta["description"] == "test model"
-    assert meta["imports"] == ["vesin.torch"] and "vesin-torch" in meta["requires"]
+    assert meta["imports"] == ["vesin_torch"] and "vesin-torch" in meta["requires"]
     assert meta["created"].endswith("+00:00")
 
 
@@ -80,7 +80,7 @@ def test_loaded_file_equals_eager_model(model, exported):
 
 FRESH_PROCESS = """
 import sys, json, torch, numpy as np
-import vesin.torch  # the file's neighbour list is a TorchScript class from vesin-torch
+import vesin_torch  # the file's neighbour list is a TorchScript class from vesin-torch
 from ase.build import bulk
 module = torch.jit.load(sys.argv[1])
 atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
@@ -107,6 +107,14 @@ def test_fresh_process_without_physml_md_gets_the_same_numbers(model, exported):
     eager = model(inputs(structures()["cu"]))
     for key in ("energy", "energies", "forces", "stress"):
         assert_close(np.array(out[key]), eager[key].numpy(), EXACT[torch.float64], key)
+
+
+@requires_cuda
+def test_load_onto_cuda(model, exported):
+    loaded = physml_md.load_potential(exported, device="cuda")
+    atoms = structures()["cu"]
+    out = loaded({k: v.to("cuda") for k, v in inputs(atoms).items()})
+    assert_close(out["forces"].cpu().numpy(), model(inputs(atoms))["forces"].numpy(), 1e-9, "forces on cuda")
 
 
 def test_float32_export_round_trip(tmp_path):

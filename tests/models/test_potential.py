@@ -8,7 +8,7 @@ from ase.build import bulk, fcc111, molecule
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 
 from physml_md.models import build_model
-from tests.helpers import EXACT, SYMMETRY, ModuleCalculator, assert_close, inputs, random_rotation
+from tests.helpers import EXACT, SYMMETRY, ModuleCalculator, assert_close, inputs, random_rotation, requires_cuda
 
 SPECIES = ["H", "C", "O", "Al", "Cu"]
 CUTOFF = 4.0
@@ -230,6 +230,18 @@ def test_training_mode_keeps_the_graph_for_force_losses():
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and any(float(g.abs().max()) > 0 for g in grads)
+
+
+@requires_cuda
+def test_cuda_equals_cpu(dtype):
+    model = make_model(dtype)
+    on_gpu = make_model(dtype).to("cuda")
+    for name, atoms in SYSTEMS.items():
+        reference = evaluate(model, atoms, dtype)
+        out = on_gpu({k: v.to("cuda") for k, v in inputs(atoms, dtype).items()})
+        for key in reference:
+            assert out[key].device.type == "cuda"
+            assert_close(out[key].cpu().double().numpy(), reference[key], SYMMETRY[dtype], f"{name} {key}")
 
 
 @pytest.mark.parametrize("scripted", [False, True], ids=["eager", "scripted"])
