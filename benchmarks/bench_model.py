@@ -52,10 +52,7 @@ def run(sizes=(100, 1000, 10000), cutoff: float = 5.0, repeats: int = 5, dtypes=
             dtype = getattr(torch, dtype_name)
             bare = inputs(atoms, dtype, True, cutoff)
             full = inputs(atoms, dtype, False, cutoff)
-            ms = median_ms(
-                {"bare": partial(model, bare), "full": partial(model, full)},
-                {"bare": row["repeats"], "full": row["repeats"]},
-            )
+            ms = median_ms({"bare": partial(model, bare), "full": partial(model, full)}, row["repeats"])
             row[f"bare_{dtype_name}_ms"] = ms["bare"]
             row[f"full_{dtype_name}_ms"] = ms["full"]
         rows.append(row)

@@ -23,9 +23,10 @@ class PaiNNInteraction(nn.Module):
 
     def forward(self, s: Tensor, v: Tensor, edge_index: Tensor, rbf: Tensor, fcut: Tensor, unit: Tensor):
         centre, neighbour = edge_index[0], edge_index[1]
-        x = self.scalar_mlp(s)[neighbour] * self.filter(rbf) * fcut.unsqueeze(-1)
+        # index_select rather than [] indexing: its backward is a fast index_add, not an accumulating index_put
+        x = self.scalar_mlp(s).index_select(0, neighbour) * (self.filter(rbf) * fcut.unsqueeze(-1))
         ds, dvv, dvs = torch.split(x, self.features, dim=-1)
-        dv = dvv.unsqueeze(1) * v[neighbour] + dvs.unsqueeze(1) * unit.unsqueeze(-1)
+        dv = dvv.unsqueeze(1) * v.index_select(0, neighbour) + dvs.unsqueeze(1) * unit.unsqueeze(-1)
         s = s + torch.zeros_like(s).index_add(0, centre, ds)
         v = v + torch.zeros_like(v).index_add(0, centre, dv)
         return s, v

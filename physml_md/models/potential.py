@@ -150,8 +150,8 @@ class Potential(nn.Module):
             strained_positions = positions
             strained_cell = cell
         centre, neighbour = edge_index[0], edge_index[1]
-        offsets = torch.bmm(cell_shifts.unsqueeze(1), strained_cell[batch[centre]]).squeeze(1)
-        vectors = strained_positions[neighbour] - strained_positions[centre] + offsets
+        offsets = torch.bmm(cell_shifts.unsqueeze(1), strained_cell.index_select(0, batch[centre])).squeeze(1)
+        vectors = strained_positions.index_select(0, neighbour) - strained_positions.index_select(0, centre) + offsets
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
 
         raw = self.energy_model(species, edge_index, vectors, lengths)
