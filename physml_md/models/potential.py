@@ -4,7 +4,7 @@
 atom) and is the module that is exported. Its ``forward(data)`` takes the data dict of
 ``physml_md.data.keys`` and returns energy [B], energies [N], forces [N,3] and, when any structure is
 periodic, stress [B,3,3] (ASE's sign and units: (1/V) dE/d(strain), eV/angstrom^3; zero rows for
-non-periodic structures).
+structures that have no volume: non-periodic ones, or a slab whose non-periodic cell vector is zero).
 
 Conventions: positions in angstrom, energies in eV; ``cell`` rows are the lattice vectors; the strain
 derivative deforms positions and cell together as x -> x (1 + eps).
@@ -153,6 +153,12 @@ class Potential(nn.Module):
         offsets = torch.bmm(cell_shifts.unsqueeze(1), strained_cell.index_select(0, batch[centre])).squeeze(1)
         vectors = strained_positions.index_select(0, neighbour) - strained_positions.index_select(0, centre) + offsets
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
+        if bool((lengths == 0.0).any()):
+            overlap: List[int] = edge_index[:, lengths == 0.0][:, 0].tolist()
+            raise ValueError(
+                "atoms " + str(overlap[0]) + " and " + str(overlap[1]) + " (or a periodic image) sit at the same "
+                "position: the structure is broken; remove the duplicate atom"
+            )
 
         raw = self.energy_model(species, edge_index, vectors, lengths)
         energies = raw * self.scale[species] + self.shift[species]
@@ -170,7 +176,7 @@ class Potential(nn.Module):
             if virial is None:
                 virial = torch.zeros_like(displacement)
             volume = torch.linalg.det(cell).abs()
-            periodic = pbc.any(dim=1)
+            periodic = pbc.any(dim=1) & (volume > 0.0)
             safe_volume = torch.where(periodic, volume, torch.ones_like(volume))
             stress = virial / safe_volume.view(-1, 1, 1)
             results[K.STRESS] = torch.where(periodic.view(-1, 1, 1), stress, torch.zeros_like(stress))

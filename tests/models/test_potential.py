@@ -147,6 +147,15 @@ def test_batch_equals_one_by_one(dtype):
         start = stop
 
 
+def test_slab_without_a_third_cell_vector_has_zero_stress_not_nan():
+    slab = SYSTEMS["al_slab"].copy()
+    slab.cell[2] = 0.0
+    out = evaluate(make_model(torch.float64), slab, torch.float64)
+    reference = evaluate(make_model(torch.float64), SYSTEMS["al_slab"], torch.float64)
+    assert np.all(out["stress"] == 0.0)
+    assert_close(out["forces"], reference["forces"], 1e-12, "forces do not depend on the non-periodic vector")
+
+
 def test_dtype_is_per_model_and_global_default_untouched():
     before = torch.get_default_dtype()
     m32 = make_model(torch.float32)
@@ -276,6 +285,12 @@ class TestBadInput:
         data["cell"][0, 2] = data["cell"][0, 1]  # two equal lattice vectors
         with pytest.raises(Exception, match="singular"):
             self.model(scripted)(data)
+
+    def test_overlapping_atoms(self, scripted):
+        atoms = SYSTEMS["ethanol"].copy()
+        atoms.positions[3] = atoms.positions[5]
+        with pytest.raises(Exception, match="atoms 3 and 5 \\(or a periodic image\\) sit at the same position"):
+            self.model(scripted)(inputs(atoms))
 
     def test_gradients_disabled(self, scripted):
         with torch.no_grad(), pytest.raises(Exception, match="gradients enabled"):
