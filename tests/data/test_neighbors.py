@@ -14,6 +14,7 @@ import torch
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from physml_md.data.neighbors import batch_neighbor_list, neighbor_list
+from tests.helpers import random_rotation
 
 scripted_neighbor_list = torch.jit.script(neighbor_list)
 scripted_batch_neighbor_list = torch.jit.script(batch_neighbor_list)
@@ -23,15 +24,6 @@ ERRORS = (ValueError, torch.jit.Error)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A proper rotation matrix (det +1), uniformly distributed."""
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
 def sorted_triples(i, j, shifts) -> np.ndarray:
     """[E, 5] int array of (i, j, S) rows in lexicographic order (vesin's order is unspecified)."""
     rows = np.column_stack([np.asarray(i), np.asarray(j), np.asarray(shifts)]).astype(np.int64)
