@@ -10,7 +10,7 @@ Conventions: positions in angstrom, energies in eV; ``cell`` rows are the lattic
 derivative deforms positions and cell together as x -> x (1 + eps).
 """
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -80,30 +80,10 @@ class Potential(nn.Module):
             )
         return species
 
-    def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        if not torch.is_grad_enabled():
-            raise RuntimeError(
-                "the potential computes forces by autograd: call it with gradients enabled, not inside "
-                "torch.no_grad() or torch.inference_mode() (wrap the call in torch.enable_grad())"
-            )
+    def _batch_layout(self, data: Dict[str, Tensor], n: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """cell [B,3,3], pbc [B,3], batch [N] and n_atoms [B] from the input, with defaults for one structure."""
         dtype = self.shift.dtype
         device = self.shift.device
-        positions = data[K.POSITIONS]
-        if positions.dim() != 2 or positions.shape[1] != 3:
-            raise ValueError("positions must have shape [N, 3], got " + str(positions.shape))
-        n = positions.shape[0]
-        if n == 0:
-            raise ValueError("empty structure (no atoms): give at least one atom")
-        positions = positions.to(device=device, dtype=dtype).detach()
-        if not bool(torch.isfinite(positions).all()):
-            raise ValueError(
-                "positions contain NaN or infinite values: check the structure (or the MD run that made it)"
-            )
-        numbers = data[K.ATOMIC_NUMBERS].to(device=device, dtype=torch.long)
-        if numbers.shape[0] != n:
-            raise ValueError("atomic_numbers has " + str(numbers.shape[0]) + " entries for " + str(n) + " atoms")
-        species = self._species_index(numbers)
-
         if K.CELL in data:
             cell = data[K.CELL].to(device=device, dtype=dtype)
         else:
@@ -129,7 +109,33 @@ class Potential(nn.Module):
             if n_structures != 1:
                 raise ValueError("several cells were given but no batch vector: give data['batch']")
             batch = torch.zeros(n, dtype=torch.long, device=device)
-        n_atoms = torch.bincount(batch, minlength=n_structures)
+        return cell, pbc, batch, torch.bincount(batch, minlength=n_structures)
+
+    def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        if not torch.is_grad_enabled():
+            raise RuntimeError(
+                "the potential computes forces by autograd: call it with gradients enabled, not inside "
+                "torch.no_grad() or torch.inference_mode() (wrap the call in torch.enable_grad())"
+            )
+        dtype = self.shift.dtype
+        device = self.shift.device
+        positions = data[K.POSITIONS]
+        if positions.dim() != 2 or positions.shape[1] != 3:
+            raise ValueError("positions must have shape [N, 3], got " + str(positions.shape))
+        n = positions.shape[0]
+        if n == 0:
+            raise ValueError("empty structure (no atoms): give at least one atom")
+        positions = positions.to(device=device, dtype=dtype).detach()
+        if not bool(torch.isfinite(positions).all()):
+            raise ValueError(
+                "positions contain NaN or infinite values: check the structure (or the MD run that made it)"
+            )
+        numbers = data[K.ATOMIC_NUMBERS].to(device=device, dtype=torch.long)
+        if numbers.shape[0] != n:
+            raise ValueError("atomic_numbers has " + str(numbers.shape[0]) + " entries for " + str(n) + " atoms")
+        species = self._species_index(numbers)
+
+        cell, pbc, batch, n_atoms = self._batch_layout(data, n)
 
         if K.EDGE_INDEX in data and K.CELL_SHIFTS in data:
             edge_index = data[K.EDGE_INDEX].to(device=device, dtype=torch.long)
@@ -140,11 +146,12 @@ class Potential(nn.Module):
 
         compute_stress = bool(pbc.any())
         positions.requires_grad_(True)
+        n_structures = cell.shape[0]
         displacement = torch.zeros(n_structures, 3, 3, dtype=dtype, device=device)
         if compute_stress:
             displacement.requires_grad_(True)
             deformation = displacement + torch.eye(3, dtype=dtype, device=device)
-            strained_positions = torch.bmm(positions.unsqueeze(1), deformation[batch]).squeeze(1)
+            strained_positions = torch.bmm(positions.unsqueeze(1), deformation.index_select(0, batch)).squeeze(1)
             strained_cell = torch.bmm(cell, deformation)
         else:
             strained_positions = positions
