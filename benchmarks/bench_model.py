@@ -21,20 +21,17 @@ from bench_neighbors import copper_supercell, median_ms  # noqa: E402
 
 try:
     from physml_md.data.neighbors import neighbor_list
+    from physml_md.data.structures import LabelKeys, atoms_to_dict
     from physml_md.models import build_model
 except ImportError:  # a checkout that was not `pip install -e`d
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from physml_md.data.neighbors import neighbor_list
+    from physml_md.data.structures import LabelKeys, atoms_to_dict
     from physml_md.models import build_model
 
 
 def inputs(atoms, dtype, with_neighbors: bool, cutoff: float):
-    data = {
-        "positions": torch.tensor(atoms.positions, dtype=dtype),
-        "atomic_numbers": torch.tensor(atoms.numbers),
-        "cell": torch.tensor(atoms.cell.array, dtype=dtype).unsqueeze(0),
-        "pbc": torch.tensor(atoms.pbc).unsqueeze(0),
-    }
+    data = atoms_to_dict(atoms, LabelKeys(None, None, None, None, None, None), dtype)
     if with_neighbors:
         edge_index, shifts = neighbor_list(data["positions"], data["cell"][0], data["pbc"][0], cutoff)
         data["edge_index"], data["cell_shifts"] = edge_index, shifts

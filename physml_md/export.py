@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Dict, Union
 import torch
 
 from physml_md import __version__
-from physml_md.atomic import atomic_path
+from physml_md.atomic import PathLike, atomic_path
 from physml_md.data.elements import CHEMICAL_SYMBOLS
 from physml_md.data.hashing import update_with_tensors
 from physml_md.models import Potential
@@ -57,8 +56,6 @@ _COMPUTED_KEYS = (
     "imports",
     "outputs",
 )
-
-PathLike = Union[str, os.PathLike]
 
 
 class ExportFormatError(ValueError):

@@ -9,6 +9,8 @@ import pytest
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
+from physml_md.data.structures import LabelKeys, atoms_to_dict
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
 # relative tolerances for claims of exactness (agreement of two paths that should be equal)
@@ -26,14 +28,12 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q
 
 
+NO_LABELS = LabelKeys(energy=None, forces=None, stress=None, charges=None, total_charge=None, dipole=None)
+
+
 def inputs(atoms, dtype=torch.float64):
-    """The model's input dict for one ASE structure (a batch of one)."""
-    return {
-        "positions": torch.tensor(atoms.positions, dtype=dtype),
-        "atomic_numbers": torch.tensor(atoms.numbers, dtype=torch.long),
-        "cell": torch.tensor(atoms.cell.array, dtype=dtype).unsqueeze(0),
-        "pbc": torch.tensor(atoms.pbc, dtype=torch.bool).unsqueeze(0),
-    }
+    """The model's input dict for one ASE structure (a batch of one), without labels."""
+    return atoms_to_dict(atoms, NO_LABELS, dtype)
 
 
 def assert_close(actual, expected, rtol, what=""):
