@@ -1,7 +1,8 @@
 """Every benchmark, measured in one run, printed as one table (`make bench`).
 
 Neighbour list (ours, plain vesin, ase.neighborlist) and the model's forward+backward on the same fcc Cu
-systems; the ratios compare contenders measured side by side in this run.
+systems, then the training throughput of `physml-md train` against a plain torch loop (smaller budget than
+bench_training.py's defaults); the ratios compare contenders measured side by side in this run.
 """
 
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_model  # noqa: E402
 import bench_neighbors  # noqa: E402
+import bench_training  # noqa: E402
 
 
 def main():
@@ -33,6 +35,9 @@ def main():
             f"{nl['atoms']:>6} {nl['ours_ms']:>11.2f} {nl['ase/ours']:>9.1f} {nl['ours/vesin']:>10.2f} "
             f"{model['bare_float64_ms']:>13.1f} {share:>22.3f}"
         )
+    print()
+    training = bench_training.run(structures=100, epochs=3, warmup=1, threads=2)
+    print(bench_training.format_table(training))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""physml-md demo (what `make demo` runs): real reference data -> model -> exported file -> reload -> energies.
+"""physml-md demo (what `make demo` runs): real reference data -> training -> exported file -> reload -> errors.
 
-Steps, all real: ASE's EMT calculator labels strained, rattled and MD-sampled fcc Cu cells (energies,
-forces, stress); physml-md reads them, fits per-element self-energies, builds a PaiNN potential, exports
-it as a self-describing TorchScript file, reloads it in a fresh Python process that does not import
-physml_md, and evaluates it on the data. Training, MD in ASE/OpenMM and the validation report join this
-demo as those subsystems land; the model here is untrained, and the demo says so.
+Steps, all real: ASE's EMT calculator labels strained, MD-sampled fcc Cu cells (energies, forces, stress;
+examples/cu_emt/make_data.py); physml-md trains a PaiNN potential on them with Lightning (energy, force and
+stress losses, random split, test metrics, parity and learning-curve plots), exports it as a self-describing
+TorchScript file, reloads it in a fresh Python process that does not import physml_md, and evaluates it on the
+test split. MD in ASE/OpenMM and the MD validation report join this demo as those subsystems land.
 """
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -16,46 +17,52 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase import units
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.io import write
-from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import thermalize_momenta
+from ase.io import read
 
-from physml_md import export_potential, load_potential
+from physml_md import load_potential
 from physml_md.atomic import atomic_write_text
+from physml_md.checkpoint import potential_from_checkpoint
 from physml_md.cli import main as cli
-from physml_md.data.collate import collate
-from physml_md.data.hashing import dataset_sha256
-from physml_md.data.readers import read_dataset
-from physml_md.data.statistics import energy_statistics, fit_self_energies
-from physml_md.models import build_model
+from physml_md.data import LabelKeys, atoms_to_dict, collate
+from physml_md.training.api import PhysMLModel
+
+MAKE_DATA = Path(__file__).resolve().parent / "cu_emt" / "make_data.py"
 
 
-def make_emt_data(path: Path, n_strained: int, n_md: int, seed: int) -> None:
-    """32-atom fcc Cu cells: random strain within +-3 % and rattles, plus Langevin MD frames at 900 K."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    base = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    for _ in range(n_strained):
-        atoms = base.copy()
-        strain = np.eye(3) + rng.uniform(-0.03, 0.03, size=(3, 3))
-        atoms.set_cell(atoms.cell.array @ (strain + strain.T) / 2, scale_atoms=True)
-        atoms.rattle(0.05, seed=int(rng.integers(1 << 31)))
-        frames.append(atoms)
-    atoms = base.copy()
-    atoms.calc = EMT()
-    thermalize_momenta(atoms, temperature_K=900, rng=rng)
-    dynamics = Langevin(atoms, 2 * units.fs, temperature_K=900, friction=0.02, fixcm=False, rng=rng)
-    for _ in range(n_md):
-        dynamics.run(10)
-        frames.append(atoms.copy())
-    for frame in frames:
-        frame.calc = EMT()
-        frame.get_potential_energy(), frame.get_forces(), frame.get_stress()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write(path, frames, format="extxyz")
+def make_data(path: Path, n_structures: int, seed: int) -> Path:
+    """EMT-labelled Cu32 cells (examples/cu_emt/make_data.py)."""
+    spec = importlib.util.spec_from_file_location("cu_emt_make_data", MAKE_DATA)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_data(path, n_structures=n_structures, seed=seed, temperatures=(300.0, 600.0, 900.0, 1200.0))
+
+
+def demo_config(data_file: Path, out: Path, epochs: int, seed: int) -> dict:
+    """A small version of examples/cu_emt/config.toml."""
+    return {
+        "model": {"features": 32, "n_interactions": 2, "n_rbf": 16, "dtype": "float64", "seed": seed},
+        "data": {
+            "source": str(data_file),
+            "cut_off": "4.5 angstrom",
+            "train": {"batch_size": 8},
+            "splitting_strategy": {"name": "random_splitting_strategy", "data_split": [0.8, 0.1, 0.1]},
+        },
+        "training": {
+            "lr": 5.0e-3,
+            "ema": {"decay": 0.9},
+            "loss_parameter": {
+                "loss_components": ["per_system_energy", "per_atom_force", "per_system_stress"],
+                "weight": {"per_system_energy": 10.0, "per_atom_force": 1.0, "per_system_stress": 100.0},
+            },
+        },
+        "trainer": {
+            "max_epochs": epochs,
+            "accelerator": "cpu",
+            "default_root_dir": str(out / "runs"),
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        },
+    }
 
 
 FRESH = """
@@ -75,71 +82,52 @@ print(json.dumps(out))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_output", help="output folder")
-    parser.add_argument("--structures", type=int, default=24, help="number of strained/rattled cells")
-    parser.add_argument("--md-frames", type=int, default=16, help="number of Langevin MD frames")
+    parser.add_argument("--structures", type=int, default=160, help="number of EMT-labelled Cu32 structures")
+    parser.add_argument("--epochs", type=int, default=25, help="training epochs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     out = Path(args.out)
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
 
     data_file = out / "cu_emt.extxyz"
     print(f"[1/5] Reference data from ASE EMT -> {data_file}", flush=True)
     start = time.perf_counter()
-    make_emt_data(data_file, args.structures, args.md_frames, args.seed)
-    print(f"      {args.structures + args.md_frames} Cu32 structures in {time.perf_counter() - start:.1f} s")
+    make_data(data_file, args.structures, args.seed)
+    print(f"      {args.structures} Cu32 structures in {time.perf_counter() - start:.1f} s")
 
-    print("[2/5] Read the data, fit self-energies, statistics", flush=True)
-    dataset = read_dataset(data_file, required=("energy", "forces", "stress"))
-    self_energies = fit_self_energies(dataset)
-    stats = energy_statistics(dataset, self_energies)
-    print(
-        f"      E_Cu = {self_energies[29]:.4f} eV; residual energy std {1000 * stats['energy_per_atom_std']:.2f} "
-        f"meV/atom; force RMS {stats['forces_rms']:.3f} eV/A"
-    )
+    print(f"[2/5] Train a PaiNN potential ({args.epochs} epochs; energy, force and stress losses)", flush=True)
+    start = time.perf_counter()
+    model = PhysMLModel(demo_config(data_file, out, args.epochs, args.seed))
+    result = model.train()
+    print(f"      trained in {time.perf_counter() - start:.1f} s; run directory {result.run_dir}")
 
-    print("[3/5] Build a PaiNN potential (untrained: training arrives with the training subsystem)", flush=True)
-    model = build_model(
-        species=["Cu"],
-        cutoff=5.0,
-        dtype="float64",
-        features=32,
-        n_interactions=2,
-        self_energies=self_energies,
-        scale=stats["forces_rms"],
-        seed=args.seed,
-    ).eval()
-    print(f"      {sum(p.numel() for p in model.parameters())} parameters, cutoff 5.0 A, float64")
-
-    model_file = out / "model.pt"
-    print(f"[4/5] Export -> {model_file}", flush=True)
-    export_potential(
-        model, model_file, {"description": "physml-md demo (untrained)", "data_sha256": dataset_sha256(dataset)}
-    )
+    model_file = result.model_path
+    print(f"[3/5] The exported file: {model_file}", flush=True)
     cli(["info", str(model_file)])
 
-    print("[5/5] Reload and evaluate", flush=True)
-    loaded = load_potential(model_file)
-    batch = collate(dataset)
-    eager = model(batch)["energy"].numpy()
-    exported = loaded(batch)["energy"].numpy()
+    print("[4/5] Reload in this process and in a fresh one (torch.jit.load, no physml_md)", flush=True)
+    frames = read(data_file, ":")
+    batch = collate([atoms_to_dict(atoms, LabelKeys(), dtype=torch.float64) for atoms in frames])
+    eager = potential_from_checkpoint(result.best_checkpoint)(batch)["energy"].numpy()
+    exported = load_potential(model_file)(batch)["energy"].numpy()
     fresh = subprocess.run(
         [sys.executable, "-c", FRESH, str(model_file), str(data_file)], capture_output=True, text=True, check=True
     )
     fresh_energies = np.array(json.loads(fresh.stdout))
-    print(f"      max |E_exported - E_eager| = {np.abs(exported - eager).max():.2e} eV (same process, batched)")
-    print(
-        f"      max |E_fresh - E_eager|    = {np.abs(fresh_energies - eager).max():.2e} eV "
-        "(fresh process, torch.jit.load, no physml_md)"
-    )
+    print(f"      max |E_exported - E_checkpoint| = {np.abs(exported - eager).max():.2e} eV (same process, batched)")
+    print(f"      max |E_fresh - E_checkpoint|    = {np.abs(fresh_energies - eager).max():.2e} eV (fresh process)")
+
+    print("[5/5] Evaluate the exported file on the first structures", flush=True)
     cli(["evaluate", str(model_file), str(data_file), "--index", ":5"])
     summary = {
         "data": str(data_file),
         "model": str(model_file),
-        "structures": len(dataset),
+        "structures": len(frames),
+        "test_metrics": result.test_metrics,
         "export_matches_eager": bool(np.abs(fresh_energies - eager).max() < 1e-9),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    print(f"Done. Files in {out}/ (the model is untrained; its errors above are those of random weights).")
+    print(f"Done. Files in {out}/; plots and checkpoints in {result.run_dir}/")
     return 0 if summary["export_matches_eager"] else 1
 
 

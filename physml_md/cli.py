@@ -1,8 +1,8 @@
 """`physml-md` command line: the one place that wires the layers together.
 
-Commands so far: ``info`` (what an exported file is) and ``evaluate`` (run an exported file on
-structures and compare with their reference labels). ``train``, ``md``, ``validate`` and ``bench`` join
-as their subsystems land.
+Commands so far: ``train`` (train from a TOML/YAML config, test, export, plot), ``export`` (a checkpoint to an
+exported file), ``info`` (what an exported file is) and ``evaluate`` (run an exported file on structures and
+compare with their reference labels). ``md``, ``validate`` and ``bench`` join as their subsystems land.
 """
 
 from __future__ import annotations
@@ -97,10 +97,51 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from physml_md.training.config import load_config
+    from physml_md.training.run import train
+
+    config = load_config(args.config, args.set)
+    train(config, ckpt_path=args.ckpt_path)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from physml_md.checkpoint import load_checkpoint, potential_from_checkpoint
+    from physml_md.export import export_potential
+
+    potential = potential_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
+    stored = load_checkpoint(args.checkpoint).get("hyper_parameters", {})
+    metadata = {"training": {"checkpoint": str(args.checkpoint), "ema": not args.no_ema}}
+    if stored.get("data_sha256"):
+        metadata["data_sha256"] = stored["data_sha256"]
+    path = export_potential(potential, args.output, metadata)
+    print(f"exported {args.checkpoint} -> {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="physml-md", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"physml-md {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a potential from a TOML or YAML config")
+    train.add_argument("config", help="config file (.toml, .yaml or .yml)")
+    train.add_argument("--ckpt-path", default=None, help="resume from this checkpoint (weights, optimizer, epoch, ...)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set trainer.max_epochs=5 (repeatable; values are TOML)",
+    )
+    train.set_defaults(run=_train)
+
+    export = commands.add_parser("export", help="export a training checkpoint to a TorchScript model file")
+    export.add_argument("checkpoint", help="Lightning checkpoint written by physml-md train (.ckpt)")
+    export.add_argument("output", help="exported model file to write (.pt)")
+    export.add_argument("--no-ema", action="store_true", help="export the raw weights, not their moving average")
+    export.set_defaults(run=_export)
 
     info = commands.add_parser("info", help="show the metadata of an exported model file")
     info.add_argument("model", help="exported model file (.pt)")

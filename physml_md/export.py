@@ -102,7 +102,7 @@ def build_metadata(model: Potential, extra: Dict[str, Any] | None = None) -> Dic
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "requires": _library_versions(),
         "imports": list(REQUIRED_IMPORTS),
-        "outputs": list(OUTPUTS),
+        "outputs": list(OUTPUTS) + (["charges", "total_charge", "dipole"] if model.use_charges else []),
     }
     for key, value in (extra or {}).items():
         if key in _COMPUTED_KEYS:

@@ -4,10 +4,14 @@ The calculator here only exists so that ASE's own finite-difference tools (ase.c
 pointed at a bare model in tests; the product's calculator is physml_md.integrations.ase.
 """
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 
 from physml_md.data.structures import LabelKeys, atoms_to_dict
 
@@ -68,3 +72,29 @@ class ModuleCalculator(Calculator):
         if "stress" in out:
             s = out["stress"][0].detach().numpy().astype(np.float64)
             self.results["stress"] = s.flat[[0, 4, 8, 5, 2, 1]]
+
+
+def assert_matches_finite_differences(atoms, module, rtol=1e-6):
+    """Forces (and stress when periodic) of ``module`` on ``atoms`` against ASE's central differences.
+
+    Relative to the largest component; returns the analytic forces.
+    """
+    atoms.calc = ModuleCalculator(module)
+    forces = atoms.get_forces()
+    numerical = calculate_numerical_forces(atoms, eps=1e-4)
+    error = np.abs(forces - numerical).max() / np.abs(forces).max()
+    assert error <= rtol, f"forces vs central finite differences: relative error {error:.2e}"
+    if atoms.pbc.all():
+        stress = atoms.get_stress()
+        numerical = calculate_numerical_stress(atoms, eps=1e-5)
+        error = np.abs(stress - numerical).max() / np.abs(stress).max()
+        assert error <= rtol, f"stress vs central finite differences: relative error {error:.2e}"
+    return forces
+
+
+def load_script(path):
+    """Import a script (e.g. examples/cu_emt/make_data.py) as a module by its path."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

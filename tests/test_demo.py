@@ -14,7 +14,7 @@ DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
 
 def test_demo_runs_end_to_end(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(DEMO), "--out", str(tmp_path), "--structures", "3", "--md-frames", "2"],
+        [sys.executable, str(DEMO), "--out", str(tmp_path), "--structures", "10", "--epochs", "2"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -22,8 +22,9 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[5/5]" in result.stdout and "Done." in result.stdout
     frames = read(tmp_path / "cu_emt.extxyz", ":")
-    assert len(frames) == 5 and all("forces" in f.calc.results for f in frames)
-    meta = physml_md.read_metadata(tmp_path / "model.pt")
-    assert meta["species"] == ["Cu"] and len(meta["data_sha256"]) == 64
+    assert len(frames) == 10 and all("stress" in f.calc.results for f in frames)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["export_matches_eager"] is True and summary["structures"] == 5
+    meta = physml_md.read_metadata(summary["model"])
+    assert meta["species"] == ["Cu"] and len(meta["data_sha256"]) == 64 and meta["training"]["epochs"] == 2
+    assert summary["export_matches_eager"] is True and summary["structures"] == 10
+    assert summary["test_metrics"]["test/per_atom_force/rmse"] > 0

@@ -35,6 +35,8 @@ FORBIDDEN = {
     ),
     "units.py": ("physml_md.",),
     "export.py": ("physml_md.training", "physml_md.integrations", "physml_md.md", "physml_md.cli", "lightning"),
+    "checkpoint.py": ("physml_md.training", "physml_md.integrations", "physml_md.md", "physml_md.cli", "lightning"),
+    "training": ("physml_md.integrations", "physml_md.md", "physml_md.cli", "openmm", "openmmtorch"),
 }
 
 

@@ -52,6 +52,8 @@ def build_model(
     self_energies: Dict[int, float] | None = None,
     scale: Union[float, Dict[int, float]] = 1.0,
     seed: int = 0,
+    charges: bool = False,
+    coulomb: bool = False,
 ) -> Potential:
     """Build a potential ready to train or export.
 
@@ -59,7 +61,8 @@ def build_model(
     'float64' for parameters and computation (torch's global default dtype is never changed);
     self_energies: per-element shift in eV (e.g. from ``physml_md.data.fit_self_energies``); scale:
     per-element (or one) factor on the network output. ``seed`` fixes the initial weights without touching
-    the global random state.
+    the global random state. ``charges`` adds a per-atom charge head (outputs charges, total_charge,
+    dipole); ``coulomb`` adds PhysNet's damped Coulomb energy between those charges (needs ``charges``).
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODEL_NAMES)}")
@@ -77,10 +80,28 @@ def build_model(
         "n_rbf": n_rbf,
         "zbl": zbl,
         "seed": seed,
+        "charges": bool(charges),
+        "coulomb": bool(coulomb),
     }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        energy_model = PaiNN(len(numbers), cutoff, features=features, n_interactions=n_interactions, n_rbf=n_rbf)
-    model = Potential(energy_model, numbers, cutoff, dtype=torch_dtype, zbl=zbl, hyperparameters=hyperparameters)
+        energy_model = PaiNN(
+            len(numbers),
+            cutoff,
+            features=features,
+            n_interactions=n_interactions,
+            n_rbf=n_rbf,
+            n_outputs=2 if charges else 1,
+        )
+    model = Potential(
+        energy_model,
+        numbers,
+        cutoff,
+        dtype=torch_dtype,
+        zbl=zbl,
+        hyperparameters=hyperparameters,
+        charges=charges,
+        coulomb=coulomb,
+    )
     model.set_shift_and_scale(self_energies or {}, scale)
     return model

@@ -2,7 +2,8 @@
 
 Each atom carries scalar features s [N, F] and vector features v [N, 3, F]. Interaction blocks pass
 rotation-equivariant messages along the edges of the neighbour list; update blocks mix scalars and
-vectors within an atom. A small MLP reads a per-atom energy out of the final scalars. Every message
+vectors within an atom. A small MLP reads per-atom outputs out of the final scalars: an energy, and
+optionally a second channel (a raw charge) from the same MLP. Every message
 is multiplied by a cosine cutoff, so the energy is smooth where an atom crosses the cutoff sphere.
 """
 
@@ -52,21 +53,36 @@ class PaiNNUpdate(nn.Module):
 
 
 class PaiNN(nn.Module):
-    """Energy model: species indices and edge vectors in, one raw energy per atom out (before shift/scale)."""
+    """Energy model: species indices and edge vectors in, raw per-atom outputs out (before shift/scale).
 
-    def __init__(self, n_species: int, cutoff: float, features: int = 64, n_interactions: int = 3, n_rbf: int = 20):
+    ``n_outputs`` = 1 gives one raw energy per atom [N]; 2 gives [N, 2] (column 0 the raw energy,
+    column 1 a raw charge, both read out of the same MLP).
+    """
+
+    def __init__(
+        self,
+        n_species: int,
+        cutoff: float,
+        features: int = 64,
+        n_interactions: int = 3,
+        n_rbf: int = 20,
+        n_outputs: int = 1,
+    ):
         super().__init__()
+        if n_outputs not in (1, 2):
+            raise ValueError(f"n_outputs must be 1 (energy) or 2 (energy and charge), got {n_outputs}")
         self.cutoff = cutoff
         self.features = features
+        self.n_outputs = n_outputs
         self.embedding = nn.Embedding(n_species, features)
         self.rbf = SineBasis(n_rbf, cutoff)
         self.interactions = nn.ModuleList([PaiNNInteraction(features, n_rbf) for _ in range(n_interactions)])
         self.updates = nn.ModuleList([PaiNNUpdate(features) for _ in range(n_interactions)])
-        self.readout = nn.Sequential(nn.Linear(features, features // 2), nn.SiLU(), nn.Linear(features // 2, 1))
+        self.readout = nn.Sequential(nn.Linear(features, features // 2), nn.SiLU(), nn.Linear(features // 2, n_outputs))
 
     def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor, lengths: Tensor) -> Tensor:
         """species [N] (index into the model's species list), edge_index [2,E], vectors [E,3] (r_ij, angstrom),
-        lengths [E] -> per-atom outputs [N]."""
+        lengths [E] -> per-atom outputs [N] (n_outputs = 1) or [N, n_outputs]."""
         s = self.embedding(species)
         v = torch.zeros(s.shape[0], 3, self.features, dtype=s.dtype, device=s.device)
         rbf = self.rbf(lengths)
@@ -75,4 +91,7 @@ class PaiNN(nn.Module):
         for interaction, update in zip(self.interactions, self.updates):
             s, v = interaction(s, v, edge_index, rbf, fcut, unit)
             s, v = update(s, v)
-        return self.readout(s).squeeze(-1)
+        out = self.readout(s)
+        if self.n_outputs == 1:
+            return out.squeeze(-1)
+        return out

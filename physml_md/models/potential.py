@@ -6,6 +6,14 @@ atom) and is the module that is exported. Its ``forward(data)`` takes the data d
 periodic, stress [B,3,3] (ASE's sign and units: (1/V) dE/d(strain), eV/angstrom^3; zero rows for
 structures that have no volume: non-periodic ones, or a slab whose non-periodic cell vector is zero).
 
+With a charge head (``charges=True``; the energy model then returns [N, 2], the second column a raw charge)
+it also returns charges [N] (e), corrected so that each structure's charges sum to its total charge
+(``data["total_charge"]`` [B], 0 when absent): q_i = q~_i + (Q - sum q~) / n_atoms; total_charge [B], the
+sum of the q_i; and dipole [B,3] (e*angstrom) = sum_i q_i r_i over the positions as given. The dipole of a
+periodic structure is ill-defined (it changes when an atom is replaced by one of its periodic images); it is
+still output as sum_i q_i r_i. ``coulomb=True`` adds PhysNet's damped Coulomb energy between the charges
+(``physml_md.models.coulomb``) to the per-atom energies, hence to forces and stress.
+
 Conventions: positions in angstrom, energies in eV; ``cell`` rows are the lattice vectors; the strain
 derivative deforms positions and cell together as x -> x (1 + eps).
 """
@@ -18,6 +26,7 @@ from torch import Tensor, nn
 from physml_md.data import keys as K
 from physml_md.data.elements import CHEMICAL_SYMBOLS, MAX_ATOMIC_NUMBER
 from physml_md.data.neighbors import batch_neighbor_list
+from physml_md.models.coulomb import DampedCoulomb
 from physml_md.models.zbl import ZBLRepulsion
 
 
@@ -32,8 +41,21 @@ class Potential(nn.Module):
         dtype: torch.dtype = torch.float64,
         zbl: bool = False,
         hyperparameters: Dict | None = None,
+        charges: bool = False,
+        coulomb: bool = False,
     ):
         super().__init__()
+        if coulomb and not charges:
+            raise ValueError(
+                "coulomb=True needs charges=True: the Coulomb energy acts between the charges the model "
+                "predicts; pass charges=True as well, or coulomb=False"
+            )
+        n_outputs = 2 if charges else 1
+        if getattr(energy_model, "n_outputs", 1) != n_outputs:
+            raise ValueError(
+                f"charges={bool(charges)} needs an energy model with n_outputs={n_outputs}, got "
+                f"{getattr(energy_model, 'n_outputs', 1)}: build it with n_outputs={n_outputs} (or use build_model)"
+            )
         if len(set(species)) != len(species) or not species:
             raise ValueError(f"species must be a non-empty list of distinct atomic numbers, got {species}")
         for z in species:
@@ -45,6 +67,9 @@ class Potential(nn.Module):
         self.energy_model = energy_model
         self.use_zbl = bool(zbl)
         self.zbl = ZBLRepulsion(self.cutoff)
+        self.use_charges = bool(charges)
+        self.use_coulomb = bool(coulomb)
+        self.coulomb = DampedCoulomb(self.cutoff)
         self.hyperparameters = dict(hyperparameters or {})
         z_to_species = torch.full((MAX_ATOMIC_NUMBER + 1,), -1, dtype=torch.long)
         z_to_species[torch.tensor(self.species)] = torch.arange(len(self.species))
@@ -111,6 +136,25 @@ class Potential(nn.Module):
             batch = torch.zeros(n, dtype=torch.long, device=device)
         return cell, pbc, batch, torch.bincount(batch, minlength=n_structures)
 
+    def _corrected_charges(self, raw: Tensor, data: Dict[str, Tensor], batch: Tensor, n_atoms: Tensor) -> Tensor:
+        """q_i = q~_i + (Q - sum q~) / n_atoms per structure, Q = data["total_charge"] [B] (0 when absent)."""
+        n_structures = n_atoms.shape[0]
+        if K.TOTAL_CHARGE in data:
+            total = data[K.TOTAL_CHARGE].to(device=raw.device, dtype=raw.dtype).reshape(-1)
+            if total.shape[0] != n_structures:
+                raise ValueError(
+                    "total_charge has "
+                    + str(total.shape[0])
+                    + " entries for "
+                    + str(n_structures)
+                    + " structures: give one total charge (e) per structure, shape [B]"
+                )
+        else:
+            total = torch.zeros(n_structures, dtype=raw.dtype, device=raw.device)
+        raw_total = torch.zeros(n_structures, dtype=raw.dtype, device=raw.device).index_add(0, batch, raw)
+        correction = (total - raw_total) / n_atoms.clamp(min=1).to(raw.dtype)
+        return raw + correction.index_select(0, batch)
+
     def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
         if not torch.is_grad_enabled():
             raise RuntimeError(
@@ -168,9 +212,15 @@ class Potential(nn.Module):
             )
 
         raw = self.energy_model(species, edge_index, vectors, lengths)
+        charges = torch.zeros(0, dtype=dtype, device=device)
+        if self.use_charges:
+            charges = self._corrected_charges(raw[:, 1], data, batch, n_atoms)
+            raw = raw[:, 0]
         energies = raw * self.scale[species] + self.shift[species]
         if self.use_zbl:
             energies = energies + self.zbl(numbers, edge_index, lengths, n)
+        if self.use_coulomb:
+            energies = energies + self.coulomb(charges, edge_index, lengths)
         energy = torch.zeros(n_structures, dtype=dtype, device=device).index_add(0, batch, energies)
 
         inputs = [positions, displacement] if compute_stress else [positions]
@@ -187,6 +237,13 @@ class Potential(nn.Module):
             safe_volume = torch.where(periodic, volume, torch.ones_like(volume))
             stress = virial / safe_volume.view(-1, 1, 1)
             results[K.STRESS] = torch.where(periodic.view(-1, 1, 1), stress, torch.zeros_like(stress))
+        if self.use_charges:
+            zeros = torch.zeros(n_structures, dtype=dtype, device=device)
+            results[K.CHARGES] = charges
+            results[K.TOTAL_CHARGE] = zeros.index_add(0, batch, charges)
+            results[K.DIPOLE] = torch.zeros(n_structures, 3, dtype=dtype, device=device).index_add(
+                0, batch, charges.unsqueeze(-1) * positions
+            )
         if not self.training:
             for key in list(results.keys()):
                 results[key] = results[key].detach()

@@ -5,10 +5,17 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk, fcc111, molecule
-from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 
 from physml_md.models import build_model
-from tests.helpers import EXACT, SYMMETRY, ModuleCalculator, assert_close, inputs, random_rotation, requires_cuda
+from tests.helpers import (
+    EXACT,
+    SYMMETRY,
+    assert_close,
+    assert_matches_finite_differences,
+    inputs,
+    random_rotation,
+    requires_cuda,
+)
 
 SPECIES = ["H", "C", "O", "Al", "Cu"]
 CUTOFF = 4.0
@@ -85,16 +92,7 @@ def test_energy_changes_when_geometry_changes():
 def test_forces_and_stress_match_finite_differences(name):
     model = make_model(torch.float64)
     atoms = SYSTEMS[name].copy()
-    atoms.calc = ModuleCalculator(model)
-    forces = atoms.get_forces()
-    numerical = calculate_numerical_forces(atoms, eps=1e-4)
-    error = np.abs(forces - numerical).max() / np.abs(forces).max()
-    assert error <= 1e-6, f"forces vs central finite differences: relative error {error:.2e}"
-    if atoms.pbc.all():
-        stress = atoms.get_stress()
-        numerical = calculate_numerical_stress(atoms, eps=1e-5)
-        error = np.abs(stress - numerical).max() / np.abs(stress).max()
-        assert error <= 1e-6, f"stress vs central finite differences: relative error {error:.2e}"
+    assert_matches_finite_differences(atoms, model)
 
 
 def test_per_atom_energies_sum_to_energy(dtype):

@@ -1,0 +1,86 @@
+"""Read training checkpoints safely and rebuild the potential they hold.
+
+Checkpoints are loaded with ``torch.load(weights_only=True)``: only tensors and plain Python data are accepted,
+and a file carrying any other pickled object is refused before that object is created, so loading a checkpoint
+never runs code from it. physml-md writes nothing else into its checkpoints (the configuration is stored as
+plain dicts), so no allow-list is needed.
+
+Layout written by ``physml_md.training.PotentialModule``: ``checkpoint["hyper_parameters"]["model_kwargs"]`` are
+the ``build_model`` arguments; ``state_dict`` holds ``model.*`` (the trained weights) and, with an exponential
+moving average, ``ema.*`` (the averaged weights, preferred for evaluation and export).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from physml_md.atomic import PathLike
+from physml_md.models import Potential, build_model
+
+__all__ = [
+    "CheckpointError",
+    "load_checkpoint",
+    "potential_from_checkpoint",
+    "MODEL_KWARGS",
+    "MODEL_PREFIX",
+    "EMA_PREFIX",
+]
+
+MODEL_KWARGS = "model_kwargs"
+MODEL_PREFIX = "model."
+EMA_PREFIX = "ema."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot (or must not) be loaded."""
+
+
+def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> Dict[str, Any]:
+    """The checkpoint dict, loaded with ``weights_only=True``; a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"refusing to load {path}: it contains pickled Python objects other than tensors and plain data "
+            f"({first_line}). physml-md loads checkpoints with weights_only=True so that a file cannot run code; "
+            "use a checkpoint written by physml-md, or export the model where it was trained"
+        ) from None
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
+    return checkpoint
+
+
+def model_kwargs(checkpoint: Dict[str, Any], path: PathLike = "checkpoint") -> Dict[str, Any]:
+    """The ``build_model`` arguments stored in a physml-md checkpoint."""
+    kwargs = checkpoint.get("hyper_parameters", {}).get(MODEL_KWARGS)
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(
+            f"{path} was not written by physml-md's PotentialModule (no hyper_parameters['{MODEL_KWARGS}'])"
+        )
+    return dict(kwargs)
+
+
+def potential_from_checkpoint(path: PathLike, use_ema: bool = True) -> Potential:
+    """The potential of a checkpoint in eval mode (the EMA weights when present and ``use_ema``)."""
+    checkpoint = load_checkpoint(path)
+    model = build_model(**model_kwargs(checkpoint, path))
+    state = checkpoint["state_dict"]
+    prefix = EMA_PREFIX if use_ema and any(k.startswith(EMA_PREFIX) for k in state) else MODEL_PREFIX
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not fit the model they describe (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); the checkpoint was written by an incompatible physml-md version"
+        )
+    return model.eval()

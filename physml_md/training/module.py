@@ -1,0 +1,193 @@
+"""``PotentialModule``: the LightningModule that trains a potential.
+
+It receives the configuration (plain dicts, see ``physml_md.training.config.config_to_dict``) and the
+``build_model`` arguments, builds the model itself, and keeps an exponential moving average (EMA) of the weights
+that is used for validation, testing and export. Forces and stress come from autograd inside the model, so
+validation and test run with gradients enabled (the Trainer must be created with ``inference_mode=False``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List
+
+import lightning
+import torch
+import torchmetrics
+from torch import Tensor
+
+from physml_md.checkpoint import MODEL_KWARGS
+from physml_md.data import keys as K
+from physml_md.models import build_model
+from physml_md.training.losses import COMPONENTS, component_errors, masked_pair
+
+__all__ = ["PotentialModule"]
+
+_STAGES = ("train", "val", "test")
+# per-epoch values, averaged over the processes of a distributed run (one reduction per epoch)
+_EPOCH = {"on_step": False, "on_epoch": True, "sync_dist": True}
+
+
+def _metric_names(components) -> List[str]:
+    names = list(components)
+    if "per_system_energy" in names:
+        names.append("per_atom_energy")
+    return names
+
+
+class PotentialModule(lightning.LightningModule):
+    """Trains ``build_model(**model_kwargs)`` with the losses, optimizer and scheduler of ``config``.
+
+    config: plain-dict configuration (sections "training" and "trainer" are read here); model_kwargs: the
+    ``build_model`` arguments (species, cutoff, dtype, self-energies, scale, ...), stored in the checkpoint so
+    that ``physml_md.checkpoint.potential_from_checkpoint`` can rebuild the model without Lightning;
+    data_sha256: hash of the training split, carried into the exported metadata.
+    """
+
+    def __init__(self, config: Dict[str, Any], model_kwargs: Dict[str, Any], data_sha256: str | None = None):
+        super().__init__()
+        self.save_hyperparameters({"config": config, MODEL_KWARGS: model_kwargs, "data_sha256": data_sha256})
+        training = config["training"]
+        loss = training["loss_parameter"]
+        self.components: List[str] = list(loss["loss_components"])
+        unknown = [c for c in self.components if c not in COMPONENTS]
+        if unknown:
+            raise ValueError(f"unknown loss components {unknown}; valid: {', '.join(COMPONENTS)}")
+        self.per_atom_energy = bool(loss.get("per_atom_energy", True))
+        weights = loss.get("weight") or {}
+        self.loss_weights: Dict[str, float] = {c: float(weights.get(c, 1.0)) for c in self.components}
+        self.training_config = training
+        self.model = build_model(**model_kwargs)
+        decay = float((training.get("ema") or {}).get("decay", 0.0))
+        self.ema_decay = decay
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if decay > 0.0 else None
+        self.metrics = torch.nn.ModuleDict()
+        for stage in _STAGES:
+            for name in _metric_names(self.components):
+                self.metrics[f"{stage}__{name}__mae"] = torchmetrics.MeanAbsoluteError()
+                self.metrics[f"{stage}__{name}__rmse"] = torchmetrics.MeanSquaredError(squared=False)
+
+    # ------------------------------------------------------------------ model used for evaluation / export
+    @property
+    def evaluation_model(self) -> torch.nn.Module:
+        """The EMA weights when an EMA is kept, else the trained weights."""
+        return self.ema if self.ema is not None else self.model
+
+    def forward(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        with torch.enable_grad():
+            return self.evaluation_model(batch)
+
+    # ------------------------------------------------------------------ steps
+    def _step(self, batch: Dict[str, Tensor], stage: str) -> Tensor:
+        model = self.model if stage == "train" else self.evaluation_model
+        with torch.enable_grad():
+            outputs = model(batch)
+        errors = component_errors(self.components, outputs, batch, self.per_atom_energy)
+        n_structures = int(batch[K.N_ATOMS].shape[0])
+        total = outputs[K.ENERGY].sum() * 0.0
+        for name, (loss, prediction, reference) in errors.items():
+            total = total + self.loss_weights[name] * loss
+            self.log(f"{stage}/{name}/loss", loss.detach(), batch_size=n_structures, **_EPOCH)
+            if name != "per_system_energy" and prediction.numel() > 0:
+                self._update_metrics(stage, name, prediction.detach(), reference)
+        if "per_system_energy" in errors:
+            # energy metrics in both normalisations, whatever the loss uses: eV per structure and eV per atom
+            for name, per_atom in (("per_system_energy", False), ("per_atom_energy", True)):
+                pair = masked_pair("per_system_energy", outputs, batch, per_atom)
+                if pair is not None and pair[0].numel() > 0:
+                    self._update_metrics(stage, name, pair[0].detach(), pair[1])
+        self.log(f"{stage}/loss", total.detach(), prog_bar=True, batch_size=n_structures, **_EPOCH)
+        return total
+
+    def _update_metrics(self, stage: str, name: str, prediction: Tensor, reference: Tensor) -> None:
+        # logged only when updated: a metric without any labelled row this epoch is not reported
+        for kind in ("mae", "rmse"):
+            metric = self.metrics[f"{stage}__{name}__{kind}"]
+            metric.update(prediction, reference)
+            self.log(f"{stage}/{name}/{kind}", metric, on_step=False, on_epoch=True)
+
+    def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, "train")
+        for name, weight in self.loss_weights.items():
+            self.log(f"weight/{name}", float(weight), on_step=False, on_epoch=True, batch_size=1)
+        return loss
+
+    def validation_step(self, batch: Dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: Dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "test")
+
+    def predict_step(self, batch: Dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Dict[str, Tensor]:
+        with torch.enable_grad():
+            outputs = self.evaluation_model(batch)
+        return {key: value.detach() for key, value in outputs.items()}
+
+    # ------------------------------------------------------------------ EMA
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # here, not in on_train_batch_end: checkpoint callbacks run before that hook, and a checkpoint must hold
+        # the average of exactly the weights it holds
+        self._update_ema()
+
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        with torch.no_grad():
+            averaged = list(self.ema.parameters())
+            current = [p.detach() for p in self.model.parameters()]
+            torch._foreach_lerp_(averaged, current, 1.0 - self.ema_decay)
+
+    # ------------------------------------------------------------------ optimisation
+    def on_train_epoch_end(self) -> None:
+        # Lightning 2.6 does not step epoch-interval schedulers at the end of an epoch that was resumed mid-way
+        # (FitLoop.on_advance_end skips them while `restarting`), so a resumed run would drift from an
+        # uninterrupted one; step them here in that one case (tests/training/test_restart.py).
+        loop = self.trainer.fit_loop
+        if loop.restarting and loop.restarted_mid_epoch and loop.epoch_loop._num_ready_batches_reached():
+            loop.epoch_loop.update_lr_schedulers("epoch", update_plateau_schedulers=False)
+            loop.epoch_loop.update_lr_schedulers("epoch", update_plateau_schedulers=True)
+
+    def configure_optimizers(self):
+        training = self.training_config
+        lr = float(training["lr"])
+        weight_decay = float(training.get("weight_decay", 0.0))
+        optimizer_name = training.get("optimizer", "adam")
+        optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer_name]
+        optimizer = optimizer_class(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        scheduler_config = training.get("lr_scheduler") or {}
+        name = scheduler_config.get("name")
+        if name is None:
+            return optimizer
+        monitor = scheduler_config.get("monitor") or training.get("monitor", "val/loss")
+        interval = scheduler_config.get("interval", "epoch")
+        if name == "reduce_on_plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer,
+                mode="min",
+                factor=float(scheduler_config.get("factor", 0.5)),
+                patience=int(scheduler_config.get("patience", 10)),
+                min_lr=float(scheduler_config.get("min_lr", 0.0)),
+                cooldown=int(scheduler_config.get("cooldown", 0)),
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}
+        if name == "cosine":
+            if interval == "step":
+                default_t_max = int(self.trainer.estimated_stepping_batches)
+            else:
+                default_t_max = int(self.trainer.max_epochs or 1)
+            t_max = scheduler_config.get("t_max") or default_t_max
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=int(t_max), eta_min=float(scheduler_config.get("eta_min", 0.0))
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        if name == "one_cycle":
+            max_lr = scheduler_config.get("max_lr") or 10.0 * lr
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=float(max_lr),
+                total_steps=int(self.trainer.estimated_stepping_batches),
+                pct_start=float(scheduler_config.get("pct_start", 0.3)),
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        raise ValueError(f"unknown lr_scheduler {name!r}; valid: reduce_on_plateau, cosine, one_cycle")

@@ -1,0 +1,318 @@
+"""Run a training from a validated configuration: data, model, Lightning Trainer, test, export, plots.
+
+``train(config)`` is what ``physml-md train`` and ``PhysMLModel.train`` call. Outputs go to the logger's run
+directory ``<trainer.default_root_dir>/version_<n>/``: ``metrics.csv``, ``checkpoints/`` (best and last
+checkpoints, and ``model.pt``, the exported best model, written beside them), ``parity.png`` and
+``learning_curves.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List
+
+import lightning
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from physml_md.atomic import PathLike
+from physml_md.checkpoint import load_checkpoint, model_kwargs, potential_from_checkpoint
+from physml_md.data import keys as K
+from physml_md.export import export_potential
+from physml_md.training.config import Config, ConfigError, config_to_dict, instantiate_callbacks, trainer_kwargs
+from physml_md.training.datamodule import AtomsDataModule
+from physml_md.training.mixing import LossWeightMixing
+from physml_md.training.module import PotentialModule
+
+__all__ = ["TrainResult", "train", "EXPORT_NAME"]
+
+EXPORT_NAME = "model.pt"
+
+
+@dataclass
+class TrainResult:
+    """Where a training run put its outputs, and its test-split metrics (empty without a test split)."""
+
+    run_dir: Path
+    best_checkpoint: Path | None
+    model_path: Path | None
+    test_metrics: Dict[str, float] = field(default_factory=dict)
+    parity_plot: Path | None = None
+    learning_curves: Path | None = None
+
+
+def datamodule_kwargs(config: Config) -> Dict[str, Any]:
+    """The AtomsDataModule arguments of a configuration."""
+    kwargs = dataclasses.asdict(config.data)
+    kwargs["dtype"] = config.model.dtype
+    kwargs["shuffle_seed"] = config.training.seed
+    return kwargs
+
+
+def build_model_kwargs(config: Config, datamodule: AtomsDataModule) -> Dict[str, Any]:
+    """``build_model`` arguments: the [model] section plus statistics of the training split."""
+    model = config.model
+    training = config.training
+    self_energies = datamodule.self_energies() if training.remove_self_energies else None
+    scale = 1.0
+    if training.scale_by_force_rms:
+        statistics = datamodule.statistics(self_energies or {})
+        forces_rms = statistics.get("forces_rms")
+        if forces_rms is not None and math.isfinite(forces_rms) and forces_rms > 0:
+            scale = float(forces_rms)
+    return {
+        "name": model.name,
+        "species": [int(z) for z in datamodule.species()],
+        "cutoff": float(model.cutoff),
+        "dtype": model.dtype,
+        "features": model.features,
+        "n_interactions": model.n_interactions,
+        "n_rbf": model.n_rbf,
+        "zbl": model.zbl,
+        "charges": model.charges,
+        "coulomb": model.coulomb,
+        "self_energies": {int(z): float(e) for z, e in (self_energies or {}).items()} or None,
+        "scale": scale,
+        "seed": model.seed,
+    }
+
+
+def _resumed_model_kwargs(config: Config, ckpt_path: PathLike) -> Dict[str, Any]:
+    checkpoint = load_checkpoint(ckpt_path)
+    stored = checkpoint.get("hyper_parameters", {}).get("config", {}).get("model")
+    current = config_to_dict(config)["model"]
+    if stored is not None and stored != current:
+        changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        raise ConfigError(
+            f"--ckpt-path {ckpt_path}: the [model] section differs from the checkpoint's ({', '.join(changed)}); "
+            "a run can only resume with the model it started with (start a new run to change the model)"
+        )
+    return model_kwargs(checkpoint, ckpt_path)
+
+
+def _monitor_training_metrics(config: Config) -> Config:
+    """A copy of ``config`` whose monitored "val/..." metrics are replaced by their "train/..." twins."""
+    config = copy.deepcopy(config)
+
+    def swap(name: str | None) -> str | None:
+        return "train/" + name.removeprefix("val/") if name and name.startswith("val/") else name
+
+    training = config.training
+    training.monitor = swap(training.monitor)
+    training.lr_scheduler.monitor = swap(training.lr_scheduler.monitor)
+    training.early_stopping.monitor = swap(training.early_stopping.monitor)
+    checkpoint = config.trainer.get("checkpoint")
+    if checkpoint:
+        checkpoint["monitor"] = swap(checkpoint.get("monitor"))
+    return config
+
+
+def _callbacks(config: Config, resumed_from: PathLike | None = None) -> List[lightning.Callback]:
+    trainer = config.trainer
+    monitor = config.training.monitor
+    checkpoint_kwargs = {"monitor": monitor, "save_top_k": 1, "save_last": True, "mode": "min"}
+    checkpoint_kwargs.update(trainer.get("checkpoint") or {})
+    if resumed_from is not None and checkpoint_kwargs.get("dirpath") is None:
+        # a resumed run keeps writing checkpoints beside the one it resumed from, so the best checkpoint is
+        # chosen over the whole run (Lightning reloads best scores only when the directory is unchanged)
+        checkpoint_kwargs["dirpath"] = str(Path(resumed_from).resolve().parent)
+    callbacks: List[lightning.Callback] = [ModelCheckpoint(**checkpoint_kwargs)]
+    loss = config.training.loss_parameter
+    weights = {c: float(loss.weight.get(c, 1.0)) for c in loss.loss_components}
+    callbacks.append(
+        LossWeightMixing(weights, loss.target_weight, loss.mixing_steps, loss.mixing_epochs, schedule=loss.schedule)
+    )
+    callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    stopping = config.training.early_stopping
+    if stopping.enabled:
+        callbacks.append(
+            EarlyStopping(
+                monitor=stopping.monitor or monitor,
+                patience=stopping.patience,
+                min_delta=stopping.min_delta,
+                mode=stopping.mode,
+            )
+        )
+    callbacks.extend(instantiate_callbacks(trainer.get("callbacks") or []))
+    return callbacks
+
+
+def _loggers(root: Path) -> list:
+    loggers: list = [CSVLogger(save_dir=str(root), name="")]
+    try:
+        import tensorboard  # noqa: F401  (TensorBoard is optional)
+        from lightning.pytorch.loggers import TensorBoardLogger
+    except ImportError:
+        return loggers
+    loggers.append(TensorBoardLogger(save_dir=str(root), name="", version=loggers[0].version))
+    return loggers
+
+
+def _trainer_kwargs(config: Config) -> Dict[str, Any]:
+    kwargs = trainer_kwargs(config)  # inference_mode=False: forces are derivatives, validation needs autograd
+    kwargs["use_distributed_sampler"] = False  # the datamodule's loaders shard by rank themselves
+    kwargs.setdefault("log_every_n_steps", 1)  # metrics are logged per epoch; avoids Lightning's interval warning
+    return kwargs
+
+
+def _evaluation_split(datamodule: AtomsDataModule) -> str | None:
+    for split in ("test", "validation"):
+        if len(datamodule.splits.get(split) or []) > 0:
+            return split
+    return None
+
+
+def _collect_parity(potential: torch.nn.Module, datamodule: AtomsDataModule, split: str) -> Dict[str, Any]:
+    """Per-atom energies and force components, reference and prediction, on one split (masked rows dropped)."""
+    loader = datamodule.loader(split)
+    energy_ref, energy_pred, forces_ref, forces_pred = [], [], [], []
+    for batch in loader:
+        with torch.enable_grad():
+            out = potential(batch)
+        n_atoms = batch[K.N_ATOMS].to(out[K.ENERGY].dtype)
+        energy_mask = batch[K.mask_key(K.ENERGY)]
+        energy_ref.append((batch[K.ENERGY] / n_atoms)[energy_mask])
+        energy_pred.append((out[K.ENERGY].detach() / n_atoms)[energy_mask])
+        if K.FORCES in batch:
+            atom_mask = batch[K.mask_key(K.FORCES)].index_select(0, batch[K.BATCH])
+            forces_ref.append(batch[K.FORCES][atom_mask])
+            forces_pred.append(out[K.FORCES].detach()[atom_mask])
+
+    def cat(parts):
+        return torch.cat(parts).double().numpy() if parts else None
+
+    return {
+        "energy_ref": cat(energy_ref),
+        "energy_pred": cat(energy_pred),
+        "forces_ref": cat(forces_ref),
+        "forces_pred": cat(forces_pred),
+    }
+
+
+def format_metrics_table(metrics: Dict[str, float], title: str = "test split") -> str:
+    """A table of MAE and RMSE per component (energies in meV, forces in meV/angstrom, stress in meV/angstrom^3)."""
+    units = {
+        "per_system_energy": ("meV/structure", 1e3),
+        "per_atom_energy": ("meV/atom", 1e3),
+        "per_atom_force": ("meV/angstrom", 1e3),
+        "per_system_stress": ("meV/angstrom^3", 1e3),
+        "per_system_dipole_moment": ("me*angstrom", 1e3),
+        "per_system_total_charge": ("me", 1e3),
+        "per_atom_charge": ("me", 1e3),
+    }
+    rows = []
+    for component, (unit, factor) in units.items():
+        mae = next((v for k, v in metrics.items() if k.endswith(f"/{component}/mae")), None)
+        rmse = next((v for k, v in metrics.items() if k.endswith(f"/{component}/rmse")), None)
+        if mae is None and rmse is None:
+            continue
+        rows.append((component, unit, mae * factor if mae is not None else math.nan, rmse * factor))
+    if not rows:
+        return f"{title}: no metrics"
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{title}:", f"  {'component':<{width}}  {'MAE':>10}  {'RMSE':>10}  unit"]
+    lines += [f"  {name:<{width}}  {mae:>10.3f}  {rmse:>10.3f}  {unit}" for name, unit, mae, rmse in rows]
+    return "\n".join(lines)
+
+
+def train(
+    config: Config,
+    *,
+    ckpt_path: PathLike | None = None,
+    train_data: Any = None,
+    validation_data: Any = None,
+    test_data: Any = None,
+    verbose: bool = True,
+) -> TrainResult:
+    """Train, test and export the potential described by ``config``.
+
+    ckpt_path resumes an interrupted run (model, optimizer, scheduler, EMA, loss weights, epoch and position in
+    the epoch). train_data / validation_data / test_data (a file path or a list of ``ase.Atoms``) replace the
+    files of ``config.data``.
+    """
+    lightning.seed_everything(config.training.seed, workers=True, verbose=False)
+    if train_data is not None and config.data.source is not None:
+        config = copy.deepcopy(config)
+        config.data.source = None  # data given as arguments replace the configured files
+    datamodule = AtomsDataModule(
+        **datamodule_kwargs(config), train_data=train_data, validation_data=validation_data, test_data=test_data
+    )
+    datamodule.setup("fit")
+    if ckpt_path is not None:
+        kwargs = _resumed_model_kwargs(config, ckpt_path)
+    else:
+        kwargs = build_model_kwargs(config, datamodule)
+    if len(datamodule.splits.get("validation") or []) == 0 and config.training.monitor.startswith("val/"):
+        config = _monitor_training_metrics(config)
+        if verbose:
+            print(f"no validation data: checkpoints and schedulers follow {config.training.monitor!r}")
+    monitor = config.training.monitor
+    module = PotentialModule(config_to_dict(config), kwargs, data_sha256=datamodule.dataset_sha256())
+    root = Path(config.trainer.get("default_root_dir", "physml_runs"))
+    loggers = _loggers(root)
+    callbacks = _callbacks(config, ckpt_path)
+    checkpoint_callback = callbacks[0]
+    trainer = lightning.Trainer(**_trainer_kwargs(config), logger=loggers, callbacks=callbacks)
+    with warnings.catch_warnings():
+        if ckpt_path is not None:  # resuming writes beside the checkpoint it resumes from, on purpose
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        resume = None if ckpt_path is None else str(ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+
+    best = checkpoint_callback.best_model_path or checkpoint_callback.last_model_path
+    best_path = Path(best) if best else None
+    run_dir = Path(loggers[0].log_dir)
+    result = TrainResult(run_dir=run_dir, best_checkpoint=best_path, model_path=None)
+
+    if len(datamodule.splits.get("test") or []) > 0 and best_path is not None:
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=str(best_path), weights_only=True, verbose=False)
+        result.test_metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+    if not trainer.is_global_zero or best_path is None:
+        return result
+
+    potential = potential_from_checkpoint(best_path)
+    metadata = {
+        "data_sha256": datamodule.dataset_sha256(),
+        "training": {
+            "best_checkpoint": best_path.name,
+            "monitor": monitor,
+            "best_score": None
+            if checkpoint_callback.best_model_score is None
+            else float(checkpoint_callback.best_model_score),
+            "epochs": int(trainer.current_epoch),
+            "test_metrics": result.test_metrics,
+        },
+    }
+    result.model_path = export_potential(potential, best_path.parent / EXPORT_NAME, metadata)
+
+    from physml_md.training.plots import learning_curves, parity_plot
+
+    split = _evaluation_split(datamodule)
+    if split is not None:
+        parity = _collect_parity(potential, datamodule, split)
+        result.parity_plot = parity_plot(
+            run_dir / "parity.png",
+            parity["energy_ref"],
+            parity["energy_pred"],
+            parity["forces_ref"],
+            parity["forces_pred"],
+            title=f"{split} split",
+        )
+    metrics_csv = run_dir / "metrics.csv"
+    if metrics_csv.is_file():
+        result.learning_curves = learning_curves(run_dir / "learning_curves.png", metrics_csv)
+    if verbose:
+        if result.test_metrics:
+            print(format_metrics_table(result.test_metrics))
+        print(f"best checkpoint: {best_path}")
+        print(f"exported model:  {result.model_path}")
+        for path in (result.parity_plot, result.learning_curves):
+            if path is not None:
+                print(f"plot:            {path}")
+    return result

@@ -1,0 +1,39 @@
+from types import SimpleNamespace
+
+import pytest
+
+from physml_md.training.mixing import LossWeightMixing, mixed_weight
+
+
+def test_step_schedule_moves_by_steps_and_stops_at_target():
+    weights = [mixed_weight(1.0, 0.5, e, step=-0.2) for e in range(5)]
+    assert weights == pytest.approx([1.0, 0.8, 0.6, 0.5, 0.5])
+    weights = [mixed_weight(0.1, 1.0, e, step=0.4) for e in range(4)]
+    assert weights == pytest.approx([0.1, 0.5, 0.9, 1.0])
+
+
+def test_linear_schedule_reaches_target_after_mixing_epochs():
+    weights = [mixed_weight(1.0, 10.0, e, span=3) for e in range(5)]
+    assert weights == pytest.approx([1.0, 4.0, 7.0, 10.0, 10.0])
+
+
+def test_components_without_target_keep_their_weight():
+    assert mixed_weight(2.0, None, 7, step=1.0) == 2.0
+
+
+def test_callback_follows_the_trainer_epoch():
+    callback = LossWeightMixing(
+        {"per_system_energy": 1.0, "per_atom_force": 1.0},
+        target_weight={"per_atom_force": 2.0},
+        mixing_steps={"per_atom_force": 0.25},
+    )
+    module = SimpleNamespace(loss_weights=None)
+    for epoch, expected in [(0, 1.0), (1, 1.25), (3, 1.75), (9, 2.0)]:
+        callback.on_train_epoch_start(SimpleNamespace(current_epoch=epoch), module)
+        assert module.loss_weights == {"per_system_energy": 1.0, "per_atom_force": pytest.approx(expected)}
+    assert callback.state_dict()["weights"]["per_atom_force"] == pytest.approx(2.0)
+
+
+def test_mixing_without_initial_weight_is_an_error():
+    with pytest.raises(ValueError, match="per_atom_force"):
+        LossWeightMixing({"per_system_energy": 1.0}, target_weight={"per_atom_force": 2.0})

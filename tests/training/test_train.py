@@ -1,0 +1,73 @@
+"""End to end: `train(config)` trains, tests, exports and plots; the exported file equals the checkpoint."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from ase.io import read
+
+from physml_md.checkpoint import load_checkpoint, potential_from_checkpoint
+from physml_md.data import LabelKeys, atoms_to_dict, collate
+from physml_md.export import load_potential, read_metadata
+from physml_md.training.api import PhysMLModel
+from physml_md.training.config import config_from_dict
+from physml_md.training.run import train
+
+
+def _column(metrics_csv, name):
+    with open(metrics_csv, newline="") as handle:
+        return [float(row[name]) for row in csv.DictReader(handle) if row.get(name)]
+
+
+def test_train_writes_checkpoint_export_plots_and_test_metrics(tiny_config, cu_data):
+    tiny_config["training"]["ema"] = {"decay": 0.5}
+    tiny_config["training"]["lr_scheduler"] = {"name": "cosine"}
+    result = train(config_from_dict(tiny_config), verbose=False)
+    assert result.best_checkpoint.is_file() and result.best_checkpoint.suffix == ".ckpt"
+    assert result.model_path == result.best_checkpoint.parent / "model.pt"
+    assert result.parity_plot.stat().st_size > 10_000 and result.learning_curves.stat().st_size > 10_000
+    for name in ("per_atom_energy", "per_system_energy", "per_atom_force", "per_system_stress"):
+        assert result.test_metrics[f"test/{name}/rmse"] >= result.test_metrics[f"test/{name}/mae"] > 0
+    metrics_csv = result.run_dir / "metrics.csv"
+    assert len(_column(metrics_csv, "val/per_atom_force/rmse")) == 3
+    assert len(_column(metrics_csv, "train/per_system_stress/loss")) == 3
+    assert _column(metrics_csv, "weight/per_system_stress") == [100.0] * 3
+
+    # the exported file is the checkpoint's EMA model, with the training data hash
+    meta = read_metadata(result.model_path)
+    assert meta["data_sha256"] == load_checkpoint(result.best_checkpoint)["hyper_parameters"]["data_sha256"]
+    assert meta["training"]["test_metrics"] == result.test_metrics
+    exported = load_potential(result.model_path)
+    eager = potential_from_checkpoint(result.best_checkpoint)
+    frames = read(cu_data, ":3")
+    batch = collate([atoms_to_dict(a, LabelKeys(), dtype=torch.float64) for a in frames])
+    a, b = exported(batch), eager(batch)
+    for key in ("energy", "forces", "stress"):
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_training_lowers_energy_force_and_stress_losses(tiny_config):
+    tiny_config["trainer"]["max_epochs"] = 8
+    result = train(config_from_dict(tiny_config), verbose=False)
+    metrics_csv = result.run_dir / "metrics.csv"
+    for name, factor in (("per_system_energy", 1.0), ("per_atom_force", 0.5), ("per_system_stress", 0.7)):
+        losses = _column(metrics_csv, f"train/{name}/loss")
+        assert losses[-1] < factor * losses[0], (name, losses)
+
+
+def test_python_api_takes_atoms_lists(tiny_config, cu_data):
+    frames = read(cu_data, ":")
+    del tiny_config["data"]["source"]
+    tiny_config["trainer"]["max_epochs"] = 1
+    model = PhysMLModel(tiny_config)
+    assert model.model_path is None
+    result = model.train(train_data=frames[:8], validation_data=frames[8:12], verbose=False)
+    assert model.model_path == result.model_path and result.model_path.is_file()
+    assert result.test_metrics == {}
+
+
+def test_python_api_without_data_is_an_error(tiny_config):
+    del tiny_config["data"]["source"]
+    with pytest.raises(ValueError, match="no training data"):
+        PhysMLModel(tiny_config).train()
