@@ -55,6 +55,7 @@ DEFAULT_CONFIG = ROOT / "examples" / "cu_emt" / "config.toml"
 MAKE_DATA = ROOT / "examples" / "cu_emt" / "make_data.py"
 TEMPERATURES = (300.0, 600.0, 900.0, 1200.0)  # K, make_data.py's defaults
 DATA_SEED = 0
+VARIANTS = (("physml-md train", "lightning"), ("plain torch loop", "plain"))  # (label, key in run's result)
 
 
 class EpochTimer(Callback):
@@ -90,10 +91,8 @@ def benchmark_config(
     config_path: Path, data: Path, work_dir: Path, max_epochs: int, overrides: Sequence[str] = ()
 ) -> Config:
     """The configuration at ``config_path`` set up for timing: ``data`` as source, outputs in ``work_dir``, no
-    validation, no progress bar or summary, ``max_epochs`` epochs, the EpochTimer writing work_dir/epochs.json.
-
-    ``training.monitor`` becomes "train/loss": with a validation split that is not run (limit_val_batches=0)
-    the runner keeps monitoring "val/loss", which ModelCheckpoint and ReduceLROnPlateau then fail to find.
+    validation (the runner then monitors train/ metrics), no progress bar or summary, ``max_epochs`` epochs, the
+    EpochTimer writing work_dir/epochs.json.
     """
     timer = {"class_path": "bench_training.EpochTimer", "init_args": {"path": str(work_dir / "epochs.json")}}
     settings = [
@@ -103,7 +102,6 @@ def benchmark_config(
         "trainer.enable_model_summary=false",
         "trainer.limit_val_batches=0",
         f"trainer.max_epochs={max_epochs}",
-        "training.monitor='train/loss'",
         f"trainer.callbacks=[{{class_path = {json.dumps(timer['class_path'])}, "
         f"init_args = {{path = {json.dumps(timer['init_args']['path'])}}}}}]",
     ]
@@ -236,7 +234,7 @@ def run(
 
     Returns {"lightning": ..., "plain": ...} (epoch_seconds, epochs_timed, median_s, per_s), "ratio"
     (Lightning throughput / plain throughput), "weight_difference" (see ``weight_difference``) and the setup
-    (structures, n_train, batch_size, dtype, threads, cpu_count, config).
+    (structures, warmup, n_train, batch_size, dtype, threads, cpu_count, config).
     """
     check_arguments(structures, epochs, warmup, threads)
     previous_threads = torch.get_num_threads()
@@ -261,6 +259,7 @@ def run(
         "ratio": lightning["per_s"] / plain["per_s"],
         "weight_difference": difference,
         "structures": structures,
+        "warmup": warmup,
         "n_train": n_train,
         "batch_size": config.data.train.batch_size,
         "dtype": config.model.dtype,
@@ -271,6 +270,7 @@ def run(
 
 
 def format_table(result: Dict[str, Any]) -> str:
+    """``run``'s result as a table, with every epoch's time below it and the same-training check."""
     header = f"{'variant':<18} {'epochs timed':>12} {'median s/epoch':>15} {'structures/s':>13} {'ratio':>6}"
     lines = [
         f"training throughput ({Path(result['config']).name}, {result['dtype']}, batch size {result['batch_size']}, "
@@ -278,12 +278,16 @@ def format_table(result: Dict[str, Any]) -> str:
         header,
         "-" * len(header),
     ]
-    for name, key in (("physml-md train", "lightning"), ("plain torch loop", "plain")):
+    times = []
+    for name, key in VARIANTS:
         row = result[key]
         ratio = row["per_s"] / result["plain"]["per_s"]
         lines.append(
             f"{name:<18} {row['epochs_timed']:>12} {row['median_s']:>15.3f} {row['per_s']:>13.1f} {ratio:>6.2f}"
         )
+        seconds = " ".join(f"{t:.2f}" for t in row["epoch_seconds"])
+        times.append(f"{name} epochs (s, the first {result['warmup']} not timed): {seconds}")
+    lines += times
     difference = result["weight_difference"]
     shown = "n/a (no last.ckpt)" if difference is None else f"{difference:.1e}"
     lines.append(f"same training check: max |weight difference| after the last epoch {shown}")

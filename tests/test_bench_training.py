@@ -45,6 +45,7 @@ def test_lightning_and_plain_loop_train_the_same_weights_and_table_adds_up(bench
     assert lightning_row.split()[-1] == f"{result['ratio']:.2f}"
     assert any(line.startswith("plain torch loop") and line.endswith(" 1.00") for line in table)
     assert any(f"machine threads {result['cpu_count']}" in line for line in table)
+    assert sum("epochs (s, the first 1 not timed)" in line for line in table) == 2
 
 
 def test_bad_arguments_are_named(bench_training):

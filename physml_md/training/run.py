@@ -248,7 +248,8 @@ def train(
         kwargs = _resumed_model_kwargs(config, ckpt_path)
     else:
         kwargs = build_model_kwargs(config, datamodule)
-    if len(datamodule.splits.get("validation") or []) == 0 and config.training.monitor.startswith("val/"):
+    validates = len(datamodule.splits.get("validation") or []) > 0 and config.trainer.get("limit_val_batches") != 0
+    if not validates and config.training.monitor.startswith("val/"):
         config = _monitor_training_metrics(config)
         if verbose:
             print(f"no validation data: checkpoints and schedulers follow {config.training.monitor!r}")

@@ -71,3 +71,15 @@ def test_python_api_without_data_is_an_error(tiny_config):
     del tiny_config["data"]["source"]
     with pytest.raises(ValueError, match="no training data"):
         PhysMLModel(tiny_config).train()
+
+
+def test_disabled_validation_monitors_training_metrics(tiny_config):
+    tiny_config["trainer"]["max_epochs"] = 2
+    tiny_config["trainer"]["limit_val_batches"] = 0
+    tiny_config["training"]["lr_scheduler"] = {"name": "reduce_on_plateau", "patience": 0}
+    tiny_config["training"]["early_stopping"] = {"enabled": True, "patience": 5}
+    result = train(config_from_dict(tiny_config), verbose=False)
+    assert result.best_checkpoint.is_file()
+    checkpoint = load_checkpoint(result.best_checkpoint)
+    assert checkpoint["hyper_parameters"]["config"]["training"]["monitor"] == "train/loss"
+    assert _column(result.run_dir / "metrics.csv", "val/loss") == []
