@@ -5,6 +5,7 @@ pointed at a bare model in tests; the product's calculator is physml_md.integrat
 """
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,13 @@ def load_script(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class PicklePayload:
+    """Unpickling this object would create the marker directory (it never must)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))

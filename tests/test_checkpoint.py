@@ -1,22 +1,11 @@
 """Checkpoints are read with weights_only=True: a pickled payload is refused before it can run."""
 
-import os
-
 import pytest
 import torch
 
 from physml_md.checkpoint import CheckpointError, load_checkpoint, potential_from_checkpoint
 from physml_md.models import build_model
-
-
-class _Payload:
-    """Unpickling this object would create the marker directory (it never must)."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.mkdir, (self.marker,))
+from tests.helpers import PicklePayload
 
 
 def _checkpoint(model_kwargs, model, ema=None):
@@ -32,7 +21,7 @@ KWARGS = {"species": [29], "cutoff": 4.0, "features": 8, "n_interactions": 1, "n
 def test_pickle_payload_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "payload_ran"
     checkpoint = _checkpoint(KWARGS, build_model(**KWARGS))
-    checkpoint["evil"] = _Payload(marker)
+    checkpoint["evil"] = PicklePayload(marker)
     path = tmp_path / "evil.ckpt"
     torch.save(checkpoint, path)
     assert not marker.exists()

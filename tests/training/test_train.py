@@ -5,14 +5,17 @@ import csv
 import numpy as np
 import pytest
 import torch
+import yaml
 from ase.io import read
 
 from physml_md.checkpoint import load_checkpoint, potential_from_checkpoint
+from physml_md.cli import main as cli
 from physml_md.data import LabelKeys, atoms_to_dict, collate
 from physml_md.export import load_potential, read_metadata
 from physml_md.training.api import PhysMLModel
 from physml_md.training.config import config_from_dict
 from physml_md.training.run import train
+from tests.helpers import PicklePayload
 
 
 def _column(metrics_csv, name):
@@ -83,3 +86,37 @@ def test_disabled_validation_monitors_training_metrics(tiny_config):
     checkpoint = load_checkpoint(result.best_checkpoint)
     assert checkpoint["hyper_parameters"]["config"]["training"]["monitor"] == "train/loss"
     assert _column(result.run_dir / "metrics.csv", "val/loss") == []
+
+
+def test_cli_trains_from_a_file_and_exports_a_checkpoint(tiny_config, tmp_path, capsys):
+    tiny_config["trainer"]["max_epochs"] = 1
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    assert cli(["train", str(path), "--set", "data.train.batch_size=6", "--set", "training.ema.decay=0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "test split:" in printed and "per_atom_force" in printed
+    (best,) = (tmp_path / "runs").glob("version_0/checkpoints/epoch=*.ckpt")
+    config = load_checkpoint(best)["hyper_parameters"]["config"]
+    assert config["data"]["train"]["batch_size"] == 6 and config["training"]["ema"]["decay"] == 0.5
+
+    exported = tmp_path / "from_ckpt.pt"
+    assert cli(["export", str(best), str(exported)]) == 0
+    frames = read(tiny_config["data"]["source"], ":2")
+    batch = collate([atoms_to_dict(a, LabelKeys(), dtype=torch.float64) for a in frames])
+    reference = load_potential(best.parent / "model.pt")(batch)
+    np.testing.assert_array_equal(load_potential(exported)(batch)["forces"].numpy(), reference["forces"].numpy())
+    raw = tmp_path / "raw.pt"
+    assert cli(["export", str(best), str(raw), "--no-ema"]) == 0
+    assert not np.array_equal(load_potential(raw)(batch)["forces"].numpy(), reference["forces"].numpy())
+
+
+def test_cli_refuses_a_pickled_checkpoint_and_bad_configs(tiny_config, tmp_path, capsys):
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": PicklePayload(marker)}, evil)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    assert cli(["train", str(path), "--ckpt-path", str(evil)]) == 2
+    assert "refusing to load" in capsys.readouterr().err and not marker.exists()
+    assert cli(["train", str(path), "--set", "trainer.max_epoch=3"]) == 2
+    assert "did you mean 'trainer.max_epochs'" in capsys.readouterr().err
