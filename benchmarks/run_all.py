@@ -2,13 +2,15 @@
 
 Neighbour list (ours, plain vesin, ase.neighborlist) and the model's forward+backward on the same fcc Cu
 systems, then the training throughput of `physml-md train` against a plain torch loop (smaller budget than
-bench_training.py's defaults); the ratios compare contenders measured side by side in this run.
+bench_training.py's defaults), then the ASE calculator's overhead over the bare exported module and ASE MD speed;
+the ratios compare contenders measured side by side in this run.
 """
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_ase_overhead  # noqa: E402
 import bench_model  # noqa: E402
 import bench_neighbors  # noqa: E402
 import bench_training  # noqa: E402
@@ -38,6 +40,9 @@ def main():
     print()
     training = bench_training.run(structures=100, epochs=3, warmup=1, threads=2)
     print(bench_training.format_table(training))
+    print()
+    calculator = bench_ase_overhead.run(sizes=(64, 512, 4096), repeats=3, md_steps=100, threads=1)
+    print(bench_ase_overhead.format_table(calculator))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Steps, all real: ASE's EMT calculator labels strained, MD-sampled fcc Cu cells (energies, forces, stress;
 examples/cu_emt/make_data.py); physml-md trains a PaiNN potential on them with Lightning (energy, force and
 stress losses, random split, test metrics, parity and learning-curve plots), exports it as a self-describing
-TorchScript file, reloads it in a fresh Python process that does not import physml_md, and evaluates it on the
-test split. MD in ASE/OpenMM and the MD validation report join this demo as those subsystems land.
+TorchScript file, reloads it in a fresh Python process that does not import physml_md, evaluates it, and runs
+NVE molecular dynamics in ASE with `PhysMLCalculator` (energy drift, and the same trajectory with EMT for
+comparison). MD in OpenMM and the MD validation report join this demo as those subsystems land.
 """
 
 import argparse
@@ -17,9 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase import units
+from ase.calculators.emt import EMT
 from ase.io import read
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
+from ase.md.verlet import VelocityVerlet
 
-from physml_md import load_potential
+from physml_md import PhysMLCalculator, load_potential
 from physml_md.atomic import atomic_write_text
 from physml_md.checkpoint import potential_from_checkpoint
 from physml_md.cli import main as cli
@@ -67,7 +72,11 @@ def demo_config(data_file: Path, out: Path, epochs: int, seed: int) -> dict:
 
 FRESH = """
 import json, sys, torch, vesin_torch
+from ase import units
+from ase.calculators.emt import EMT
 from ase.io import read
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
+from ase.md.verlet import VelocityVerlet
 module = torch.jit.load(sys.argv[1])
 out = []
 for atoms in read(sys.argv[2], ":"):
@@ -77,6 +86,27 @@ for atoms in read(sys.argv[2], ":"):
 assert "physml_md" not in sys.modules
 print(json.dumps(out))
 """
+
+
+def nve_run(atoms, calculator, seed: int, steps: int = 400) -> dict:
+    """NVE (velocity Verlet, 0.5 fs) from 600 K: max |E_total(t) - E_total(0)| per atom, mean T, ms per step."""
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    thermalize_momenta(atoms, temperature_K=600, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    dynamics = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    energies, temperatures = [], []
+
+    def record():
+        energies.append(atoms.get_potential_energy() + atoms.get_kinetic_energy())
+        temperatures.append(atoms.get_temperature())
+
+    dynamics.attach(record, interval=10)
+    start = time.perf_counter()
+    dynamics.run(steps)
+    elapsed = time.perf_counter() - start
+    drift = float(np.max(np.abs(np.array(energies) - energies[0])) / len(atoms))
+    return {"drift": drift, "temperature": float(np.mean(temperatures)), "ms_per_step": 1000 * elapsed / steps}
 
 
 def main() -> int:
@@ -90,22 +120,22 @@ def main() -> int:
     torch.set_num_threads(2)
 
     data_file = out / "cu_emt.extxyz"
-    print(f"[1/5] Reference data from ASE EMT -> {data_file}", flush=True)
+    print(f"[1/6] Reference data from ASE EMT -> {data_file}", flush=True)
     start = time.perf_counter()
     make_data(data_file, args.structures, args.seed)
     print(f"      {args.structures} Cu32 structures in {time.perf_counter() - start:.1f} s")
 
-    print(f"[2/5] Train a PaiNN potential ({args.epochs} epochs; energy, force and stress losses)", flush=True)
+    print(f"[2/6] Train a PaiNN potential ({args.epochs} epochs; energy, force and stress losses)", flush=True)
     start = time.perf_counter()
     model = PhysMLModel(demo_config(data_file, out, args.epochs, args.seed))
     result = model.train()
     print(f"      trained in {time.perf_counter() - start:.1f} s; run directory {result.run_dir}")
 
     model_file = result.model_path
-    print(f"[3/5] The exported file: {model_file}", flush=True)
+    print(f"[3/6] The exported file: {model_file}", flush=True)
     cli(["info", str(model_file)])
 
-    print("[4/5] Reload in this process and in a fresh one (torch.jit.load, no physml_md)", flush=True)
+    print("[4/6] Reload in this process and in a fresh one (torch.jit.load, no physml_md)", flush=True)
     frames = read(data_file, ":")
     batch = collate([atoms_to_dict(atoms, LabelKeys(), dtype=torch.float64) for atoms in frames])
     eager = potential_from_checkpoint(result.best_checkpoint)(batch)["energy"].numpy()
@@ -117,9 +147,21 @@ def main() -> int:
     print(f"      max |E_exported - E_checkpoint| = {np.abs(exported - eager).max():.2e} eV (same process, batched)")
     print(f"      max |E_fresh - E_checkpoint|    = {np.abs(fresh_energies - eager).max():.2e} eV (fresh process)")
 
-    print("[5/5] Evaluate the exported file on the first structures", flush=True)
+    print("[5/6] Evaluate the exported file on the first structures", flush=True)
     cli(["evaluate", str(model_file), str(data_file), "--index", ":5"])
+    print("[6/6] NVE molecular dynamics in ASE with PhysMLCalculator (Cu32, 0.5 fs, 400 steps, from 600 K)")
+    md = nve_run(frames[0], PhysMLCalculator(model_file, num_threads=1), args.seed)
+    reference = nve_run(frames[0], EMT(), args.seed)
+    print(
+        f"      PhysMLCalculator: {md['ms_per_step']:.1f} ms/step, energy drift {1000 * md['drift']:.3f} meV/atom, "
+        f"mean T {md['temperature']:.0f} K"
+    )
+    print(
+        f"      EMT (reference):  energy drift {1000 * reference['drift']:.3f} meV/atom, "
+        f"mean T {reference['temperature']:.0f} K"
+    )
     summary = {
+        "md_drift_ev_per_atom": md["drift"],
         "data": str(data_file),
         "model": str(model_file),
         "structures": len(frames),

@@ -4,4 +4,13 @@ __version__ = "0.1.0"
 
 from physml_md.export import export_potential, load_potential, read_metadata  # noqa: E402
 
-__all__ = ["__version__", "export_potential", "load_potential", "read_metadata"]
+__all__ = ["__version__", "PhysMLCalculator", "export_potential", "load_potential", "read_metadata"]
+
+
+def __getattr__(name):
+    # the ASE calculator is imported on first use, so `import physml_md` stays light
+    if name == "PhysMLCalculator":
+        from physml_md.integrations.ase import PhysMLCalculator
+
+        return PhysMLCalculator
+    raise AttributeError(f"module 'physml_md' has no attribute {name!r}")

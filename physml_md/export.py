@@ -121,15 +121,10 @@ def export_potential(model: Potential, path: PathLike, metadata: Dict[str, Any] 
     if not isinstance(model, Potential):
         raise TypeError(f"export_potential needs a physml_md.models.Potential, got {type(model).__name__}")
     path = Path(path)
-    document = json.dumps(build_metadata(model, metadata), indent=2, sort_keys=True)
-    was_training = model.training
-    model.eval()
-    try:
-        scripted = torch.jit.script(model)
-    finally:
-        model.train(was_training)
+    scripted = script_potential(model, metadata)
+    document = json.dumps(scripted.metadata, indent=2, sort_keys=True)
     with atomic_path(path) as tmp:
-        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: document})
+        torch.jit.save(scripted.module, str(tmp), _extra_files={METADATA_FILE: document})
     return path
 
 
@@ -217,3 +212,50 @@ def load_potential(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
             "the file was altered after export: export the model again"
         )
     return ExportedPotential(module=module, metadata=metadata, path=path)
+
+
+def script_potential(model: Potential, metadata: Dict[str, Any] | None = None) -> ExportedPotential:
+    """``model`` scripted in memory, as if it had been exported and loaded again (no file is written)."""
+    if not isinstance(model, Potential):
+        raise TypeError(f"script_potential needs a physml_md.models.Potential, got {type(model).__name__}")
+    document = build_metadata(model, metadata)
+    was_training = model.training
+    model.eval()
+    try:
+        scripted = torch.jit.script(model)
+    finally:
+        model.train(was_training)
+    return ExportedPotential(module=scripted, metadata=document, path=None)
+
+
+def load_model(model: Union[PathLike, Potential, ExportedPotential], device: Union[str, torch.device] = "cpu"):
+    """Whatever a user hands an engine adapter, as an ``ExportedPotential`` on ``device``.
+
+    model: an exported file, a training checkpoint (``.ckpt``: its EMA weights are scripted on the fly), a
+    ``Potential`` (scripted on the fly) or an already loaded ``ExportedPotential``.
+    """
+    if isinstance(model, ExportedPotential):
+        model.module.to(torch.device(device))
+        return model
+    if isinstance(model, Potential):
+        exported = script_potential(model)
+        exported.module.to(torch.device(device))
+        return exported
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if path.suffix == ".ckpt":
+            from physml_md.checkpoint import load_checkpoint, potential_from_checkpoint
+
+            extra = {"training": {"checkpoint": str(path)}}
+            data_sha256 = load_checkpoint(path).get("hyper_parameters", {}).get("data_sha256")
+            if data_sha256:
+                extra["data_sha256"] = data_sha256
+            exported = script_potential(potential_from_checkpoint(path), extra)
+            exported.module.to(torch.device(device))
+            exported.path = path
+            return exported
+        return load_potential(path, device)
+    raise TypeError(
+        "expected an exported file, a checkpoint (.ckpt), a Potential or an ExportedPotential; got "
+        + type(model).__name__
+    )

@@ -1,6 +1,7 @@
 """The README's first command runs examples/demo.py: keep it working (tiny budget here)."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ def test_demo_runs_end_to_end(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[5/5]" in result.stdout and "Done." in result.stdout
+    assert "[6/6]" in result.stdout and "Done." in result.stdout
     frames = read(tmp_path / "cu_emt.extxyz", ":")
     assert len(frames) == 10 and all("stress" in f.calc.results for f in frames)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -28,3 +29,4 @@ def test_demo_runs_end_to_end(tmp_path):
     assert meta["species"] == ["Cu"] and len(meta["data_sha256"]) == 64 and meta["training"]["epochs"] == 2
     assert summary["export_matches_eager"] is True and summary["structures"] == 10
     assert summary["test_metrics"]["test/per_atom_force/rmse"] > 0
+    assert math.isfinite(summary["md_drift_ev_per_atom"])  # NVE in ASE ran

@@ -37,6 +37,7 @@ FORBIDDEN = {
     "export.py": ("physml_md.training", "physml_md.integrations", "physml_md.md", "physml_md.cli", "lightning"),
     "checkpoint.py": ("physml_md.training", "physml_md.integrations", "physml_md.md", "physml_md.cli", "lightning"),
     "training": ("physml_md.integrations", "physml_md.md", "physml_md.cli", "openmm", "openmmtorch"),
+    "integrations": ("physml_md.training", "physml_md.md", "physml_md.cli", "lightning"),
 }
 
 

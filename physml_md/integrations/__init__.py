@@ -1,0 +1,1 @@
+"""Engine adapters: ASE (``ase.py``); OpenMM joins with its issue. They read only exported files or checkpoints."""

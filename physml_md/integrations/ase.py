@@ -1,0 +1,162 @@
+"""``PhysMLCalculator``: an exported potential as an ASE calculator.
+
+    atoms.calc = PhysMLCalculator("model.pt")
+
+Units: ASE's and ours are the same (angstrom, eV, eV/angstrom, eV/angstrom^3), so no factor is applied.
+Stress follows ASE: (1/V) dE/d(strain), Voigt order xx, yy, zz, yz, xz, xy; only for periodic structures.
+Caching follows ASE's contract: a new calculation runs when positions, atomic numbers, cell, pbc or initial
+charges change (the total initial charge is the model's ``total_charge`` input when it has a charge head), and
+only then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from physml_md.data import keys as K
+from physml_md.data.elements import CHEMICAL_SYMBOLS
+from physml_md.export import load_model
+
+__all__ = ["PhysMLCalculator"]
+
+_BASE_PROPERTIES = ("energy", "free_energy", "energies", "forces", "stress")
+_CHANGES = tuple(change for change in all_changes if change != "initial_magmoms")
+
+
+class PhysMLCalculator(Calculator):
+    """ASE calculator for a physml-md potential.
+
+    model: an exported file (``.pt``), a training checkpoint (``.ckpt``, exported on the fly), a loaded
+    ``ExportedPotential`` or a ``Potential``. Cutoff, species, units and dtype come from the model's metadata.
+    device: "cpu" or "cuda". dtype: None (the file's) or the file's dtype; a model runs only in the dtype it
+    was exported in. num_threads: torch CPU threads used during a calculation (None: leave torch's setting);
+    one thread is often fastest for small systems on small machines.
+    """
+
+    implemented_properties = list(_BASE_PROPERTIES)
+
+    def __init__(
+        self,
+        model,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        num_threads: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
+        self.potential = load_model(model, self.device)
+        self.metadata = self.potential.metadata
+        self.dtype = self.potential.dtype
+        if dtype is not None:
+            wanted = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+            if wanted != self.dtype:
+                raise ValueError(
+                    f"this model was exported in {self.metadata['dtype']} and runs only in it, not in "
+                    f"{str(wanted).removeprefix('torch.')}: export it again with dtype="
+                    f"'{str(wanted).removeprefix('torch.')}', or leave dtype unset"
+                )
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be a positive integer, got {num_threads}")
+        self.num_threads = num_threads
+        outputs = self.metadata.get("outputs", [])
+        self.has_charges = K.CHARGES in outputs
+        self.implemented_properties = list(_BASE_PROPERTIES) + (["charges", "dipole"] if self.has_charges else [])
+        self._known = set(self.potential.atomic_numbers)
+
+    # ------------------------------------------------------------------ ASE contract
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> List[str]:
+        """The changes that need a new calculation: all of ASE's except initial magnetic moments."""
+        return [change for change in super().check_state(atoms, tol) if change != "initial_magmoms"]
+
+    def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=_CHANGES) -> None:
+        super().calculate(atoms, properties, system_changes)
+        if "stress" in properties and not self.atoms.pbc.any():
+            raise PropertyNotImplementedError(
+                "stress is defined for periodic structures only; this one has pbc=False in every direction "
+                "(set a cell and atoms.pbc = True, or do not ask for stress)"
+            )
+        self.results = self._evaluate([self.atoms])[0]
+
+    def calculate_batch(self, structures: Sequence[Atoms]) -> List[Dict[str, Any]]:
+        """Results of many structures (any sizes, periodic or not) from one model call, one dict each.
+
+        The dicts hold the same keys and values as ``calc.results`` after a single-structure calculation.
+        """
+        if len(structures) == 0:
+            return []
+        return self._evaluate(list(structures))
+
+    # ------------------------------------------------------------------ internals
+    @contextlib.contextmanager
+    def _threads(self):
+        if self.num_threads is None or self.num_threads == torch.get_num_threads():
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def _check_species(self, numbers: np.ndarray) -> None:
+        unknown = sorted(set(numbers.tolist()) - self._known)
+        if unknown:
+            names = ", ".join(CHEMICAL_SYMBOLS[z] if 0 < z < len(CHEMICAL_SYMBOLS) else str(z) for z in unknown)
+            raise ValueError(
+                f"element(s) {names} not known to this model, which was trained on "
+                f"{', '.join(self.metadata['species'])}: use a model trained on data containing {names}"
+            )
+
+    def _inputs(self, structures: List[Atoms]) -> Dict[str, torch.Tensor]:
+        numbers = np.concatenate([a.numbers for a in structures])
+        self._check_species(numbers)
+        counts = torch.tensor([len(a) for a in structures], dtype=torch.long)
+        tensor = {"dtype": self.dtype, "device": self.device}
+        data = {
+            K.POSITIONS: torch.as_tensor(np.concatenate([a.positions for a in structures]), **tensor),
+            K.ATOMIC_NUMBERS: torch.as_tensor(numbers, dtype=torch.long, device=self.device),
+            K.CELL: torch.as_tensor(np.stack([a.cell.array for a in structures]), **tensor),
+            K.PBC: torch.as_tensor(np.stack([a.pbc for a in structures]), dtype=torch.bool, device=self.device),
+        }
+        if len(structures) > 1:
+            data[K.BATCH] = torch.repeat_interleave(torch.arange(len(structures)), counts).to(self.device)
+        if self.has_charges:
+            charges = [a.get_initial_charges().sum() for a in structures]
+            data[K.TOTAL_CHARGE] = torch.as_tensor(charges, **tensor)
+        return data
+
+    def _evaluate(self, structures: List[Atoms]) -> List[Dict[str, Any]]:
+        data = self._inputs(structures)
+        with self._threads():
+            out = self.potential(data)
+        out = {key: value.detach().to("cpu", torch.float64).numpy() for key, value in out.items()}
+        results = []
+        start = 0
+        for i, atoms in enumerate(structures):
+            end = start + len(atoms)
+            energy = float(out[K.ENERGY][i])
+            result: Dict[str, Any] = {
+                "energy": energy,
+                "free_energy": energy,
+                "energies": out[K.ENERGIES][start:end].copy(),
+                "forces": out[K.FORCES][start:end].copy(),
+            }
+            if atoms.pbc.any() and K.STRESS in out:
+                result["stress"] = full_3x3_to_voigt_6_stress(out[K.STRESS][i])
+            if self.has_charges:
+                result["charges"] = out[K.CHARGES][start:end].copy()
+                result["dipole"] = out[K.DIPOLE][i].copy()
+            results.append(result)
+            start = end
+        return results
