@@ -137,9 +137,10 @@ class PhysMLCalculator(Calculator):
         return data
 
     def _evaluate(self, structures: List[Atoms]) -> List[Dict[str, Any]]:
-        data = self._inputs(structures)
-        with self._threads():
-            out = self.potential(data)
+        # forces come from autograd: enable it even when the caller runs under no_grad or inference_mode (the
+        # inputs are made inside too, since tensors made in inference mode can never require grad)
+        with self._threads(), torch.inference_mode(False), torch.enable_grad():
+            out = self.potential(self._inputs(structures))
         out = {key: value.detach().to("cpu", torch.float64).numpy() for key, value in out.items()}
         results = []
         start = 0
