@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import torch
 
@@ -72,10 +72,17 @@ def model_kwargs(checkpoint: Dict[str, Any], path: PathLike = "checkpoint") -> D
 
 def potential_from_checkpoint(path: PathLike, use_ema: bool = True) -> Potential:
     """The potential of a checkpoint in eval mode (the EMA weights when present and ``use_ema``)."""
+    return exportable_from_checkpoint(path, use_ema)[0]
+
+
+def exportable_from_checkpoint(path: PathLike, use_ema: bool = True) -> Tuple[Potential, Dict[str, Any]]:
+    """(potential, extra export metadata) of a checkpoint, read once: the metadata names the checkpoint, whether
+    the EMA weights were used, and carries the training data hash when the checkpoint has one."""
     checkpoint = load_checkpoint(path)
     model = build_model(**model_kwargs(checkpoint, path))
     state = checkpoint["state_dict"]
-    prefix = EMA_PREFIX if use_ema and any(k.startswith(EMA_PREFIX) for k in state) else MODEL_PREFIX
+    has_ema = any(k.startswith(EMA_PREFIX) for k in state)
+    prefix = EMA_PREFIX if use_ema and has_ema else MODEL_PREFIX
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
@@ -83,4 +90,8 @@ def potential_from_checkpoint(path: PathLike, use_ema: bool = True) -> Potential
             f"{path}: weights do not fit the model they describe (missing {missing[:3]}, unexpected "
             f"{unexpected[:3]}); the checkpoint was written by an incompatible physml-md version"
         )
-    return model.eval()
+    metadata: Dict[str, Any] = {"training": {"checkpoint": str(path), "ema": prefix == EMA_PREFIX}}
+    data_sha256 = checkpoint.get("hyper_parameters", {}).get("data_sha256")
+    if data_sha256:
+        metadata["data_sha256"] = data_sha256
+    return model.eval(), metadata

@@ -107,14 +107,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from physml_md.checkpoint import load_checkpoint, potential_from_checkpoint
+    from physml_md.checkpoint import exportable_from_checkpoint
     from physml_md.export import export_potential
 
-    potential = potential_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
-    stored = load_checkpoint(args.checkpoint).get("hyper_parameters", {})
-    metadata = {"training": {"checkpoint": str(args.checkpoint), "ema": not args.no_ema}}
-    if stored.get("data_sha256"):
-        metadata["data_sha256"] = stored["data_sha256"]
+    potential, metadata = exportable_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
     path = export_potential(potential, args.output, metadata)
     print(f"exported {args.checkpoint} -> {path}")
     return 0

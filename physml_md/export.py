@@ -235,27 +235,20 @@ def load_model(model: Union[PathLike, Potential, ExportedPotential], device: Uni
     ``Potential`` (scripted on the fly) or an already loaded ``ExportedPotential``.
     """
     if isinstance(model, ExportedPotential):
-        model.module.to(torch.device(device))
-        return model
-    if isinstance(model, Potential):
+        exported = model
+    elif isinstance(model, Potential):
         exported = script_potential(model)
-        exported.module.to(torch.device(device))
-        return exported
-    if isinstance(model, (str, Path)):
-        path = Path(model)
-        if path.suffix == ".ckpt":
-            from physml_md.checkpoint import load_checkpoint, potential_from_checkpoint
+    elif isinstance(model, (str, Path)) and Path(model).suffix == ".ckpt":
+        from physml_md.checkpoint import exportable_from_checkpoint
 
-            extra = {"training": {"checkpoint": str(path)}}
-            data_sha256 = load_checkpoint(path).get("hyper_parameters", {}).get("data_sha256")
-            if data_sha256:
-                extra["data_sha256"] = data_sha256
-            exported = script_potential(potential_from_checkpoint(path), extra)
-            exported.module.to(torch.device(device))
-            exported.path = path
-            return exported
-        return load_potential(path, device)
-    raise TypeError(
-        "expected an exported file, a checkpoint (.ckpt), a Potential or an ExportedPotential; got "
-        + type(model).__name__
-    )
+        exported = script_potential(*exportable_from_checkpoint(model))
+        exported.path = Path(model)
+    elif isinstance(model, (str, Path)):
+        return load_potential(model, device)
+    else:
+        raise TypeError(
+            "expected an exported file, a checkpoint (.ckpt), a Potential or an ExportedPotential; got "
+            + type(model).__name__
+        )
+    exported.module.to(torch.device(device))
+    return exported
