@@ -3,7 +3,8 @@
 Neighbour list (ours, plain vesin, ase.neighborlist) and the model's forward+backward on the same fcc Cu
 systems, then the training throughput of `physml-md train` against a plain torch loop (smaller budget than
 bench_training.py's defaults), then the ASE calculator's overhead over the bare exported module (float64, torch's
-thread count) and ASE MD speed on ethanol (bench_ase.py);
+thread count) and ASE MD speed on ethanol (bench_ase.py), then one OpenMM step per backend over the bare module
+(bench_openmm.py);
 the ratios compare contenders measured side by side in this run.
 """
 
@@ -14,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ase  # noqa: E402
 import bench_model  # noqa: E402
 import bench_neighbors  # noqa: E402
+import bench_openmm  # noqa: E402
 import bench_training  # noqa: E402
 
 
@@ -49,6 +51,9 @@ def main():
         sizes=(64, 512, 4096), repeats=15, large_repeats=2, warmup=0, md_steps=300, md_threads=(1, 2)
     )
     print(bench_ase.format_table(calculator))
+    print()
+    # OpenMM: one Verlet step per backend over the bare module, 500-atom periodic Cu, one and two threads
+    print(bench_openmm.format_table(bench_openmm.run(atoms=512, threads=(1, 2), repeats=9)))
 
 
 if __name__ == "__main__":

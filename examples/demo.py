@@ -5,7 +5,8 @@ examples/cu_emt/make_data.py); physml-md trains a PaiNN potential on them with L
 stress losses, random split, test metrics, parity and learning-curve plots), exports it as a self-describing
 TorchScript file, reloads it in a fresh Python process that does not import physml_md, evaluates it, and runs
 NVE molecular dynamics in ASE with `PhysMLCalculator` (energy drift, and the same trajectory with EMT for
-comparison). MD in OpenMM and the MD validation report join this demo as those subsystems land.
+comparison), then the same NVE run in OpenMM through a TorchForce (same file, same start). The MD validation
+report joins this demo when that subsystem lands.
 """
 
 import argparse
@@ -109,6 +110,44 @@ def nve_run(atoms, calculator, seed: int, steps: int = 400) -> dict:
     return {"drift": drift, "temperature": float(np.mean(temperatures)), "ms_per_step": 1000 * elapsed / steps}
 
 
+def openmm_nve_run(atoms, model_file: Path, seed: int, steps: int = 400) -> dict:
+    """The same NVE run as ``nve_run`` in OpenMM (TorchForce, CPU platform, Verlet 0.5 fs), same start."""
+    import openmm
+    from openmm import unit
+
+    from physml_md.integrations.openmm import create_system
+    from physml_md.integrations.openmm_structures import openmm_box, topology_from_atoms
+    from physml_md.units import KJ_PER_MOL_TO_EV
+
+    atoms = atoms.copy()
+    thermalize_momenta(atoms, temperature_K=600, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    topology, positions = topology_from_atoms(atoms)
+    rotation = openmm_box(atoms.cell.array)[1]
+    system = create_system(topology, model_file, backend="torchforce", remove_cm_motion=False)
+    integrator = openmm.VerletIntegrator(0.5 * unit.femtosecond)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(positions * unit.nanometer)
+    velocities = atoms.get_velocities() * units.fs * 100.0  # angstrom per ASE time unit -> nm/ps
+    context.setVelocities((velocities @ rotation.T) * unit.nanometer / unit.picosecond)
+    energies = []
+
+    def total():
+        state = context.getState(getEnergy=True)
+        kj = (state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole)
+        return kj * KJ_PER_MOL_TO_EV
+
+    first = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    start = time.perf_counter()
+    for _ in range(steps // 10):
+        energies.append(total())
+        integrator.step(10)
+    elapsed = time.perf_counter() - start
+    energies.append(total())
+    drift = float(np.max(np.abs(np.array(energies) - energies[0])) / len(atoms))
+    return {"drift": drift, "ms_per_step": 1000 * elapsed / steps, "first_energy": first * KJ_PER_MOL_TO_EV}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_output", help="output folder")
@@ -120,22 +159,22 @@ def main() -> int:
     torch.set_num_threads(2)
 
     data_file = out / "cu_emt.extxyz"
-    print(f"[1/6] Reference data from ASE EMT -> {data_file}", flush=True)
+    print(f"[1/7] Reference data from ASE EMT -> {data_file}", flush=True)
     start = time.perf_counter()
     make_data(data_file, args.structures, args.seed)
     print(f"      {args.structures} Cu32 structures in {time.perf_counter() - start:.1f} s")
 
-    print(f"[2/6] Train a PaiNN potential ({args.epochs} epochs; energy, force and stress losses)", flush=True)
+    print(f"[2/7] Train a PaiNN potential ({args.epochs} epochs; energy, force and stress losses)", flush=True)
     start = time.perf_counter()
     model = PhysMLModel(demo_config(data_file, out, args.epochs, args.seed))
     result = model.train()
     print(f"      trained in {time.perf_counter() - start:.1f} s; run directory {result.run_dir}")
 
     model_file = result.model_path
-    print(f"[3/6] The exported file: {model_file}", flush=True)
+    print(f"[3/7] The exported file: {model_file}", flush=True)
     cli(["info", str(model_file)])
 
-    print("[4/6] Reload in this process and in a fresh one (torch.jit.load, no physml_md)", flush=True)
+    print("[4/7] Reload in this process and in a fresh one (torch.jit.load, no physml_md)", flush=True)
     frames = read(data_file, ":")
     batch = collate([atoms_to_dict(atoms, LabelKeys(), dtype=torch.float64) for atoms in frames])
     eager = potential_from_checkpoint(result.best_checkpoint)(batch)["energy"].numpy()
@@ -147,9 +186,9 @@ def main() -> int:
     print(f"      max |E_exported - E_checkpoint| = {np.abs(exported - eager).max():.2e} eV (same process, batched)")
     print(f"      max |E_fresh - E_checkpoint|    = {np.abs(fresh_energies - eager).max():.2e} eV (fresh process)")
 
-    print("[5/6] Evaluate the exported file on the first structures", flush=True)
+    print("[5/7] Evaluate the exported file on the first structures", flush=True)
     cli(["evaluate", str(model_file), str(data_file), "--index", ":5"])
-    print("[6/6] NVE molecular dynamics in ASE with PhysMLCalculator (Cu32, 0.5 fs, 400 steps, from 600 K)")
+    print("[6/7] NVE molecular dynamics in ASE with PhysMLCalculator (Cu32, 0.5 fs, 400 steps, from 600 K)")
     md = nve_run(frames[0], PhysMLCalculator(model_file, num_threads=1), args.seed)
     reference = nve_run(frames[0], EMT(), args.seed)
     print(
@@ -160,8 +199,19 @@ def main() -> int:
         f"      EMT (reference):  energy drift {1000 * reference['drift']:.3f} meV/atom, "
         f"mean T {reference['temperature']:.0f} K"
     )
+    print("[7/7] The same NVE run in OpenMM (TorchForce, CPU platform, same file and start)", flush=True)
+    omm = openmm_nve_run(frames[0], model_file, args.seed)
+    start_energy = frames[0].copy()
+    start_energy.calc = PhysMLCalculator(model_file)
+    agreement = abs(omm["first_energy"] - start_energy.get_potential_energy())
+    print(
+        f"      OpenMM: {omm['ms_per_step']:.1f} ms/step, energy drift {1000 * omm['drift']:.3f} meV/atom; "
+        f"|E_OpenMM - E_ASE| at the start = {agreement:.1e} eV"
+    )
     summary = {
         "md_drift_ev_per_atom": md["drift"],
+        "openmm_md_drift_ev_per_atom": omm["drift"],
+        "openmm_vs_ase_energy_ev": agreement,
         "data": str(data_file),
         "model": str(model_file),
         "structures": len(frames),

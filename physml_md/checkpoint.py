@@ -77,7 +77,7 @@ def potential_from_checkpoint(path: PathLike, use_ema: bool = True) -> Potential
 
 def exportable_from_checkpoint(path: PathLike, use_ema: bool = True) -> Tuple[Potential, Dict[str, Any]]:
     """(potential, extra export metadata) of a checkpoint, read once: the metadata names the checkpoint, whether
-    the EMA weights were used, and carries the training data hash when the checkpoint has one."""
+    the EMA weights were used, and carries the training data hash and periodicity when the checkpoint has them."""
     checkpoint = load_checkpoint(path)
     model = build_model(**model_kwargs(checkpoint, path))
     state = checkpoint["state_dict"]
@@ -91,7 +91,9 @@ def exportable_from_checkpoint(path: PathLike, use_ema: bool = True) -> Tuple[Po
             f"{unexpected[:3]}); the checkpoint was written by an incompatible physml-md version"
         )
     metadata: Dict[str, Any] = {"training": {"checkpoint": str(path), "ema": prefix == EMA_PREFIX}}
-    data_sha256 = checkpoint.get("hyper_parameters", {}).get("data_sha256")
-    if data_sha256:
-        metadata["data_sha256"] = data_sha256
+    hyper_parameters = checkpoint.get("hyper_parameters", {})
+    if hyper_parameters.get("data_sha256"):
+        metadata["data_sha256"] = hyper_parameters["data_sha256"]
+    if hyper_parameters.get("periodic") is not None:
+        metadata["periodic"] = bool(hyper_parameters["periodic"])
     return model.eval(), metadata

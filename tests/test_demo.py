@@ -21,7 +21,7 @@ def test_demo_runs_end_to_end(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[6/6]" in result.stdout and "Done." in result.stdout
+    assert "[7/7]" in result.stdout and "Done." in result.stdout
     frames = read(tmp_path / "cu_emt.extxyz", ":")
     assert len(frames) == 10 and all("stress" in f.calc.results for f in frames)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -30,3 +30,5 @@ def test_demo_runs_end_to_end(tmp_path):
     assert summary["export_matches_eager"] is True and summary["structures"] == 10
     assert summary["test_metrics"]["test/per_atom_force/rmse"] > 0
     assert math.isfinite(summary["md_drift_ev_per_atom"])  # NVE in ASE ran
+    assert math.isfinite(summary["openmm_md_drift_ev_per_atom"])  # and in OpenMM
+    assert summary["openmm_vs_ase_energy_ev"] < 1e-9  # the same file gives the same energy in both engines

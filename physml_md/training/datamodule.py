@@ -436,6 +436,14 @@ class AtomsDataModule(lightning.LightningDataModule):
             found.update(torch.unique(packed.tensors[K.ATOMIC_NUMBERS]).tolist())
         return sorted(int(z) for z in found)
 
+    def periodic(self) -> bool | None:
+        """True when every structure of every split is periodic, False when none is, None when both occur."""
+        self.setup()
+        flags = set()
+        for packed in self.splits.values():
+            flags.update(packed.tensors[K.PBC].any(dim=1).tolist())
+        return flags.pop() if len(flags) == 1 else None
+
     def self_energies(self) -> Dict[int, float]:
         """Per-element reference energies (eV) fitted on the training split (``fit_self_energies``)."""
         return fit_self_energies(self._split("train"))

@@ -39,12 +39,21 @@ class PotentialModule(lightning.LightningModule):
     config: plain-dict configuration (sections "training" and "trainer" are read here); model_kwargs: the
     ``build_model`` arguments (species, cutoff, dtype, self-energies, scale, ...), stored in the checkpoint so
     that ``physml_md.checkpoint.potential_from_checkpoint`` can rebuild the model without Lightning;
-    data_sha256: hash of the training split, carried into the exported metadata.
+    data_sha256: hash of the training split, carried into the exported metadata. periodic: whether the data
+    were periodic (True), molecules (False) or both (None); the engines check a system against it.
     """
 
-    def __init__(self, config: Dict[str, Any], model_kwargs: Dict[str, Any], data_sha256: str | None = None):
+    def __init__(
+        self,
+        config: Dict[str, Any],
+        model_kwargs: Dict[str, Any],
+        data_sha256: str | None = None,
+        periodic: bool | None = None,
+    ):
         super().__init__()
-        self.save_hyperparameters({"config": config, MODEL_KWARGS: model_kwargs, "data_sha256": data_sha256})
+        self.save_hyperparameters(
+            {"config": config, MODEL_KWARGS: model_kwargs, "data_sha256": data_sha256, "periodic": periodic}
+        )
         training = config["training"]
         loss = training["loss_parameter"]
         self.components: List[str] = list(loss["loss_components"])

@@ -254,7 +254,9 @@ def train(
         if verbose:
             print(f"no validation data: checkpoints and schedulers follow {config.training.monitor!r}")
     monitor = config.training.monitor
-    module = PotentialModule(config_to_dict(config), kwargs, data_sha256=datamodule.dataset_sha256())
+    module = PotentialModule(
+        config_to_dict(config), kwargs, data_sha256=datamodule.dataset_sha256(), periodic=datamodule.periodic()
+    )
     root = Path(config.trainer.get("default_root_dir", "physml_runs"))
     loggers = _loggers(root)
     callbacks = _callbacks(config, ckpt_path)
@@ -280,6 +282,7 @@ def train(
     potential = potential_from_checkpoint(best_path)
     metadata = {
         "data_sha256": datamodule.dataset_sha256(),
+        "periodic": datamodule.periodic(),
         "training": {
             "best_checkpoint": best_path.name,
             "monitor": monitor,

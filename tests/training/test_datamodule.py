@@ -350,3 +350,11 @@ def test_broken_periodic_override_names_the_structure(metals):
     dm = _module(train_data=metals, cell=[[1.0, 0, 0], [2.0, 0, 0], [0, 0, 1.0]])
     with pytest.raises(ValueError, match="train structure 0: cell is singular"):
         dm.setup()
+
+
+def test_periodicity_of_the_data(metals):
+    """True for bulk only, False for molecules only, None when both occur (the engines check models against it)."""
+    molecules = molecule_frames(conformations=1, record=False)
+    assert _module(train_data=metals[:4], validation_data=metals[4:]).periodic() is True
+    assert _module(train_data=molecules[:3], validation_data=molecules[3:]).periodic() is False
+    assert _module(train_data=metals[:4], validation_data=molecules).periodic() is None

@@ -1,0 +1,453 @@
+"""Run an exported potential in OpenMM: one force, a whole system, or the ML region of an ML/MM system.
+
+    system = create_system(pdb.topology, "model.pt")                        # everything from the potential
+    system = create_mixed_system(topology, mm_system, ligand_atoms, "model.pt")   # mechanical ML/MM
+    system.addForce(create_force("model.pt", atomic_numbers))               # the force alone
+
+Backends (all run ``OpenMMModule``, so they agree to rounding):
+- "torchforce": openmm-torch's ``TorchForce`` (the model runs in OpenMM's C++, no Python per step);
+- "pythonforce": OpenMM's built-in ``openmm.PythonForce`` (needs no openmm-torch);
+- "pythontorchforce": openmm-torch's ``PythonTorchForce`` (openmm-torch after 1.5; replaces TorchForce);
+- "auto": the first of pythontorchforce, torchforce, pythonforce that the installed packages offer.
+
+Periodicity: ``periodic=None`` takes it from the topology / system and checks it against the model's
+training data (metadata "periodic"): a model trained only on molecules is refused for a periodic system
+and a model trained only on bulk for a non-periodic one, unless ``periodic`` is given. In ML/MM, a model
+trained on molecules computes its region as an isolated cluster (made whole across the box boundary), so
+a molecule in a box of water gets exactly its gas-phase ML energy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from physml_md.data.elements import CHEMICAL_SYMBOLS
+from physml_md.export import ExportedPotential, load_model
+from physml_md.integrations.openmm_module import OpenMMModule
+
+__all__ = [
+    "BACKENDS",
+    "available_backends",
+    "create_force",
+    "create_mixed_system",
+    "create_system",
+    "force_periodicity",
+    "topology_numbers",
+]
+
+BACKENDS = ("torchforce", "pythonforce", "pythontorchforce", "auto")
+# Bonded force types whose terms are dropped when all their particles lie in the ML region (XML tag names).
+_BONDED_FORCES = (
+    "HarmonicBondForce",
+    "HarmonicAngleForce",
+    "PeriodicTorsionForce",
+    "RBTorsionForce",
+    "CMAPTorsionForce",
+    "CustomBondForce",
+    "CustomAngleForce",
+    "CustomTorsionForce",
+    "CustomCompoundBondForce",
+)
+# Forces whose interactions inside the ML region cannot be switched off term by term.
+_UNSPLITTABLE_FORCES = (
+    "GBSAOBCForce",
+    "CustomGBForce",
+    "CustomHbondForce",
+    "CustomManyParticleForce",
+    "AmoebaMultipoleForce",
+    "AmoebaVdwForce",
+    "AmoebaGeneralizedKirkwoodForce",
+    "HippoNonbondedForce",
+)
+
+
+# ----------------------------------------------------------------------------------------------- backends
+def _openmmtorch():
+    """openmmtorch, with its platform plugins loaded (None when it is not installed or cannot load).
+
+    ``import openmm`` loads the plugins; openmm-torch's fail to load when torch was not imported before
+    openmm (they need torch's libraries), which leaves TorchForce without kernels. Load them again now.
+    """
+    try:
+        import openmmtorch
+    except ImportError:
+        return None
+    import openmm
+
+    plugins = os.path.join(openmm.version.openmm_library_path, "plugins")
+    for failure in openmm.Platform.getPluginLoadFailures():
+        path = failure.removeprefix("Error loading library ").split(":")[0]
+        if os.path.dirname(path) == plugins and os.path.basename(path).startswith("libOpenMMTorch"):
+            try:
+                openmm.Platform.loadPluginLibrary(path)
+            except Exception:  # a platform this machine cannot run (OpenCL without a driver): nothing to do
+                pass
+    return openmmtorch
+
+
+def available_backends() -> List[str]:
+    """The backends the installed packages offer, in the order "auto" tries them."""
+    openmmtorch = _openmmtorch()
+    names = []
+    if openmmtorch is not None and hasattr(openmmtorch, "PythonTorchForce"):
+        names.append("pythontorchforce")
+    if openmmtorch is not None:
+        names.append("torchforce")
+    names.append("pythonforce")
+    return names
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    available = available_backends()
+    if backend == "auto":
+        return available[0]
+    if backend not in available:
+        fix = {
+            "torchforce": "pip install openmmtorch (it needs torch 2.9.x)",
+            "pythontorchforce": "it needs an openmm-torch newer than 1.5; use backend='torchforce' or 'pythonforce'",
+        }[backend]
+        raise ValueError(f"backend {backend!r} is not available here: {fix}")
+    return backend
+
+
+class _Computation:
+    """The PythonForce / PythonTorchForce callback: OpenMM State (and positions) -> energy, forces.
+
+    Picklable (so XmlSerializer can save the force) when the model came from a file: the file is loaded
+    again on unpickling.
+    """
+
+    def __init__(self, module: OpenMMModule, model_path: str | None, spec: Dict[str, Any], device: torch.device):
+        self.module = module
+        self.model_path = model_path
+        self.spec = spec
+        self.device = device
+
+    def _run(self, positions: torch.Tensor, box: torch.Tensor | None) -> Tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode(False), torch.enable_grad():
+            return self.module(positions, box)
+
+    def _box(self, state) -> torch.Tensor | None:
+        if not self.module.periodic and not self.module.unwrap:
+            return None
+        return torch.as_tensor(np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value), dtype=torch.float64)
+
+    def __call__(self, state, positions: torch.Tensor | None = None):
+        if positions is None:  # PythonForce: positions from the state, numpy out
+            positions = torch.as_tensor(np.asarray(state.getPositions(asNumpy=True)._value))
+            energy, forces = self._run(positions, self._box(state))
+            return float(energy), forces.to("cpu", torch.float64).numpy()
+        energy, forces = self._run(positions, self._box(state))  # PythonTorchForce: tensors in and out
+        return energy, forces.to(positions.dtype)
+
+    def __getstate__(self):
+        if self.model_path is None:
+            raise TypeError(
+                "this force's model was not loaded from a file, so it cannot be pickled or serialised: "
+                "export the model and pass the file's path to create_force"
+            )
+        return {"model_path": self.model_path, "spec": self.spec, "device": str(self.device)}
+
+    def __setstate__(self, state):
+        exported = load_model(state["model_path"], state["device"])
+        self.__init__(
+            OpenMMModule(exported.module, **state["spec"]),
+            state["model_path"],
+            state["spec"],
+            torch.device(state["device"]),
+        )
+
+
+# ----------------------------------------------------------------------------------------------- create_force
+def _load(model, device) -> ExportedPotential:
+    return model if isinstance(model, ExportedPotential) else load_model(model, device)
+
+
+def _check_species(exported: ExportedPotential, atomic_numbers: Sequence[int]) -> None:
+    unknown = sorted(set(int(z) for z in atomic_numbers) - set(exported.atomic_numbers))
+    if unknown:
+        names = ", ".join(CHEMICAL_SYMBOLS[z] if 0 < z < len(CHEMICAL_SYMBOLS) else str(z) for z in unknown)
+        raise ValueError(
+            f"element(s) {names} in the system are not known to this model, which was trained on "
+            f"{', '.join(exported.metadata['species'])}: use a model trained on data containing {names}, "
+            "or leave those atoms out of the ML region"
+        )
+
+
+def create_force(
+    model,
+    atomic_numbers: Sequence[int],
+    particles: Sequence[int] | None = None,
+    periodic: bool | None = None,
+    backend: str = "torchforce",
+    *,
+    unwrap: bool = False,
+    n_particles: int | None = None,
+    charge: float = 0.0,
+    device: str | None = None,
+    force_group: int = 0,
+):
+    """An OpenMM force that applies the potential to ``particles`` (all particles when None).
+
+    model: exported file, checkpoint, ``Potential`` or ``ExportedPotential``. atomic_numbers: of the particles
+    the potential acts on (in the order of ``particles``). periodic: evaluate in OpenMM's periodic box (None:
+    from the model's metadata, which says whether it was trained on periodic structures). unwrap: with
+    periodic=False inside a periodic system, make the particles one whole cluster before evaluating.
+    n_particles: particles in the System (needed by TorchForce with ``particles``). charge: total charge in e
+    (models with a charge head). device: where the Python backends run the model ("cpu", "cuda"; TorchForce
+    follows OpenMM's platform).
+    """
+    backend = _resolve_backend(backend)
+    if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
+    torch_device = torch.device(device or "cpu")
+    exported = _load(model, torch_device)
+    atomic_numbers = [int(z) for z in atomic_numbers]
+    _check_species(exported, atomic_numbers)
+    if periodic is None:
+        periodic = exported.metadata.get("periodic")
+        if periodic is None:
+            raise ValueError(
+                "this model was trained on periodic and non-periodic structures (or its file does not say "
+                "which): pass periodic=True or periodic=False"
+            )
+    periodic = bool(periodic)
+    if particles is not None:
+        particles = [int(i) for i in particles]
+        if len(particles) != len(atomic_numbers):
+            raise ValueError(
+                f"{len(particles)} particles but {len(atomic_numbers)} atomic numbers: give one atomic number "
+                "per ML particle, in the same order"
+            )
+        if len(set(particles)) != len(particles) or min(particles, default=0) < 0:
+            raise ValueError("particles must be distinct, non-negative particle indices")
+    charge_value = float(charge) if "charges" in exported.metadata.get("outputs", []) else None
+    spec = {
+        "atomic_numbers": atomic_numbers,
+        "dtype": exported.dtype,
+        "periodic": periodic,
+        "unwrap": bool(unwrap),
+        "total_charge": charge_value,
+    }
+    uses_box = periodic or bool(unwrap)
+    if backend == "torchforce":
+        if particles is not None:
+            if n_particles is None:
+                raise ValueError("TorchForce needs n_particles (the System's particle count) with particles=")
+            if max(particles) >= n_particles:
+                raise ValueError(f"particle index {max(particles)} is out of range for {n_particles} particles")
+        wrapper = OpenMMModule(exported.module, particles=particles, n_particles=n_particles or 0, **spec)
+        openmmtorch = _openmmtorch()
+        force = openmmtorch.TorchForce(torch.jit.script(wrapper.to("cpu")))
+        force.setOutputsForces(True)
+    else:
+        wrapper = OpenMMModule(exported.module, **spec).to(torch_device)
+        path = str(exported.path) if exported.path is not None and exported.path.suffix == ".pt" else None
+        computation = _Computation(wrapper, path, spec, torch_device)
+        if backend == "pythonforce":
+            import openmm
+
+            force = openmm.PythonForce(computation)
+        else:
+            force = _openmmtorch().PythonTorchForce(computation)
+        if particles is not None:
+            force.setParticles(particles)
+    force.setUsesPeriodicBoundaryConditions(uses_box)
+    force.setForceGroup(force_group)
+    force.setName("physml-md")
+    return force
+
+
+# ----------------------------------------------------------------------------------------------- systems
+def topology_numbers(topology, atoms: Iterable[int]) -> List[int]:
+    """Atomic numbers of the topology's ``atoms`` (each must have an element)."""
+    all_atoms = list(topology.atoms())
+    numbers = []
+    for index in atoms:
+        atom = all_atoms[index]
+        if atom.element is None:
+            raise ValueError(
+                f"atom {index} ({atom.name} in residue {atom.residue.name}) has no element (a virtual site or "
+                "an unknown atom): it cannot be in the ML region"
+            )
+        numbers.append(int(atom.element.atomic_number))
+    return numbers
+
+
+def force_periodicity(
+    exported: ExportedPotential, system_periodic: bool, periodic: bool | None, whole: bool
+) -> Tuple[bool, bool]:
+    """(periodic, unwrap) for the potential's force in a system that is or is not periodic.
+
+    whole: the potential drives the whole system (refuse a model trained only on the other kind of
+    structure) rather than an ML region (where a model trained on molecules is evaluated as a cluster).
+    periodic: the caller's explicit choice, or None.
+    """
+    value = exported.metadata.get("periodic")
+    trained = None if value is None else bool(value)
+    if periodic is None:
+        if trained is True and not system_periodic:
+            raise ValueError(
+                "this model was trained on periodic structures only, but the system has no periodic box: set "
+                "one (topology.setPeriodicBoxVectors(...)), or pass periodic=False to evaluate it on an "
+                "isolated cluster anyway"
+            )
+        if whole and trained is False and system_periodic:
+            raise ValueError(
+                "this model was trained on non-periodic structures only, but the topology has a periodic box: "
+                "remove the box (topology.setPeriodicBoxVectors(None)), or pass periodic=False to compute "
+                "the system as one isolated cluster inside the box"
+            )
+        periodic = system_periodic and trained is not False
+    elif periodic and not system_periodic:
+        raise ValueError("periodic=True but the system has no periodic box: set topology.setPeriodicBoxVectors")
+    return bool(periodic), bool(system_periodic and not periodic)
+
+
+def create_system(
+    topology,
+    model,
+    periodic: bool | None = None,
+    backend: str = "torchforce",
+    *,
+    remove_cm_motion: bool = True,
+    charge: float = 0.0,
+    device: str | None = None,
+):
+    """A System in which the potential drives every particle (elements, masses and box from ``topology``).
+
+    periodic: None follows the topology's box and refuses a model trained only on the other kind of
+    structure; True needs a box; False computes an isolated system (one whole cluster if there is a box).
+    """
+    import openmm
+
+    exported = _load(model, torch.device(device or "cpu"))
+    box = topology.getPeriodicBoxVectors()
+    periodic, unwrap = force_periodicity(exported, box is not None, periodic, whole=True)
+    numbers = topology_numbers(topology, range(topology.getNumAtoms()))
+    system = openmm.System()
+    if box is not None:
+        system.setDefaultPeriodicBoxVectors(*box)
+    for atom in topology.atoms():
+        system.addParticle(atom.element.mass)
+    force = create_force(
+        exported,
+        numbers,
+        periodic=periodic,
+        backend=backend,
+        unwrap=unwrap,
+        charge=charge,
+        device=device,
+    )
+    system.addForce(force)
+    if remove_cm_motion:
+        system.addForce(openmm.CMMotionRemover())
+    return system
+
+
+def _remove_bonded_terms(system, region: set):
+    """A copy of ``system`` without the bonded terms whose particles all lie in ``region``."""
+    import openmm
+
+    root = ET.fromstring(openmm.XmlSerializer.serialize(system))
+    for force in root.iter("Force"):
+        if force.get("type") not in _BONDED_FORCES:
+            continue
+        index_keys = re.compile(r"[ab][1-4]" if force.get("type") == "CMAPTorsionForce" else r"p\d+")
+        for terms in force:
+            doomed = []
+            for term in terms:
+                indices = [int(v) for k, v in term.attrib.items() if index_keys.fullmatch(k)]
+                if indices and all(i in region for i in indices):
+                    doomed.append(term)
+            for term in doomed:
+                terms.remove(term)
+    return openmm.XmlSerializer.deserialize(ET.tostring(root, encoding="unicode"))
+
+
+def _exclude_region(system, ml_atoms: List[int]) -> None:
+    """No MM nonbonded interaction between two ML particles (the potential computes them)."""
+    import openmm
+
+    pairs = [(a, b) for i, a in enumerate(ml_atoms) for b in ml_atoms[:i]]
+    for force in system.getForces():
+        if isinstance(force, openmm.NonbondedForce):
+            for a, b in pairs:
+                force.addException(a, b, 0.0, 1.0, 0.0, True)
+        elif isinstance(force, openmm.CustomNonbondedForce):
+            existing = {tuple(sorted(force.getExclusionParticles(i))) for i in range(force.getNumExclusions())}
+            for a, b in pairs:
+                if tuple(sorted((a, b))) not in existing:
+                    force.addExclusion(a, b)
+
+
+def create_mixed_system(
+    topology,
+    mm_system,
+    ml_atoms: Iterable[int],
+    model,
+    periodic: bool | None = None,
+    backend: str = "torchforce",
+    *,
+    remove_constraints: bool = True,
+    charge: float = 0.0,
+    device: str | None = None,
+    force_group: int = 0,
+):
+    """Mechanical ML/MM: a copy of ``mm_system`` in which the potential computes the ML region.
+
+    Inside the region the MM bonded terms (bonds, angles, torsions, CMAP and their custom forms) are removed,
+    the MM nonbonded interactions are excluded and (remove_constraints) constraints are dropped; the MM force
+    field still couples the region to the rest. periodic: None evaluates a model trained on molecules as an
+    isolated cluster (made whole across the box), a model trained on bulk in the system's box.
+    ``mm_system`` is not modified.
+    """
+    ml_atoms = [int(i) for i in ml_atoms]
+    if not ml_atoms:
+        raise ValueError("ml_atoms is empty: give the indices of the atoms the potential should compute")
+    if len(set(ml_atoms)) != len(ml_atoms):
+        raise ValueError("ml_atoms holds duplicate indices")
+    n = mm_system.getNumParticles()
+    if topology.getNumAtoms() != n:
+        raise ValueError(f"the topology has {topology.getNumAtoms()} atoms but the system {n} particles")
+    if min(ml_atoms) < 0 or max(ml_atoms) >= n:
+        raise ValueError(f"ml_atoms must be particle indices in 0..{n - 1}")
+    unsplittable = sorted({f.__class__.__name__ for f in mm_system.getForces()} & set(_UNSPLITTABLE_FORCES))
+    if unsplittable:
+        raise ValueError(
+            f"the MM system has {', '.join(unsplittable)}, whose interactions inside the ML region cannot be "
+            "removed term by term: build the MM system without it (explicit solvent, fixed-charge force field)"
+        )
+    exported = _load(model, torch.device(device or "cpu"))
+    numbers = topology_numbers(topology, ml_atoms)
+    periodic, unwrap = force_periodicity(exported, mm_system.usesPeriodicBoundaryConditions(), periodic, whole=False)
+    region = set(ml_atoms)
+    system = _remove_bonded_terms(mm_system, region)
+    _exclude_region(system, ml_atoms)
+    if remove_constraints:
+        doomed = [i for i in range(system.getNumConstraints()) if set(system.getConstraintParameters(i)[:2]) <= region]
+        for i in reversed(doomed):
+            system.removeConstraint(i)
+    system.addForce(
+        create_force(
+            exported,
+            numbers,
+            particles=ml_atoms,
+            periodic=periodic,
+            backend=backend,
+            unwrap=unwrap,
+            n_particles=n,
+            charge=charge,
+            device=device,
+            force_group=force_group,
+        )
+    )
+    return system
