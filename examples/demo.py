@@ -5,8 +5,9 @@ examples/cu_emt/make_data.py); physml-md trains a PaiNN potential on them with L
 stress losses, random split, test metrics, parity and learning-curve plots), exports it as a self-describing
 TorchScript file, reloads it in a fresh Python process that does not import physml_md, evaluates it, and runs
 NVE molecular dynamics in ASE with `PhysMLCalculator` (energy drift, and the same trajectory with EMT for
-comparison), then the same NVE run in OpenMM through a TorchForce (same file, same start). The MD validation
-report joins this demo when that subsystem lands.
+comparison), the same NVE run in OpenMM through a TorchForce (same file, same start, same trajectory), and
+the MD validation suite (NVT at 300 K, NVE drift, g(r) against an EMT reference trajectory), whose report
+ends the demo with a summary table.
 """
 
 import argparse
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from ase import units
 from ase.calculators.emt import EMT
-from ase.io import read
+from ase.io import read, write
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
@@ -30,6 +31,9 @@ from physml_md.atomic import atomic_write_text
 from physml_md.checkpoint import potential_from_checkpoint
 from physml_md.cli import main as cli
 from physml_md.data import LabelKeys, atoms_to_dict, collate
+from physml_md.md.metrics import energy_drift
+from physml_md.md.runner import run_md
+from physml_md.md.validation import validate
 from physml_md.training.api import PhysMLModel
 
 MAKE_DATA = Path(__file__).resolve().parent / "cu_emt" / "make_data.py"
@@ -75,7 +79,7 @@ FRESH = """
 import json, sys, torch, vesin_torch
 from ase import units
 from ase.calculators.emt import EMT
-from ase.io import read
+from ase.io import read, write
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 module = torch.jit.load(sys.argv[1])
@@ -110,42 +114,27 @@ def nve_run(atoms, calculator, seed: int, steps: int = 400) -> dict:
     return {"drift": drift, "temperature": float(np.mean(temperatures)), "ms_per_step": 1000 * elapsed / steps}
 
 
-def openmm_nve_run(atoms, model_file: Path, seed: int, steps: int = 400) -> dict:
-    """The same NVE run as ``nve_run`` in OpenMM (TorchForce, CPU platform, Verlet 0.5 fs), same start."""
-    import openmm
-    from openmm import unit
+def _metric(metrics: dict, component: str, kind: str, factor: float) -> str:
+    value = metrics.get(f"test/{component}/{kind}")
+    return "n/a" if value is None else f"{factor * value:.3g}"
 
-    from physml_md.integrations.openmm import create_system
-    from physml_md.integrations.openmm_structures import openmm_box, topology_from_atoms
-    from physml_md.units import KJ_PER_MOL_TO_EV
+
+def emt_reference(atoms, path: Path, seed: int, steps: int = 1500) -> Path:
+    """The reference for the validation: EMT Langevin MD at 300 K (2 fs steps, a frame every 10 steps)."""
+    from ase.md.langevin import Langevin
 
     atoms = atoms.copy()
-    thermalize_momenta(atoms, temperature_K=600, rng=np.random.default_rng(seed))
-    Stationary(atoms)
-    topology, positions = topology_from_atoms(atoms)
-    rotation = openmm_box(atoms.cell.array)[1]
-    system = create_system(topology, model_file, backend="torchforce", remove_cm_motion=False)
-    integrator = openmm.VerletIntegrator(0.5 * unit.femtosecond)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
-    context.setPositions(positions * unit.nanometer)
-    velocities = atoms.get_velocities() * units.fs * 100.0  # angstrom per ASE time unit -> nm/ps
-    context.setVelocities((velocities @ rotation.T) * unit.nanometer / unit.picosecond)
-    energies = []
-
-    def total():
-        state = context.getState(getEnergy=True)
-        kj = (state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole)
-        return kj * KJ_PER_MOL_TO_EV
-
-    first = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    start = time.perf_counter()
+    atoms.calc = EMT()
+    rng = np.random.default_rng(seed)
+    thermalize_momenta(atoms, temperature_K=300, rng=rng)
+    dynamics = Langevin(atoms, 2.0 * units.fs, temperature_K=300, friction=0.02, fixcm=False, rng=rng)
+    dynamics.run(500)
+    frames = []
     for _ in range(steps // 10):
-        energies.append(total())
-        integrator.step(10)
-    elapsed = time.perf_counter() - start
-    energies.append(total())
-    drift = float(np.max(np.abs(np.array(energies) - energies[0])) / len(atoms))
-    return {"drift": drift, "ms_per_step": 1000 * elapsed / steps, "first_energy": first * KJ_PER_MOL_TO_EV}
+        dynamics.run(10)
+        frames.append(atoms.copy())
+    write(path, frames)
+    return path
 
 
 def main() -> int:
@@ -154,27 +143,28 @@ def main() -> int:
     parser.add_argument("--structures", type=int, default=160, help="number of EMT-labelled Cu32 structures")
     parser.add_argument("--epochs", type=int, default=25, help="training epochs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validation-steps", type=int, default=2000, help="NVT steps of the MD validation")
     args = parser.parse_args()
     out = Path(args.out)
     torch.set_num_threads(2)
 
     data_file = out / "cu_emt.extxyz"
-    print(f"[1/7] Reference data from ASE EMT -> {data_file}", flush=True)
+    print(f"[1/8] Reference data from ASE EMT -> {data_file}", flush=True)
     start = time.perf_counter()
     make_data(data_file, args.structures, args.seed)
     print(f"      {args.structures} Cu32 structures in {time.perf_counter() - start:.1f} s")
 
-    print(f"[2/7] Train a PaiNN potential ({args.epochs} epochs; energy, force and stress losses)", flush=True)
+    print(f"[2/8] Train a PaiNN potential ({args.epochs} epochs; energy, force and stress losses)", flush=True)
     start = time.perf_counter()
     model = PhysMLModel(demo_config(data_file, out, args.epochs, args.seed))
     result = model.train()
     print(f"      trained in {time.perf_counter() - start:.1f} s; run directory {result.run_dir}")
 
     model_file = result.model_path
-    print(f"[3/7] The exported file: {model_file}", flush=True)
+    print(f"[3/8] The exported file: {model_file}", flush=True)
     cli(["info", str(model_file)])
 
-    print("[4/7] Reload in this process and in a fresh one (torch.jit.load, no physml_md)", flush=True)
+    print("[4/8] Reload in this process and in a fresh one (torch.jit.load, no physml_md)", flush=True)
     frames = read(data_file, ":")
     batch = collate([atoms_to_dict(atoms, LabelKeys(), dtype=torch.float64) for atoms in frames])
     eager = potential_from_checkpoint(result.best_checkpoint)(batch)["energy"].numpy()
@@ -186,9 +176,9 @@ def main() -> int:
     print(f"      max |E_exported - E_checkpoint| = {np.abs(exported - eager).max():.2e} eV (same process, batched)")
     print(f"      max |E_fresh - E_checkpoint|    = {np.abs(fresh_energies - eager).max():.2e} eV (fresh process)")
 
-    print("[5/7] Evaluate the exported file on the first structures", flush=True)
+    print("[5/8] Evaluate the exported file on the first structures", flush=True)
     cli(["evaluate", str(model_file), str(data_file), "--index", ":5"])
-    print("[6/7] NVE molecular dynamics in ASE with PhysMLCalculator (Cu32, 0.5 fs, 400 steps, from 600 K)")
+    print("[6/8] NVE molecular dynamics in ASE with PhysMLCalculator (Cu32, 0.5 fs, 400 steps, from 600 K)")
     md = nve_run(frames[0], PhysMLCalculator(model_file, num_threads=1), args.seed)
     reference = nve_run(frames[0], EMT(), args.seed)
     print(
@@ -199,19 +189,50 @@ def main() -> int:
         f"      EMT (reference):  energy drift {1000 * reference['drift']:.3f} meV/atom, "
         f"mean T {reference['temperature']:.0f} K"
     )
-    print("[7/7] The same NVE run in OpenMM (TorchForce, CPU platform, same file and start)", flush=True)
-    omm = openmm_nve_run(frames[0], model_file, args.seed)
-    start_energy = frames[0].copy()
-    start_energy.calc = PhysMLCalculator(model_file)
-    agreement = abs(omm["first_energy"] - start_energy.get_potential_energy())
+    print("[7/8] The same NVE run in OpenMM (TorchForce, CPU platform, same file, start and velocities)", flush=True)
+    runs = {
+        engine: run_md(model_file, frames[0], engine=engine, ensemble="nve", steps=400, seed=args.seed)
+        for engine in ("ase", "openmm")
+    }
+    gap = max(float(np.abs(a - b).max()) for a, b in zip(runs["ase"].positions, runs["openmm"].positions))
+    drifts = {e: energy_drift(r.times_fs, r.total, r.n_atoms).drift_mev_per_atom_per_ps for e, r in runs.items()}
     print(
-        f"      OpenMM: {omm['ms_per_step']:.1f} ms/step, energy drift {1000 * omm['drift']:.3f} meV/atom; "
-        f"|E_OpenMM - E_ASE| at the start = {agreement:.1e} eV"
+        f"      OpenMM: {runs['openmm'].ns_per_day:.2f} ns/day, drift {drifts['openmm']:.3g} meV/atom/ps; "
+        f"largest position difference from ASE's run over 200 fs: {gap:.1e} Å"
     )
+
+    print("[8/8] MD validation: NVT 300 K, NVE drift, g(r) against an EMT reference trajectory", flush=True)
+    steps = args.validation_steps
+    reference = emt_reference(frames[0], out / "emt_reference.extxyz", args.seed, steps=max(10, 3 * steps // 4))
+    report = validate(
+        model_file,
+        frames[0],
+        reference=reference,
+        nvt_steps=steps,
+        nve_steps=max(10, steps // 2),
+        out=out / "validation",
+        seed=args.seed,
+    )
+    print("      " + report.format().replace("\n", "\n      "))
+    table = [
+        ("test energy MAE (meV/atom)", _metric(result.test_metrics, "per_atom_energy", "mae", 1000.0)),
+        ("test force MAE (meV/Å)", _metric(result.test_metrics, "per_atom_force", "mae", 1000.0)),
+        ("NVE drift ASE / OpenMM (meV/atom/ps)", f"{drifts['ase']:.3g} / {drifts['openmm']:.3g}"),
+        ("MD validation", "PASSED" if report.passed else "FAILED"),
+        ("exported model", str(model_file)),
+        ("validation report", report.files["report"]),
+        ("plots", f"{result.run_dir}/*.png, {out / 'validation'}/*.png"),
+    ]
+    width = max(len(name) for name, _ in table)
+    print("\nSummary")
+    for name, value in table:
+        print(f"  {name:<{width}}  {value}")
     summary = {
         "md_drift_ev_per_atom": md["drift"],
-        "openmm_md_drift_ev_per_atom": omm["drift"],
-        "openmm_vs_ase_energy_ev": agreement,
+        "openmm_drift_mev_per_atom_per_ps": drifts["openmm"],
+        "openmm_vs_ase_max_position_difference": gap,
+        "validation_passed": report.passed,
+        "validation_report": report.files["report"],
         "data": str(data_file),
         "model": str(model_file),
         "structures": len(frames),

@@ -1,8 +1,9 @@
 """`physml-md` command line: the one place that wires the layers together.
 
-Commands so far: ``train`` (train from a TOML/YAML config, test, export, plot), ``export`` (a checkpoint to an
-exported file), ``info`` (what an exported file is) and ``evaluate`` (run an exported file on structures and
-compare with their reference labels). ``md``, ``validate`` and ``bench`` join as their subsystems land.
+Commands: ``train`` (train from a TOML/YAML config, test, export, plot), ``export`` (a checkpoint to an
+exported file), ``info`` (what an exported file is), ``evaluate`` (run an exported file on structures and
+compare with their reference labels), ``md`` (molecular dynamics in ASE or OpenMM) and ``validate`` (the MD
+validation suite and its report). Exit status: 0 done, 1 the MD blew up or the validation failed, 2 bad input.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import List
 
 import numpy as np
@@ -116,6 +118,110 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _md(args: argparse.Namespace) -> int:
+    from ase.io import read
+
+    from physml_md.md.metrics import energy_drift
+    from physml_md.md.runner import run_md
+
+    atoms = read(args.structure, index=args.index)
+    log = args.log
+    if log is None and args.out is not None:
+        log = str(Path(args.out).with_suffix(".csv"))
+    result = run_md(
+        args.model,
+        atoms,
+        engine=args.engine,
+        ensemble=args.ensemble,
+        temperature=args.temperature,
+        timestep=args.timestep,
+        steps=args.steps,
+        time=args.time,
+        friction=args.friction,
+        report_every=args.report_every,
+        trajectory=args.out,
+        log=log,
+        seed=args.seed,
+        min_distance=args.min_distance,
+        max_force=args.max_force,
+        keep_positions=False,
+        progress=not args.quiet,
+        device=args.device,
+        platform=args.platform,
+        backend=args.backend,
+    )
+    print(
+        f"{result.engine} {result.ensemble}: {result.steps_done} of {result.steps_requested} steps "
+        f"({result.steps_done * result.timestep_fs / 1000:g} ps), {result.ns_per_day:.3g} ns/day, "
+        f"mean T {np.mean(result.temperature):.1f} K, closest atoms {result.min_distance:.3f} Å"
+    )
+    if result.ensemble == "nve" and len(result.times_fs) >= 3:
+        drift = energy_drift(result.times_fs, result.total, result.n_atoms)
+        print(f"energy drift {drift.drift_mev_per_atom_per_ps:.4g} meV/atom/ps")
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    if not result.stable:
+        print(f"blow-up at step {result.blow_up_step}: {result.blow_up.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from physml_md.md.validation import validate
+
+    thresholds = {
+        key: value
+        for key, value in (
+            ("drift", args.drift),
+            ("temperature_relative", args.temperature_tolerance),
+            ("temperature_spread", args.temperature_spread),
+            ("rdf_difference", args.rdf_threshold),
+            ("jensen_shannon", args.js_threshold),
+            ("min_distance", args.min_distance),
+            ("max_force", args.max_force),
+        )
+        if value is not None
+    }
+    out = args.out or str(Path(args.model).with_suffix("")) + "_validation"
+    report = validate(
+        args.model,
+        args.structures,
+        reference=args.reference,
+        engine=args.engine,
+        temperature=args.temperature,
+        timestep=args.timestep,
+        nvt_steps=args.nvt_steps,
+        nve_steps=args.nve_steps,
+        friction=args.friction,
+        report_every=args.report_every,
+        seed=args.seed,
+        index=args.index,
+        out=out,
+        thresholds=thresholds,
+        progress=not args.quiet,
+        device=args.device,
+        platform=args.platform,
+    )
+    print(report.format())
+    print(f"report: {report.files['report']}")
+    return 0 if report.passed else 1
+
+
+def _add_md_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by md and validate."""
+    parser.add_argument("--engine", choices=["ase", "openmm"], default="ase")
+    parser.add_argument("--temperature", default="300 K", help="e.g. '300 K' (default)")
+    parser.add_argument("--timestep", default="0.5 fs", help="e.g. '0.5 fs' (default)")
+    parser.add_argument("--report-every", type=int, default=10, help="steps between recorded frames (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial velocities and the thermostat")
+    parser.add_argument("--min-distance", type=float, default=None, help="blow-up: closest atoms, angstrom (0.5)")
+    parser.add_argument("--max-force", type=float, default=None, help="blow-up: largest force, eV/angstrom (100)")
+    parser.add_argument("--device", default=None, help="cpu or cuda")
+    parser.add_argument("--platform", default=None, help="OpenMM platform (default CPU, CUDA with --device cuda)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="physml-md", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"physml-md {__version__}")
@@ -154,6 +260,40 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda")
     evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     evaluate.set_defaults(run=_evaluate)
+
+    md = commands.add_parser("md", help="run molecular dynamics with a model in ASE or OpenMM")
+    md.add_argument("model", help="exported model file (.pt) or training checkpoint (.ckpt)")
+    md.add_argument("structure", help="starting structure (any file ASE reads)")
+    md.add_argument("--index", type=int, default=0, help="which structure of the file (default 0)")
+    md.add_argument("--ensemble", choices=["nve", "nvt"], default="nvt")
+    length = md.add_mutually_exclusive_group(required=True)
+    length.add_argument("--steps", type=int, help="number of MD steps")
+    length.add_argument("--time", help="simulated time, e.g. '10 ps'")
+    md.add_argument("--friction", default="1/ps", help="Langevin friction for NVT (default '1/ps')")
+    md.add_argument("--out", default=None, help="trajectory file: .dcd, .xtc (with a .pdb beside), .traj, .extxyz")
+    md.add_argument("--log", default=None, help="CSV energy log (default: the trajectory's name with .csv)")
+    md.add_argument("--backend", default="torchforce", help="OpenMM backend (torchforce, pythonforce, auto)")
+    _add_md_options(md)
+    md.set_defaults(run=_md)
+
+    check = commands.add_parser("validate", help="MD validation: NVT + NVE stability, drift, structure vs reference")
+    check.add_argument("model", help="exported model file (.pt) or training checkpoint (.ckpt)")
+    check.add_argument("--structures", required=True, help="file with the starting structure (any file ASE reads)")
+    check.add_argument("--index", type=int, default=0, help="which structure of the file (default 0)")
+    check.add_argument("--reference", default=None, help="reference MD trajectory or dataset of the same system")
+    check.add_argument("--nvt-steps", type=int, default=2000)
+    check.add_argument("--nve-steps", type=int, default=1000)
+    check.add_argument("--friction", default="5/ps", help="Langevin friction of the NVT run (default '5/ps')")
+    check.add_argument("--out", default=None, help="report directory (default: <model>_validation)")
+    check.add_argument("--drift", type=float, default=None, help="NVE drift threshold, meV/atom/ps (1.0)")
+    check.add_argument("--temperature-tolerance", type=float, default=None, help="relative, NVT mean T (0.1)")
+    check.add_argument(
+        "--temperature-spread", type=float, default=None, help="|log2(std(T) / canonical std)| threshold (1.0)"
+    )
+    check.add_argument("--rdf-threshold", type=float, default=None, help="rdf_difference threshold (0.1)")
+    check.add_argument("--js-threshold", type=float, default=None, help="Jensen-Shannon threshold, bits (0.02)")
+    _add_md_options(check)
+    check.set_defaults(run=_validate)
     return parser
 
 

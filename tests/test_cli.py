@@ -59,3 +59,58 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert main(["info", str(bogus)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("physml-md info: error:") and "not a physml-md export" in err
+
+
+# ----------------------------------------------------------------------------------------------- md and validate
+@pytest.fixture(scope="module")
+def cu_cell(tmp_path_factory):
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.rattle(0.02, seed=0)
+    path = tmp_path_factory.mktemp("md") / "cu32.extxyz"
+    write(path, atoms)
+    return path
+
+
+@pytest.mark.parametrize("engine", ["ase", "openmm"])
+def test_md_writes_a_dcd_with_its_topology_and_a_csv_log(cu_model, cu_cell, tmp_path, capsys, engine):
+    import mdtraj
+
+    from physml_md.md.writers import read_energy_log
+
+    out = tmp_path / "run.dcd"
+    args = [str(cu_model.model_path), str(cu_cell), "--engine", engine, "--ensemble", "nve", "--time", "10 fs"]
+    code = main(["md", *args, "--timestep", "0.5 fs", "--report-every", "5", "--out", str(out), "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"{engine} nve: 20 of 20 steps" in printed and "energy drift" in printed and "ns/day" in printed
+    trajectory = mdtraj.load(str(out), top=str(tmp_path / "run.pdb"))
+    assert trajectory.n_frames == 5 and trajectory.n_atoms == 32
+    log = read_energy_log(tmp_path / "run.csv")
+    assert list(log["step"]) == [0, 5, 10, 15, 20]
+    assert np.allclose(log["total_ev"], log["potential_ev"] + log["kinetic_ev"])
+
+
+def test_md_blow_up_exits_1_and_says_where(files, cu_cell, capsys):
+    model, *_ = files  # random weights
+    code = main(["md", str(model), str(cu_cell), "--steps", "20", "--max-force", "1e-6", "--quiet"])
+    assert code == 1
+    assert "blow-up at step 0: force on atom" in capsys.readouterr().err
+
+
+def test_md_wrong_unit_exits_2(cu_model, cu_cell, capsys):
+    code = main(["md", str(cu_model.model_path), str(cu_cell), "--steps", "5", "--timestep", "1 K", "--quiet"])
+    assert code == 2
+    assert "timestep needs a time" in capsys.readouterr().err
+
+
+def test_validate_writes_the_report_and_exits_by_the_verdict(cu_model, cu_cell, tmp_path, capsys):
+    out = tmp_path / "report"
+    args = ["validate", str(cu_model.model_path), "--structures", str(cu_cell), "--out", str(out), "--quiet"]
+    code = main([*args, "--nvt-steps", "200", "--nve-steps", "100"])
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert code == (0 if report["passed"] else 1)
+    assert "MD validation:" in printed and "NVE energy drift" in printed
+    # an impossible drift threshold fails the validation: exit 1
+    assert main([*args, "--nvt-steps", "50", "--nve-steps", "50", "--drift", "1e-12"]) == 1
+    assert json.loads((out / "report.json").read_text())["passed"] is False

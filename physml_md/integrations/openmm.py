@@ -19,6 +19,7 @@ a molecule in a box of water gets exactly its gas-phase ML energy.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -74,10 +75,14 @@ def _openmmtorch():
     ``import openmm`` loads the plugins; openmm-torch's fail to load when torch was not imported before
     openmm (they need torch's libraries), which leaves TorchForce without kernels. Load them again now.
     """
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # openmmtorch imports simtk.openmm, which logs a deprecation line on import
     try:
         import openmmtorch
     except ImportError:
         return None
+    finally:
+        logging.disable(previous)
     import openmm
 
     plugins = os.path.join(openmm.version.openmm_library_path, "plugins")

@@ -146,6 +146,21 @@ def _length(value: Any, key: str) -> float:
     return length
 
 
+def _quantity(kind: str) -> Callable[[Any, str], float]:
+    """A non-negative quantity of ``kind`` (e.g. "300 K", "0.5 fs"), in the internal unit."""
+
+    def check(value: Any, key: str) -> float:
+        try:
+            number = parse_quantity(value, kind, name=key)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+        if not number >= 0:
+            raise ConfigError(f"{key} must not be negative, got {value!r}")
+        return number
+
+    return check
+
+
 def _path(value: Any, key: str) -> str:
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise ConfigError(f"{key} must be a file path (string), got {_got(value)}")
@@ -374,6 +389,26 @@ class LossConfig:
 
 
 @dataclass
+class MDValidationConfig:
+    """``[training.md_validation]``: a short MD run with the current (EMA) weights every ``every_n_epochs``
+    epochs (0: off), logged as md/stable, md/min_distance, md/max_force, md/drift (NVE) or md/temperature
+    (NVT). ``structures``: file with the starting structure (default: the first training structure)."""
+
+    every_n_epochs: int = _spec(_int(0), 0)
+    engine: str = _spec(_choice("ase", "openmm"), "ase")
+    ensemble: str = _spec(_choice("nve", "nvt"), "nve")
+    steps: int = _spec(_int(1), 200)
+    report_every: int = _spec(_int(1), 10)
+    temperature: float = _spec(_quantity("temperature"), 300.0)
+    timestep: float = _spec(_quantity("time"), 0.5)
+    structures: str | None = _spec(_optional(_path), None)
+    index: int = _spec(_int(0), 0)
+    stop_on_blowup: bool = _spec(_bool, False)
+    min_distance: float = _spec(_length, 0.5)
+    max_force: float = _spec(_float(positive=True), 100.0)
+
+
+@dataclass
 class TrainingConfig:
     """``[training]``: optimiser, normalisation, seed and the sub-tables."""
 
@@ -388,6 +423,7 @@ class TrainingConfig:
     lr_scheduler: LRSchedulerConfig = field(default_factory=LRSchedulerConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     loss_parameter: LossConfig = field(default_factory=LossConfig)
+    md_validation: MDValidationConfig = field(default_factory=MDValidationConfig)
 
 
 @dataclass
@@ -857,6 +893,7 @@ _PATH_KEYS = (
     ("data", "predict", "path"),
     ("trainer", "default_root_dir"),
     ("trainer", "checkpoint", "dirpath"),
+    ("training", "md_validation", "structures"),
 )
 
 

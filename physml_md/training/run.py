@@ -45,6 +45,7 @@ class TrainResult:
     test_metrics: Dict[str, float] = field(default_factory=dict)
     parity_plot: Path | None = None
     learning_curves: Path | None = None
+    md_validation: Dict[str, Any] | None = None  # the last MDValidation run's summary, when one ran
 
 
 def datamodule_kwargs(config: Config) -> Dict[str, Any]:
@@ -139,6 +140,10 @@ def _callbacks(config: Config, resumed_from: PathLike | None = None) -> List[lig
                 mode=stopping.mode,
             )
         )
+    if config.training.md_validation.every_n_epochs > 0:
+        from physml_md.training.md_validation import MDValidation
+
+        callbacks.append(MDValidation.from_config(config.training.md_validation, seed=config.training.seed))
     callbacks.extend(instantiate_callbacks(trainer.get("callbacks") or []))
     return callbacks
 
@@ -272,6 +277,9 @@ def train(
     best_path = Path(best) if best else None
     run_dir = Path(loggers[0].log_dir)
     result = TrainResult(run_dir=run_dir, best_checkpoint=best_path, model_path=None)
+    md_callback = next((c for c in callbacks if type(c).__name__ == "MDValidation"), None)
+    if md_callback is not None and md_callback.last is not None:
+        result.md_validation = {**md_callback.last.summary(), "first_potential_energy": md_callback.last.potential[0]}
 
     if len(datamodule.splits.get("test") or []) > 0 and best_path is not None:
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=str(best_path), weights_only=True, verbose=False)

@@ -1,0 +1,194 @@
+"""The MD engines behind ``run_md``: ASE (PhysMLCalculator) and OpenMM (create_system), one interface.
+
+An engine is built from a structure whose momenta are already set, advances ``step(n)`` steps and reports a
+``Frame`` in the package's units (angstrom, eV, fs, kelvin) and in the structure's own orientation: OpenMM
+wants its periodic box in a reduced, rotated form (``openmm_box``), so positions and forces are rotated back.
+
+Integrators. NVE: velocity Verlet in ASE; OpenMM's ``VerletIntegrator`` is leap-frog, whose velocities live
+half a step behind the positions, so the OpenMM engine starts from v(-dt/2) = v(0) - a(0) dt/2: both engines
+then follow the same trajectory up to rounding. NVT: Langevin (ASE's ``Langevin`` without centre-of-mass
+fixing, OpenMM's ``LangevinMiddleIntegrator``), same temperature and friction; their random streams differ.
+Temperatures count 3N degrees of freedom in both (ASE's convention; nothing removes the centre-of-mass motion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms, units
+
+from physml_md.units import KJ_PER_MOL_TO_EV, NM_TO_ANGSTROM
+
+__all__ = ["ENGINES", "ENSEMBLES", "Frame", "make_engine"]
+
+ENGINES = ("ase", "openmm")
+ENSEMBLES = ("nve", "nvt")
+_ASE_VELOCITY_TO_NM_PER_PS = units.fs * 100.0  # angstrom per ASE time unit -> angstrom/fs -> nm/ps
+
+
+@dataclass
+class Frame:
+    """One reported state: positions and cell in angstrom, forces in eV/angstrom, energies in eV."""
+
+    step: int
+    time_fs: float
+    positions: np.ndarray
+    cell: np.ndarray | None
+    forces: np.ndarray
+    potential: float
+    kinetic: float
+    temperature: float
+
+
+def _temperature(kinetic_ev: float, n_atoms: int) -> float:
+    return 2.0 * kinetic_ev / (3.0 * n_atoms * units.kB)
+
+
+class ASEEngine:
+    """ASE dynamics with PhysMLCalculator."""
+
+    def __init__(self, atoms: Atoms, model, ensemble, timestep_fs, temperature_k, friction_per_fs, seed, device):
+        from ase.md.langevin import Langevin
+        from ase.md.verlet import VelocityVerlet
+
+        from physml_md.integrations.ase import PhysMLCalculator
+
+        self.atoms = atoms.copy()
+        self.atoms.calc = PhysMLCalculator(model, device=device)
+        self.timestep_fs = timestep_fs
+        self.step_count = 0
+        if ensemble == "nve":
+            self.dynamics = VelocityVerlet(self.atoms, timestep=timestep_fs * units.fs)
+        else:
+            self.dynamics = Langevin(
+                self.atoms,
+                timestep=timestep_fs * units.fs,
+                temperature_K=temperature_k,
+                friction=friction_per_fs / units.fs,
+                fixcm=False,
+                rng=np.random.default_rng(seed),
+            )
+
+    def step(self, n: int) -> None:
+        self.dynamics.run(n)
+        self.step_count += n
+
+    def frame(self) -> Frame:
+        atoms = self.atoms
+        kinetic = float(atoms.get_kinetic_energy())
+        return Frame(
+            step=self.step_count,
+            time_fs=self.step_count * self.timestep_fs,
+            positions=atoms.positions.copy(),
+            cell=atoms.cell.array.copy() if atoms.pbc.any() else None,
+            forces=atoms.get_forces().copy(),
+            potential=float(atoms.get_potential_energy()),
+            kinetic=kinetic,
+            temperature=_temperature(kinetic, len(atoms)),
+        )
+
+
+class OpenMMEngine:
+    """OpenMM dynamics with the potential's force (create_system)."""
+
+    def __init__(
+        self,
+        atoms: Atoms,
+        model,
+        ensemble,
+        timestep_fs,
+        temperature_k,
+        friction_per_fs,
+        seed,
+        device,
+        platform,
+        backend,
+    ):
+        import openmm
+        from openmm import unit
+
+        from physml_md.integrations.openmm import create_system
+        from physml_md.integrations.openmm_structures import openmm_box, topology_from_atoms
+
+        self.n_atoms = len(atoms)
+        self.periodic = bool(atoms.pbc.all())
+        self.rotation = openmm_box(atoms.cell.array)[1] if self.periodic else np.eye(3)
+        self.cell = atoms.cell.array.copy() if self.periodic else None
+        self.timestep_fs = timestep_fs
+        self.step_count = 0
+        topology, positions = topology_from_atoms(atoms)
+        system = create_system(topology, model, backend=backend, remove_cm_motion=False, device=device)
+        self.masses = atoms.get_masses()  # the structure's masses (OpenMM's element table differs by ~1e-5)
+        for i, mass in enumerate(self.masses):
+            system.setParticleMass(i, float(mass))
+        self.leapfrog = ensemble == "nve"
+        timestep = timestep_fs * unit.femtosecond
+        if ensemble == "nve":
+            self.integrator = openmm.VerletIntegrator(timestep)
+        else:
+            friction = friction_per_fs * 1000.0 / unit.picosecond
+            self.integrator = openmm.LangevinMiddleIntegrator(temperature_k * unit.kelvin, friction, timestep)
+            self.integrator.setRandomNumberSeed(int(seed) % 2**31 or 1)
+        if platform is None:
+            platform = "CUDA" if device is not None and str(device).startswith("cuda") else "CPU"
+        self.context = openmm.Context(system, self.integrator, openmm.Platform.getPlatformByName(platform))
+        self.context.setPositions(positions * unit.nanometer)
+        velocities = atoms.get_velocities() * _ASE_VELOCITY_TO_NM_PER_PS @ self.rotation.T
+        if ensemble == "nve":  # leap-frog: velocities half a step behind the positions
+            forces = self.context.getState(getForces=True).getForces(asNumpy=True)
+            forces = np.asarray(forces.value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+            masses = atoms.get_masses()[:, None]  # dalton: kJ/mol/nm/dalton = nm/ps^2
+            velocities = velocities - forces / masses * (timestep_fs / 1000.0) / 2.0
+        self.context.setVelocities(velocities * unit.nanometer / unit.picosecond)
+
+    def step(self, n: int) -> None:
+        self.integrator.step(n)
+        self.step_count += n
+
+    def frame(self) -> Frame:
+        from openmm import unit
+
+        state = self.context.getState(getPositions=True, getVelocities=True, getForces=True, getEnergy=True)
+        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * NM_TO_ANGSTROM
+        forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.angstrom)
+        if self.leapfrog:  # kinetic energy at the positions' time: v(t) = v(t - dt/2) + a(t) dt/2
+            velocities = np.asarray(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+            accelerations = np.asarray(forces) * NM_TO_ANGSTROM / self.masses[:, None]  # kJ/mol/nm/dalton = nm/ps^2
+            velocities = velocities + accelerations * (self.timestep_fs / 1000.0) / 2.0
+            kinetic = 0.5 * float(np.sum(self.masses[:, None] * velocities**2)) * KJ_PER_MOL_TO_EV
+        else:
+            kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_TO_EV
+        return Frame(
+            step=self.step_count,
+            time_fs=self.step_count * self.timestep_fs,
+            positions=np.asarray(positions) @ self.rotation,
+            cell=None if self.cell is None else self.cell.copy(),
+            forces=np.asarray(forces) * KJ_PER_MOL_TO_EV @ self.rotation,
+            potential=state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_TO_EV,
+            kinetic=kinetic,
+            temperature=_temperature(kinetic, self.n_atoms),
+        )
+
+
+def make_engine(
+    engine: str,
+    atoms: Atoms,
+    model,
+    ensemble: str,
+    timestep_fs: float,
+    temperature_k: float,
+    friction_per_fs: float,
+    seed: int,
+    device: str | None = None,
+    platform: str | None = None,
+    backend: str = "torchforce",
+):
+    """An engine ("ase" or "openmm") running ``ensemble`` ("nve" or "nvt") from the atoms' positions and momenta."""
+    if engine == "ase":
+        return ASEEngine(atoms, model, ensemble, timestep_fs, temperature_k, friction_per_fs, seed, device or "cpu")
+    if engine == "openmm":
+        return OpenMMEngine(
+            atoms, model, ensemble, timestep_fs, temperature_k, friction_per_fs, seed, device, platform, backend
+        )
+    raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")

@@ -1,0 +1,290 @@
+"""``run_md``: molecular dynamics with a physml-md potential in ASE or OpenMM, watched for blow-ups.
+
+    result = run_md("model.pt", atoms, engine="openmm", ensemble="nvt", temperature="300 K", time="10 ps")
+
+Quantities may carry units (``"0.5 fs"``, ``"300 K"``, ``"1/ps"``); bare numbers are fs, K and 1/fs. Every
+``report_every`` steps the runner records a frame (energies, temperature, positions), writes it to the
+trajectory and the CSV log when asked, and checks it (``metrics.check_frame``: non-finite numbers, two atoms
+closer than ``min_distance``, a force above ``max_force``). A failed check, or an engine that fails (NaN
+coordinates), stops the run early: ``result.blow_up`` says at which step and which atoms, and the files hold
+every frame up to it. Velocities start from a Maxwell-Boltzmann draw at the temperature (``seed``), without
+centre-of-mass motion, unless ``keep_velocities`` and the structure carries momenta.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time as clock
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+from ase import Atoms
+from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
+
+from physml_md.md.engines import ENGINES, ENSEMBLES, Frame, make_engine
+from physml_md.md.metrics import DEFAULT_MAX_FORCE, DEFAULT_MIN_DISTANCE, BlowUp, check_frame, minimum_distance
+from physml_md.units import parse_quantity
+
+__all__ = ["MDResult", "run_md"]
+
+FS_PER_NS = 1e6
+SECONDS_PER_DAY = 86400.0
+
+
+@dataclass
+class MDResult:
+    """What a run produced: per-frame series (eV, K, fs), positions [F, N, 3] in angstrom, and its verdict."""
+
+    engine: str
+    ensemble: str
+    n_atoms: int
+    timestep_fs: float
+    temperature_k: float
+    steps_requested: int
+    steps_done: int = 0
+    times_fs: List[float] = field(default_factory=list)
+    potential: List[float] = field(default_factory=list)
+    kinetic: List[float] = field(default_factory=list)
+    temperature: List[float] = field(default_factory=list)
+    positions: List[np.ndarray] = field(default_factory=list)
+    cells: List[np.ndarray | None] = field(default_factory=list)
+    min_distance: float = float("inf")
+    min_distance_atoms: tuple = ()
+    max_force: float = 0.0
+    blow_up: BlowUp | None = None
+    blow_up_step: int | None = None
+    wall_seconds: float = 0.0
+    files: Dict[str, str] = field(default_factory=dict)
+    final_atoms: Atoms | None = None
+
+    @property
+    def stable(self) -> bool:
+        return self.blow_up is None
+
+    @property
+    def total(self) -> np.ndarray:
+        return np.asarray(self.potential) + np.asarray(self.kinetic)
+
+    @property
+    def ns_per_day(self) -> float:
+        if self.wall_seconds <= 0:
+            return float("nan")
+        return self.steps_done * self.timestep_fs / FS_PER_NS / (self.wall_seconds / SECONDS_PER_DAY)
+
+    def summary(self) -> Dict[str, Any]:
+        """JSON-ready numbers of the run (no per-frame arrays)."""
+        return {
+            "engine": self.engine,
+            "ensemble": self.ensemble,
+            "n_atoms": self.n_atoms,
+            "timestep_fs": self.timestep_fs,
+            "temperature_k": self.temperature_k,
+            "steps_requested": self.steps_requested,
+            "steps_done": self.steps_done,
+            "simulated_ps": self.steps_done * self.timestep_fs / 1000.0,
+            "stable": self.stable,
+            "blow_up": None if self.blow_up is None else {"step": self.blow_up_step, **self.blow_up.to_dict()},
+            "min_distance_angstrom": self.min_distance,
+            "min_distance_atoms": list(self.min_distance_atoms),
+            "max_force_ev_per_angstrom": self.max_force,
+            "wall_seconds": self.wall_seconds,
+            "ns_per_day": self.ns_per_day,
+            "files": dict(self.files),
+        }
+
+
+def _steps(steps: int | None, duration, timestep_fs: float) -> int:
+    if (steps is None) == (duration is None):
+        raise ValueError("give either steps (a number of steps) or time (a duration such as '10 ps'), not both")
+    if steps is None:
+        steps = int(round(parse_quantity(duration, "time", "time") / timestep_fs))
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"the run needs at least one step, got steps={steps!r} (time / timestep rounds to it)")
+    return int(steps)
+
+
+def initial_velocities(atoms: Atoms, temperature_k: float, seed: int, keep: bool = False) -> Atoms:
+    """A copy of ``atoms`` with Maxwell-Boltzmann momenta at ``temperature_k`` (seeded), no centre-of-mass
+    motion (and no rotation for a molecule); ``keep`` leaves momenta the structure already has."""
+    atoms = atoms.copy()
+    if keep and np.any(atoms.get_momenta()):
+        return atoms
+    thermalize_momenta(atoms, temperature_K=temperature_k, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    if not atoms.pbc.any() and len(atoms) > 2:
+        ZeroRotation(atoms)
+    return atoms
+
+
+class _Progress:
+    """A tqdm bar in steps with simulated ns/day and the temperature (silent when disabled)."""
+
+    def __init__(self, total: int, timestep_fs: float, enabled: bool):
+        self.bar = None
+        self.timestep_fs = timestep_fs
+        self.start = clock.perf_counter()
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, n: int, frame: Frame, done: int) -> None:
+        if self.bar is None:
+            return
+        seconds = clock.perf_counter() - self.start
+        ns_day = done * self.timestep_fs / FS_PER_NS / (seconds / SECONDS_PER_DAY) if seconds > 0 else 0.0
+        self.bar.set_postfix_str(f"{ns_day:.3g} ns/day, T={frame.temperature:.0f} K", refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _check_species(model_numbers, atoms: Atoms, species) -> None:
+    unknown = sorted(set(atoms.get_chemical_symbols()) - set(species))
+    if unknown:
+        raise ValueError(
+            f"the structure has element(s) {', '.join(unknown)} that the model does not know (it was trained on "
+            f"{', '.join(species)}): use a model trained on data containing {', '.join(unknown)}"
+        )
+
+
+def run_md(
+    model,
+    atoms: Atoms,
+    engine: str = "ase",
+    ensemble: str = "nvt",
+    temperature="300 K",
+    timestep="0.5 fs",
+    steps: int | None = None,
+    time=None,
+    friction="1 / ps",
+    report_every: int = 10,
+    trajectory: str | Path | None = None,
+    log: str | Path | None = None,
+    seed: int = 0,
+    min_distance: float | None = None,
+    max_force: float | None = None,
+    keep_velocities: bool = False,
+    keep_positions: bool = True,
+    progress: bool = False,
+    device: str | None = None,
+    platform: str | None = None,
+    backend: str = "torchforce",
+) -> MDResult:
+    """Run MD with ``model`` (exported file, checkpoint, Potential or ExportedPotential) from ``atoms``.
+
+    engine "ase" | "openmm"; ensemble "nve" | "nvt"; ``steps`` or ``time``; ``trajectory`` (.dcd, .xtc, .traj,
+    .extxyz) and ``log`` (CSV) are written atomically, every ``report_every`` steps; ``min_distance`` (angstrom)
+    and ``max_force`` (eV/angstrom) are the blow-up limits (None: 0.5 and 100); ``keep_positions`` keeps
+    the frames' positions in the result (for analysis). OpenMM options: ``platform`` (default CPU, or CUDA
+    with device="cuda") and ``backend`` (see ``physml_md.integrations.openmm``).
+    """
+    from physml_md.export import load_model
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"unknown ensemble {ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
+    timestep_fs = parse_quantity(timestep, "time", "timestep")
+    temperature_k = parse_quantity(temperature, "temperature", "temperature")
+    friction_per_fs = parse_quantity(friction, "frequency", "friction")
+    if timestep_fs <= 0 or temperature_k < 0 or friction_per_fs <= 0:
+        raise ValueError(
+            f"timestep ({timestep_fs} fs) and friction ({friction_per_fs} /fs) must be positive and the "
+            f"temperature ({temperature_k} K) not negative"
+        )
+    n_steps = _steps(steps, time, timestep_fs)
+    min_distance = DEFAULT_MIN_DISTANCE if min_distance is None else float(min_distance)
+    max_force = DEFAULT_MAX_FORCE if max_force is None else float(max_force)
+    if min_distance < 0 or max_force <= 0:
+        raise ValueError(f"min_distance ({min_distance} Å) must be >= 0 and max_force ({max_force} eV/Å) > 0")
+    if isinstance(report_every, bool) or int(report_every) != report_every or report_every < 1:
+        raise ValueError(f"report_every must be a positive number of steps, got {report_every!r}")
+    if len(atoms) == 0:
+        raise ValueError("the structure has no atoms")
+    potential = load_model(model, device or "cpu")
+    _check_species(potential.atomic_numbers, atoms, potential.metadata["species"])
+    start_atoms = initial_velocities(atoms, temperature_k, seed, keep_velocities)
+    runner = make_engine(
+        engine, start_atoms, potential, ensemble, timestep_fs, temperature_k, friction_per_fs, seed, device, platform,
+        backend,
+    )  # fmt: skip
+    result = MDResult(engine, ensemble, len(atoms), timestep_fs, temperature_k, n_steps)
+    symbols = atoms.get_chemical_symbols()
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if trajectory is not None:
+            from physml_md.md.writers import TrajectoryWriter
+
+            writer = stack.enter_context(TrajectoryWriter(trajectory, symbols, atoms.pbc))
+            result.files["trajectory"] = str(trajectory)
+        energy_log = None
+        if log is not None:
+            from physml_md.md.writers import EnergyLog
+
+            energy_log = stack.enter_context(EnergyLog(log))
+            result.files["log"] = str(log)
+        bar = _Progress(n_steps, timestep_fs, progress)
+        stack.callback(bar.close)
+        start = clock.perf_counter()
+        frame = runner.frame()
+        while True:
+            problem = _record(result, frame, writer, energy_log, keep_positions, min_distance, max_force)
+            if problem is not None:
+                result.blow_up, result.blow_up_step = problem, frame.step
+                break
+            if result.steps_done >= n_steps:
+                break
+            n = min(report_every, n_steps - result.steps_done)
+            try:
+                runner.step(n)
+                frame = runner.frame()
+            except Exception as exc:  # NaN coordinates in OpenMM, non-finite positions in the model, ...
+                result.steps_done += n
+                result.blow_up = BlowUp("engine_error", (), detail=f"{type(exc).__name__}: {exc}".strip())
+                result.blow_up_step = result.steps_done
+                break
+            result.steps_done += n
+            bar.update(n, frame, result.steps_done)
+        result.wall_seconds = clock.perf_counter() - start
+    final = atoms.copy()
+    final.positions = result.positions[-1] if result.positions else frame.positions
+    result.final_atoms = final
+    return result
+
+
+def _record(
+    result: MDResult, frame: Frame, writer, energy_log, keep_positions: bool, min_distance: float, max_force: float
+) -> BlowUp | None:
+    """Store and write the frame; the first problem check_frame finds in it (its minimum distance computed once)."""
+    result.times_fs.append(frame.time_fs)
+    result.potential.append(frame.potential)
+    result.kinetic.append(frame.kinetic)
+    result.temperature.append(frame.temperature)
+    if keep_positions:
+        result.positions.append(frame.positions)
+        result.cells.append(frame.cell)
+    if writer is not None and np.all(np.isfinite(frame.positions)):  # a non-finite frame is reported, not written
+        writer.write(
+            frame.positions, frame.cell, frame.time_fs, frame.step, energy=frame.potential, forces=frame.forces
+        )
+    if energy_log is not None:
+        energy_log.write(frame.step, frame.time_fs, frame.potential, frame.kinetic, frame.temperature)
+    pbc = None if frame.cell is None else True
+    problem = check_frame(frame.positions, frame.forces, frame.cell, pbc, None, max_force)
+    if problem is not None and problem.reason.startswith("non_finite"):
+        return problem
+    if len(frame.positions) < 2:
+        return problem
+    distance, pair = minimum_distance(frame.positions, frame.cell, pbc)
+    if distance < result.min_distance:
+        result.min_distance, result.min_distance_atoms = distance, tuple(int(i) for i in pair)
+    result.max_force = max(result.max_force, float(np.max(np.linalg.norm(frame.forces, axis=1))))
+    if distance < min_distance:
+        return BlowUp("close_contact", tuple(int(i) for i in pair), distance, min_distance)
+    return problem

@@ -1,0 +1,122 @@
+"""run_md (physml_md/md/runner.py) and its engines: blow-ups named, engines agreeing, clear errors."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.geometry import get_distances
+
+from physml_md.md.runner import run_md
+from physml_md.models import build_model
+from tests.integrations.openmm_tools import methanol
+
+
+def _cu(seed=0):
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.rattle(0.02, seed=seed)
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def random_cu_model():
+    """Random weights: nothing keeps two Cu atoms apart."""
+    return build_model(species=["Cu"], cutoff=4.0, features=16, n_interactions=2, seed=2)
+
+
+def test_random_model_is_flagged_unstable_with_step_and_atoms(random_cu_model, tmp_path):
+    result = run_md(
+        random_cu_model,
+        _cu(),
+        ensemble="nvt",
+        temperature="600 K",
+        steps=3000,
+        report_every=10,
+        seed=1,
+        trajectory=tmp_path / "run.extxyz",
+        log=tmp_path / "run.csv",
+    )
+    assert not result.stable and result.blow_up.reason == "close_contact"
+    assert 0 < result.blow_up_step == result.steps_done < 3000  # stopped early, at the step it says
+    i, j = result.blow_up.atoms
+    assert f"atoms {i} and {j} are" in result.blow_up.message
+    last = result.positions[-1]
+    distance = get_distances(last[i], last[j], cell=result.cells[-1], pbc=True)[1][0, 0]  # independent check
+    assert distance == pytest.approx(result.blow_up.value, abs=1e-9) and distance < 0.5
+    from physml_md.md.writers import read_energy_log, read_trajectory
+
+    frames = read_trajectory(tmp_path / "run.extxyz")
+    assert len(frames.positions) == len(result.times_fs) == result.steps_done // 10 + 1  # up to the blow-up
+    assert np.allclose(frames.positions[-1], last)
+    assert read_energy_log(tmp_path / "run.csv")["step"][-1] == result.blow_up_step
+    assert result.summary()["blow_up"]["step"] == result.blow_up_step
+
+
+def test_force_threshold_stops_the_run_at_once(random_cu_model):
+    result = run_md(random_cu_model, _cu(), ensemble="nve", steps=100, max_force=1e-3)
+    assert result.blow_up.reason == "large_force" and result.blow_up_step == 0 and result.steps_done == 0
+    assert "force on atom" in result.blow_up.message
+
+
+def test_trained_model_holds_300_k(cu_model):
+    result = run_md(cu_model.model_path, _cu(1), ensemble="nvt", friction="5/ps", steps=1000, seed=4)
+    assert result.stable and result.steps_done == 1000
+    mean = np.mean(result.temperature[len(result.temperature) // 5 :])
+    # 32 atoms: the canonical spread of T is sqrt(2/(3N)) * 300 = 43 K per frame; the mean of ~80 correlated
+    # frames is good to ~15 K
+    assert abs(mean - 300.0) < 30.0, mean
+
+
+@pytest.mark.parametrize("structure", ["periodic", "molecule"])
+def test_ase_and_openmm_follow_the_same_nve_trajectory(cu_model, molecule_model, structure):
+    """Float64, same start and velocities: velocity Verlet (ASE) and leap-frog started half a step back (OpenMM)
+    give the same positions; what is left is the unit constants (ASE's CODATA 2014 against OpenMM's)."""
+    model, atoms = (cu_model, _cu(2)) if structure == "periodic" else (molecule_model, methanol(seed=3))
+    runs = [
+        run_md(model.model_path, atoms, engine=engine, ensemble="nve", steps=40, report_every=5, seed=5)
+        for engine in ("ase", "openmm")
+    ]
+    ase_run, openmm_run = runs
+    assert len(ase_run.positions) == len(openmm_run.positions) == 9
+    for a, b in zip(ase_run.positions, openmm_run.positions):
+        assert np.abs(a - b).max() < 1e-8
+    scale = np.abs(ase_run.potential).max()
+    assert np.allclose(ase_run.potential, openmm_run.potential, rtol=0, atol=1e-8 * scale)
+    assert np.allclose(ase_run.kinetic, openmm_run.kinetic, rtol=1e-7, atol=0)
+    # and the positions did move: the comparison is not of a frozen structure
+    assert np.abs(ase_run.positions[-1] - ase_run.positions[0]).max() > 1e-3
+
+
+def test_velocities_start_at_the_temperature_without_drift(cu_model):
+    result = run_md(cu_model.model_path, _cu(3), ensemble="nve", steps=1, report_every=1, seed=6, temperature="450 K")
+    assert result.temperature[0] == pytest.approx(450.0, rel=0.35)  # one draw of 96 velocity components
+    again = run_md(cu_model.model_path, _cu(3), ensemble="nve", steps=1, report_every=1, seed=6, temperature="450 K")
+    assert again.kinetic[0] == result.kinetic[0]  # seeded
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timestep": "0.5 K"}, "timestep needs a time"),
+        ({"temperature": "300 fs"}, "temperature needs a temperature"),
+        ({"steps": 10, "time": "1 ps"}, "either steps"),
+        ({}, "either steps"),
+        ({"steps": 0}, "at least one step"),
+        ({"steps": 5, "engine": "lammps"}, "unknown engine 'lammps'"),
+        ({"steps": 5, "ensemble": "npt"}, "unknown ensemble 'npt'"),
+        ({"steps": 5, "report_every": 0}, "report_every must be a positive"),
+    ],
+)
+def test_bad_input_is_one_clear_error(cu_model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run_md(cu_model.model_path, _cu(), **kwargs)
+
+
+def test_element_the_model_does_not_know(cu_model):
+    atoms = _cu()
+    atoms.symbols[0] = "Ag"
+    with pytest.raises(ValueError, match="element\\(s\\) Ag that the model does not know .* trained on Cu"):
+        run_md(cu_model.model_path, atoms, steps=5)
+
+
+def test_progress_bar(cu_model, capsys):
+    run_md(cu_model.model_path, _cu(), steps=20, report_every=10, progress=True)
+    assert "ns/day" in capsys.readouterr().err
