@@ -4,7 +4,7 @@ Neighbour list (ours, plain vesin, ase.neighborlist) and the model's forward+bac
 systems, then the training throughput of `physml-md train` against a plain torch loop (smaller budget than
 bench_training.py's defaults), then the ASE calculator's overhead over the bare exported module (float64, torch's
 thread count) and ASE MD speed on ethanol (bench_ase.py), then one OpenMM step per backend over the bare module
-(bench_openmm.py);
+(bench_openmm.py); it ends with one table of every ratio.
 the ratios compare contenders measured side by side in this run.
 """
 
@@ -43,6 +43,13 @@ def main():
     print()
     training = bench_training.run(structures=100, epochs=3, warmup=1, threads=2)
     print(bench_training.format_table(training))
+    ratios = [(f"neighbour list, {nl['atoms']} Cu atoms", "ase / ours", nl["ase/ours"]) for nl in neighbours]
+    ratios += [(f"neighbour list, {nl['atoms']} Cu atoms", "ours / vesin", nl["ours/vesin"]) for nl in neighbours]
+    ratios += [
+        (f"model f64, {nl['atoms']} Cu atoms", "NL share of full call", nl["ours_ms"] / m["full_float64_ms"])
+        for nl, m in zip(neighbours, models)
+    ]
+    ratios.append(("training, structures/s", "physml-md / plain torch loop", training["ratio"]))
     print()
     # Overhead on torch's thread count (both cores: faster than one for this model at every Cu size); calls vary
     # by ~10 % from one to the next: 15 timed calls each below 2 000 atoms, 2 above (7 s a call), after
@@ -51,9 +58,35 @@ def main():
         sizes=(64, 512, 4096), repeats=15, large_repeats=2, warmup=0, md_steps=300, md_threads=(1, 2)
     )
     print(bench_ase.format_table(calculator))
+    ratios += [
+        (f"ASE get_forces, {row['atoms']} Cu atoms, {row['threads']} threads", "ase / bare", row["ase/bare"])
+        for row in calculator["overhead"]
+    ]
+    ratios += [
+        (f"ASE NVE ethanol {row['dtype']}, {row['threads']} threads", "step / bare", row["step/bare"])
+        for row in calculator["md"]
+    ]
     print()
     # OpenMM: one Verlet step per backend over the bare module, 500-atom periodic Cu, one and two threads
-    print(bench_openmm.format_table(bench_openmm.run(atoms=512, threads=(1, 2), repeats=9)))
+    openmm = bench_openmm.run(atoms=512, threads=(1, 2), repeats=9)
+    print(bench_openmm.format_table(openmm))
+    ratios += [
+        (f"OpenMM step, {row['atoms']} Cu atoms, {row['threads']} threads", f"{backend} / bare", row[f"{backend}/bare"])
+        for row in openmm["rows"]
+        for backend in openmm["backends"]
+    ]
+    print()
+    print(format_ratios(ratios))
+
+
+def format_ratios(ratios) -> str:
+    """One table of every ratio measured above (contenders measured side by side in this run)."""
+    width = max(len(what) for what, _, _ in ratios)
+    kind = max(len(name) for _, name, _ in ratios)
+    header = f"{'benchmark':<{width}}  {'ratio':<{kind}}  {'value':>8}"
+    lines = ["All ratios (each measured side by side in this run)", header, "-" * len(header)]
+    lines += [f"{what:<{width}}  {name:<{kind}}  {value:>8.3f}" for what, name, value in ratios]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from ase import units
 from ase.calculators.emt import EMT
-from ase.io import read, write
+from ase.io import read
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
@@ -39,12 +39,17 @@ from physml_md.training.api import PhysMLModel
 MAKE_DATA = Path(__file__).resolve().parent / "cu_emt" / "make_data.py"
 
 
-def make_data(path: Path, n_structures: int, seed: int) -> Path:
-    """EMT-labelled Cu32 cells (examples/cu_emt/make_data.py)."""
+def cu_emt_script():
+    """examples/cu_emt/make_data.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("cu_emt_make_data", MAKE_DATA)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.make_data(path, n_structures=n_structures, seed=seed, temperatures=(300.0, 600.0, 900.0, 1200.0))
+    return module
+
+
+def make_data(path: Path, n_structures: int, seed: int) -> Path:
+    """EMT-labelled Cu32 cells (examples/cu_emt/make_data.py)."""
+    return cu_emt_script().make_data(path, n_structures, seed, temperatures=(300.0, 600.0, 900.0, 1200.0))
 
 
 def demo_config(data_file: Path, out: Path, epochs: int, seed: int) -> dict:
@@ -119,24 +124,6 @@ def _metric(metrics: dict, component: str, kind: str, factor: float) -> str:
     return "n/a" if value is None else f"{factor * value:.3g}"
 
 
-def emt_reference(atoms, path: Path, seed: int, steps: int = 1500) -> Path:
-    """The reference for the validation: EMT Langevin MD at 300 K (2 fs steps, a frame every 10 steps)."""
-    from ase.md.langevin import Langevin
-
-    atoms = atoms.copy()
-    atoms.calc = EMT()
-    rng = np.random.default_rng(seed)
-    thermalize_momenta(atoms, temperature_K=300, rng=rng)
-    dynamics = Langevin(atoms, 2.0 * units.fs, temperature_K=300, friction=0.02, fixcm=False, rng=rng)
-    dynamics.run(500)
-    frames = []
-    for _ in range(steps // 10):
-        dynamics.run(10)
-        frames.append(atoms.copy())
-    write(path, frames)
-    return path
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_output", help="output folder")
@@ -203,7 +190,9 @@ def main() -> int:
 
     print("[8/8] MD validation: NVT 300 K, NVE drift, g(r) against an EMT reference trajectory", flush=True)
     steps = args.validation_steps
-    reference = emt_reference(frames[0], out / "emt_reference.extxyz", args.seed, steps=max(10, 3 * steps // 4))
+    reference = cu_emt_script().reference_trajectory(
+        out / "emt_reference.extxyz", frames[0], 300.0, n_frames=max(10, 3 * steps // 40), seed=args.seed
+    )
     report = validate(
         model_file,
         frames[0],

@@ -82,7 +82,7 @@ def test_bad_arguments(script, tmp_path, n_structures, temperatures, match):
 def test_command_line(tmp_path):
     out = tmp_path / "sub" / "cu.extxyz"
     command = [sys.executable, str(SCRIPT), "--out", str(out), "--n-structures", "2", "--temperatures", "600"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 structures; E/atom" in result.stdout and "GPa" in result.stdout
     assert len(read(out, ":")) == 2

@@ -104,6 +104,30 @@ def make_data(out: PathLike, n_structures: int, seed: int, temperatures: Sequenc
     return out
 
 
+def reference_trajectory(
+    out: PathLike, atoms: Atoms, temperature: float = 300.0, n_frames: int = 150, seed: int = 0
+) -> Path:
+    """EMT Langevin MD of ``atoms`` at ``temperature`` K (2 fs steps, 1 ps of equilibration, then a frame every
+    10 steps), written to extxyz atomically: the reference that MD validation compares g(r) with."""
+    atoms = atoms.copy()
+    atoms.calc = EMT()
+    rng = np.random.default_rng(seed)
+    thermalize_momenta(atoms, temperature, rng=rng)
+    Stationary(atoms)
+    dynamics = Langevin(
+        atoms, TIMESTEP * units.fs, temperature_K=temperature, friction=FRICTION / units.fs, fixcm=False, rng=rng
+    )
+    dynamics.run(500)
+    frames = []
+    for _ in range(n_frames):
+        dynamics.run(SAMPLE_EVERY)
+        frames.append(labelled_frame(atoms))
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        write(tmp, frames, format="extxyz")
+    return out
+
+
 def summary(frames: Sequence[Atoms], seconds: float) -> str:
     """One line: count, energy range per atom, largest force, stress range, wall time."""
     energies = np.array([f.get_potential_energy() / len(f) for f in frames])

@@ -21,7 +21,7 @@ Default thresholds (``DEFAULT_THRESHOLDS``): drift 1 meV/atom/ps (what well-trai
 with 0.5 fs steps; a potential with a rough energy surface drifts by tens), temperature 10 % (mean) and a
 factor 2 (spread), minimum distance
 0.5 angstrom and maximum force 100 eV/angstrom (``metrics.check_frame`` explains both), rdf_difference 0.1 and
-jensen_shannon 0.02 (``metrics.compare_distributions`` explains both, measured on EMT Cu).
+jensen_shannon 0.02 (``structure.compare_distributions`` explains both, measured on EMT Cu).
 
 ``out`` receives report.json (criteria, pass/fail, run summaries), nvt.csv, nve.csv, nvt.extxyz (the NVT
 trajectory), energy.png and structure.png; every file is written atomically, report.json last. With
@@ -39,7 +39,7 @@ import numpy as np
 from ase import Atoms
 
 from physml_md.atomic import PathLike, atomic_write_text
-from physml_md.md import metrics
+from physml_md.md import metrics, structure
 from physml_md.md.runner import MDResult, run_md
 from physml_md.units import parse_quantity
 
@@ -51,8 +51,8 @@ DEFAULT_THRESHOLDS: Dict[str, float] = {
     "temperature_spread": 1.0,  # |log2(std(T) / canonical std)|: within a factor of 2
     "min_distance": metrics.DEFAULT_MIN_DISTANCE,  # angstrom, also the blow-up criterion of the runs
     "max_force": metrics.DEFAULT_MAX_FORCE,  # eV/angstrom, also the blow-up criterion of the runs
-    "rdf_difference": metrics.DEFAULT_THRESHOLDS["rdf_difference"],
-    "jensen_shannon": metrics.DEFAULT_THRESHOLDS["jensen_shannon"],
+    "rdf_difference": structure.DEFAULT_THRESHOLDS["rdf_difference"],
+    "jensen_shannon": structure.DEFAULT_THRESHOLDS["jensen_shannon"],
 }
 SKIP_FRACTION = 0.2  # of the NVT frames, discarded as equilibration
 DISTRIBUTION_BINS = 30
@@ -177,28 +177,28 @@ def _structure_criteria(nvt: MDResult, atoms: Atoms, reference, thresholds, out:
         ref_cells = reference_data.cells if reference_data.cells is not None else None
         if ref_cells is None:
             raise ValueError(f"the reference {reference} has no cell; a periodic structure needs a periodic reference")
-        r_max = min(metrics._half_width(np.asarray([cell])), metrics._half_width(np.asarray(ref_cells)))
-        sample = metrics.radial_distribution(frames, cell, symbols, r_range=(0.0, r_max))
-        ref = metrics.radial_distribution(reference_data.positions, ref_cells, symbols, r_range=(0.0, r_max))
-        result = metrics.compare_distributions(ref, sample, threshold=thresholds["rdf_difference"], name="g(r)")
+        r_max = min(structure._half_width(np.asarray([cell])), structure._half_width(np.asarray(ref_cells)))
+        sample = structure.radial_distribution(frames, cell, symbols, r_range=(0.0, r_max))
+        ref = structure.radial_distribution(reference_data.positions, ref_cells, symbols, r_range=(0.0, r_max))
+        result = structure.compare_distributions(ref, sample, threshold=thresholds["rdf_difference"], name="g(r)")
         criteria.append(Criterion("rdf_difference", result.value, result.threshold, result.passed, "", "<="))
         if out is not None:
             from physml_md.md.plots import rdf_plot
 
             files["structure_plot"] = str(rdf_plot(out / "structure.png", ref.r, ref.g, sample.g, "g(r), all pairs"))
         return criteria
-    bonds = metrics.bonds_from_positions(symbols, atoms.positions)  # the bonds of the starting structure
+    bonds = structure.bonds_from_positions(symbols, atoms.positions)  # the bonds of the starting structure
     if len(bonds) == 0:
         return [Criterion("bond lengths", None, thresholds["jensen_shannon"], False, detail="no bonds found")]
     panels = []
-    comparisons = [("bond lengths", metrics.bond_length_distribution, bonds, "angstrom")]
-    dihedrals = metrics.dihedrals_from_bonds(len(atoms), bonds)
+    comparisons = [("bond lengths", structure.bond_length_distribution, bonds, "angstrom")]
+    dihedrals = structure.dihedrals_from_bonds(len(atoms), bonds)
     if len(dihedrals):
-        comparisons.append(("dihedrals", metrics.dihedral_distribution, dihedrals, "degree"))
+        comparisons.append(("dihedrals", structure.dihedral_distribution, dihedrals, "degree"))
     for name, distribution, terms, unit in comparisons:
         ref = distribution(reference_data.positions, terms, bins=DISTRIBUTION_BINS)
         sample = distribution(frames, terms, bins=ref.edges)
-        result = metrics.compare_distributions(ref, sample, threshold=thresholds["jensen_shannon"], name=name)
+        result = structure.compare_distributions(ref, sample, threshold=thresholds["jensen_shannon"], name=name)
         criteria.append(
             Criterion(f"{name} (jensen_shannon)", result.value, result.threshold, result.passed, "bits", "<=")
         )

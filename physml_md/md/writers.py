@@ -56,7 +56,7 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 import numpy as np
 
 from physml_md.atomic import atomic_path
-from physml_md.md.metrics import _frame_cells, _lengths_angles, _standard_cells
+from physml_md.md.structure import _frame_cells, _lengths_angles, _standard_cells
 from physml_md.units import ANGSTROM_TO_NM, FS_TO_PS, NM_TO_ANGSTROM, PS_TO_FS
 
 __all__ = [

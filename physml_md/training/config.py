@@ -51,6 +51,25 @@ _TRAINER_DEFAULTS = {
     "enable_progress_bar": True,
 }
 _CHECKPOINT_DEFAULTS = {"save_top_k": 1, "save_last": True, "mode": "min"}  # monitor -> training.monitor
+# help of the [trainer] keys we set or treat specially, for the configuration reference
+_TRAINER_HELP = {
+    "max_epochs": "number of training epochs",
+    "accelerator": 'lightning accelerator: "cpu", "gpu", "auto", ...',
+    "devices": "number of devices (or a list of device indices)",
+    "default_root_dir": "runs are written to <default_root_dir>/version_N/; relative paths start at the config file",
+    "enable_progress_bar": "show Lightning's progress bar",
+    "precision": "follows model.dtype; only the matching full precision is accepted (no mixed precision)",
+    "inference_mode": "always false (forces need autograd during validation); the runner sets it",
+    "checkpoint": "lightning.pytorch.callbacks.ModelCheckpoint arguments (best and last checkpoints)",
+    "checkpoint.monitor": "metric that chooses the best checkpoint; unset: training.monitor",
+    "checkpoint.save_top_k": "how many best checkpoints to keep",
+    "checkpoint.save_last": "also keep the last checkpoint (last.ckpt), for --ckpt-path",
+    "checkpoint.mode": 'whether the monitored metric should decrease ("min") or increase ("max")',
+    "callbacks": "extra Lightning callbacks, each a table {class_path, init_args}",
+    "callbacks.class_path": "dotted name of a lightning Callback class, e.g. "
+    '"lightning.pytorch.callbacks.LearningRateMonitor"',
+    "callbacks.init_args": "keyword arguments of the class",
+}
 _PRECISIONS = {32: "32-true", 64: "64-true", "32": "32-true", "64": "64-true"}
 _PRECISIONS.update({"32-true": "32-true", "64-true": "64-true"})
 _PRECISION_OF_DTYPE = {"float32": "32-true", "float64": "64-true"}
@@ -254,11 +273,18 @@ def _mapping(value: Any, key: str) -> Mapping:
     return value
 
 
-def _spec(check: Callable[[Any, str], Any], default: Any = None, factory: Callable[[], Any] | None = None):
-    """A dataclass field validated by ``check(value, dotted_key)`` when read from a mapping."""
+def _spec(
+    check: Callable[[Any, str], Any],
+    default: Any = None,
+    factory: Callable[[], Any] | None = None,
+    help: str = "",
+):
+    """A dataclass field validated by ``check(value, dotted_key)`` when read from a mapping; ``help`` describes
+    it in the configuration reference (``physml_md.training.config_reference``)."""
+    metadata = {"check": check, "help": help}
     if factory is not None:
-        return field(default_factory=factory, metadata={"check": check})
-    return field(default=default, metadata={"check": check})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 # ---------------------------------------------------------------------------------------------- dataclasses
@@ -266,56 +292,116 @@ def _spec(check: Callable[[Any, str], Any], default: Any = None, factory: Callab
 class ModelConfig:
     """``[model]``: architecture and priors. ``cutoff`` (angstrom) is filled from ``data.cut_off`` when unset."""
 
-    name: str = _spec(_choice(*MODEL_NAMES), "painn")
-    cutoff: float | None = _spec(_optional(_length), None)
-    dtype: str = _spec(_choice("float32", "float64"), "float64")
-    features: int = _spec(_int(1), 64)
-    n_interactions: int = _spec(_int(1), 3)
-    n_rbf: int = _spec(_int(1), 20)
-    zbl: bool = _spec(_bool, False)
-    charges: bool = _spec(_bool, False)
-    coulomb: bool = _spec(_bool, False)
-    seed: int = _spec(_int(0), 0)
+    name: str = _spec(_choice(*MODEL_NAMES), "painn", help="the potential's architecture")
+    cutoff: float | None = _spec(
+        _optional(_length),
+        None,
+        help="cut-off radius of the model; unset: data.cut_off (when both are set they must agree)",
+    )
+    dtype: str = _spec(
+        _choice("float32", "float64"),
+        "float64",
+        help="dtype of the parameters and of every computation; trainer.precision follows it",
+    )
+    features: int = _spec(_int(1), 64, help="feature channels per atom")
+    n_interactions: int = _spec(_int(1), 3, help="interaction (message-passing) layers")
+    n_rbf: int = _spec(_int(1), 20, help="radial basis functions that expand each interatomic distance")
+    zbl: bool = _spec(_bool, False, help="add the ZBL screened nuclear repulsion as a short-range prior")
+    charges: bool = _spec(_bool, False, help="add a per-atom charge head (outputs charges, total_charge and dipole)")
+    coulomb: bool = _spec(
+        _bool, False, help="add PhysNet's damped Coulomb energy between the predicted charges (needs charges = true)"
+    )
+    seed: int = _spec(_int(0), 0, help="seed of the initial weights (the global random state is left alone)")
 
 
 @dataclass
 class SplitConfig:
     """``[data.train]`` etc.: an optional file of its own and the batch size."""
 
-    path: str | None = _spec(_optional(_path), None)
-    batch_size: int = _spec(_int(1), 16)
+    path: str | None = _spec(
+        _optional(_path),
+        None,
+        help="file (extxyz or ASE db) holding this split, instead of splitting data.source; relative paths start at "
+        "the config file",
+    )
+    batch_size: int = _spec(_int(1), 16, help="structures per batch")
 
 
 @dataclass
 class SplittingConfig:
     """``[data.splitting_strategy]``: how one ``data.source`` file is split into train/validation/test."""
 
-    name: str = _spec(_choice(*SPLITTING_STRATEGIES), "random_splitting_strategy")
-    data_split: List[float] = _spec(_data_split, factory=lambda: [0.8, 0.1, 0.1])
-    seed: int = _spec(_int(), 42)
-    test_seed: int = _spec(_int(), 42)
-    record_key: str = _spec(_str, "record")
+    name: str = _spec(
+        _choice(*SPLITTING_STRATEGIES),
+        "random_splitting_strategy",
+        help="how data.source is split (modelforge's strategy names)",
+    )
+    data_split: List[float] = _spec(
+        _data_split,
+        factory=lambda: [0.8, 0.1, 0.1],
+        help="fractions [train, validation, test] of the structures (of the records for "
+        "random_record_splitting_strategy)",
+    )
+    seed: int = _spec(_int(), 42, help="seed that splits what the test set leaves into training and validation")
+    test_seed: int = _spec(
+        _int(), 42, help="seed that draws the test set first, so changing seed leaves the test set unchanged"
+    )
+    record_key: str = _spec(
+        _str,
+        "record",
+        help="atoms.info key naming the record (e.g. the molecule) of a structure for "
+        "random_record_splitting_strategy; a structure without it counts by its chemical formula",
+    )
 
 
 @dataclass
 class DataConfig:
     """``[data]``: where structures come from, how they are read and batched. ``cut_off`` in angstrom."""
 
-    source: str | None = _spec(_optional(_path), None)
-    index: Union[str, int] = _spec(_index, ":")
-    cut_off: float = _spec(_length, 5.0)
-    pbc: List[bool] | None = _spec(_optional(_pbc), None)
-    cell: List[List[float]] | None = _spec(_optional(_cell), None)
-    self_interaction: bool = _spec(_bool, False)
-    pre_batch: str = _spec(_choice("in_memory", "on_disk"), "in_memory")
-    cache_dir: str | None = _spec(_optional(_path), None)
-    num_workers: int = _spec(_num_workers, 0)
-    y_energy: str | None = _spec(_optional(_str), "energy")
-    y_forces: str | None = _spec(_optional(_str), "forces")
-    y_stress: str | None = _spec(_optional(_str), "stress")
-    y_charges: str | None = _spec(_optional(_str), None)
-    y_total_charge: str | None = _spec(_optional(_str), None)
-    y_dipole: str | None = _spec(_optional(_str), None)
+    source: str | None = _spec(
+        _optional(_path),
+        None,
+        help="one file (extxyz or ASE db) split into train/validation/test by [data.splitting_strategy]; relative "
+        "paths start at the config file",
+    )
+    index: Union[str, int] = _spec(
+        _index, ":", help="which structures of each file to read, as in ase.io.read (':' all, '-10:' the last ten)"
+    )
+    cut_off: float = _spec(_length, 5.0, help="neighbour-list cut-off radius")
+    pbc: List[bool] | None = _spec(
+        _optional(_pbc),
+        None,
+        help="periodic boundary conditions that replace those of every structure (unset: as read)",
+    )
+    cell: List[List[float]] | None = _spec(
+        _optional(_cell), None, help="cell (vectors as rows) that replaces that of every structure (unset: as read)"
+    )
+    self_interaction: bool = _spec(_bool, False, help="include each atom as its own neighbour; only false is supported")
+    pre_batch: str = _spec(
+        _choice("in_memory", "on_disk"),
+        "in_memory",
+        help="where the precomputed neighbour lists are kept: in RAM, or written to cache_dir and memory-mapped",
+    )
+    cache_dir: str | None = _spec(
+        _optional(_path), None, help='directory of the neighbour-list cache; needed with pre_batch = "on_disk"'
+    )
+    num_workers: int = _spec(_num_workers, 0, help='DataLoader worker processes; "all": one per CPU')
+    y_energy: str | None = _spec(
+        _optional(_str), "energy", help="name of the energy label in the files (training needs energies)"
+    )
+    y_forces: str | None = _spec(
+        _optional(_str), "forces", help="name of the forces label in the files; null: not read"
+    )
+    y_stress: str | None = _spec(
+        _optional(_str), "stress", help="name of the stress label in the files; null: not read"
+    )
+    y_charges: str | None = _spec(
+        _optional(_str), None, help="name of the per-atom charges label in the files; unset: not read"
+    )
+    y_total_charge: str | None = _spec(
+        _optional(_str), None, help="name of the total-charge label in the files; unset: not read"
+    )
+    y_dipole: str | None = _spec(_optional(_str), None, help="name of the dipole label in the files; unset: not read")
     train: SplitConfig = field(default_factory=lambda: SplitConfig(batch_size=8))
     validation: SplitConfig = field(default_factory=SplitConfig)
     test: SplitConfig = field(default_factory=SplitConfig)
@@ -344,48 +430,96 @@ class DataConfig:
 class EMAConfig:
     """``[training.ema]``: exponential moving average of the weights (decay 0 disables it)."""
 
-    decay: float = _spec(_float(minimum=0.0, below=1.0), 0.0)
+    decay: float = _spec(
+        _float(minimum=0.0, below=1.0),
+        0.0,
+        help="weight of the old average at each optimizer step; the average is validated, tested and exported",
+    )
 
 
 @dataclass
 class LRSchedulerConfig:
     """``[training.lr_scheduler]``; ``monitor`` is filled from ``training.monitor`` when unset."""
 
-    name: str | None = _spec(_optional(_choice(*LR_SCHEDULERS)), None)
-    factor: float = _spec(_float(positive=True, below=1.0), 0.5)
-    patience: int = _spec(_int(0), 10)
-    min_lr: float = _spec(_float(minimum=0.0), 0.0)
-    cooldown: int = _spec(_int(0), 0)
-    monitor: str | None = _spec(_optional(_str), None)
-    eta_min: float = _spec(_float(minimum=0.0), 0.0)
-    t_max: int | None = _spec(_optional(_int(1)), None)
-    max_lr: float | None = _spec(_optional(_float(positive=True)), None)
-    pct_start: float = _spec(_float(positive=True, below=1.0), 0.3)
-    interval: str = _spec(_choice("epoch", "step"), "epoch")
+    name: str | None = _spec(
+        _optional(_choice(*LR_SCHEDULERS)), None, help="learning-rate schedule; unset: constant learning rate"
+    )
+    factor: float = _spec(
+        _float(positive=True, below=1.0), 0.5, help="reduce_on_plateau: factor applied to the learning rate"
+    )
+    patience: int = _spec(_int(0), 10, help="reduce_on_plateau: epochs without improvement before reducing")
+    min_lr: float = _spec(_float(minimum=0.0), 0.0, help="reduce_on_plateau: lower bound of the learning rate")
+    cooldown: int = _spec(_int(0), 0, help="reduce_on_plateau: epochs to wait after a reduction")
+    monitor: str | None = _spec(
+        _optional(_str), None, help="reduce_on_plateau: metric watched; unset: training.monitor"
+    )
+    eta_min: float = _spec(_float(minimum=0.0), 0.0, help="cosine: final learning rate")
+    t_max: int | None = _spec(
+        _optional(_int(1)),
+        None,
+        help='cosine: length of the schedule in intervals; unset: trainer.max_epochs (interval = "epoch") or the '
+        'total number of steps (interval = "step")',
+    )
+    max_lr: float | None = _spec(
+        _optional(_float(positive=True)), None, help="one_cycle: peak learning rate; unset: 10 x training.lr"
+    )
+    pct_start: float = _spec(
+        _float(positive=True, below=1.0),
+        0.3,
+        help="one_cycle: fraction of the steps spent increasing the learning rate",
+    )
+    interval: str = _spec(
+        _choice("epoch", "step"),
+        "epoch",
+        help="whether the schedule steps every epoch or every optimizer step (one_cycle always steps)",
+    )
 
 
 @dataclass
 class EarlyStoppingConfig:
     """``[training.early_stopping]``; ``monitor`` is filled from ``training.monitor`` when unset."""
 
-    enabled: bool = _spec(_bool, False)
-    monitor: str | None = _spec(_optional(_str), None)
-    patience: int = _spec(_int(1), 50)
-    min_delta: float = _spec(_float(minimum=0.0), 0.0)
-    mode: str = _spec(_choice("min", "max"), "min")
+    enabled: bool = _spec(_bool, False, help="stop training when monitor stops improving")
+    monitor: str | None = _spec(_optional(_str), None, help="metric watched; unset: training.monitor")
+    patience: int = _spec(_int(1), 50, help="validation checks without improvement before stopping")
+    min_delta: float = _spec(_float(minimum=0.0), 0.0, help="smallest change that counts as an improvement")
+    mode: str = _spec(_choice("min", "max"), "min", help='whether monitor should decrease ("min") or increase ("max")')
 
 
 @dataclass
 class LossConfig:
     """``[training.loss_parameter]``: loss components, their weights and how the weights move per epoch."""
 
-    loss_components: List[str] = _spec(_components, factory=lambda: ["per_system_energy", "per_atom_force"])
-    per_atom_energy: bool = _spec(_bool, True)
-    schedule: str = _spec(_choice("step", "linear"), "step")
-    weight: Dict[str, float] = _spec(_table_of(_float(minimum=0.0)), factory=dict)
-    target_weight: Dict[str, float] = _spec(_table_of(_float(minimum=0.0)), factory=dict)
-    mixing_steps: Dict[str, float] = _spec(_table_of(_float()), factory=dict)
-    mixing_epochs: Dict[str, int] = _spec(_table_of(_int(1)), factory=dict)
+    loss_components: List[str] = _spec(
+        _components,
+        factory=lambda: ["per_system_energy", "per_atom_force"],
+        help="what the loss compares (modelforge's names); each is a masked mean squared error",
+    )
+    per_atom_energy: bool = _spec(
+        _bool, True, help="compare energies per atom (divided by the number of atoms) in the loss"
+    )
+    schedule: str = _spec(
+        _choice("step", "linear"),
+        "step",
+        help='how weights move toward target_weight: "step" adds mixing_steps after every epoch, "linear" '
+        "interpolates over mixing_epochs",
+    )
+    weight: Dict[str, float] = _spec(
+        _table_of(_float(minimum=0.0)),
+        factory=dict,
+        help="initial weight of each component (1.0 for a listed component not given here)",
+    )
+    target_weight: Dict[str, float] = _spec(
+        _table_of(_float(minimum=0.0)), factory=dict, help="weight each moving component ends at"
+    )
+    mixing_steps: Dict[str, float] = _spec(
+        _table_of(_float()),
+        factory=dict,
+        help='schedule = "step": signed change of the weight after every epoch, until target_weight',
+    )
+    mixing_epochs: Dict[str, int] = _spec(
+        _table_of(_int(1)), factory=dict, help='schedule = "linear": epochs taken to reach target_weight'
+    )
 
 
 @dataclass
@@ -394,31 +528,51 @@ class MDValidationConfig:
     epochs (0: off), logged as md/stable, md/min_distance, md/max_force, md/drift (NVE) or md/temperature
     (NVT). ``structures``: file with the starting structure (default: the first training structure)."""
 
-    every_n_epochs: int = _spec(_int(0), 0)
-    engine: str = _spec(_choice("ase", "openmm"), "ase")
-    ensemble: str = _spec(_choice("nve", "nvt"), "nve")
-    steps: int = _spec(_int(1), 200)
-    report_every: int = _spec(_int(1), 10)
-    temperature: float = _spec(_quantity("temperature"), 300.0)
-    timestep: float = _spec(_quantity("time"), 0.5)
-    structures: str | None = _spec(_optional(_path), None)
-    index: int = _spec(_int(0), 0)
-    stop_on_blowup: bool = _spec(_bool, False)
-    min_distance: float = _spec(_length, 0.5)
-    max_force: float = _spec(_float(positive=True), 100.0)
+    every_n_epochs: int = _spec(_int(0), 0, help="run the MD after every n-th training epoch; 0: never")
+    engine: str = _spec(_choice("ase", "openmm"), "ase", help="MD engine")
+    ensemble: str = _spec(
+        _choice("nve", "nvt"), "nve", help='"nve" (logs md/drift) or "nvt" (Langevin; logs md/temperature)'
+    )
+    steps: int = _spec(_int(1), 200, help="MD steps per run")
+    report_every: int = _spec(_int(1), 10, help="steps between recorded frames (and blow-up checks)")
+    temperature: float = _spec(
+        _quantity("temperature"), 300.0, help="temperature of the initial velocities and of the NVT thermostat"
+    )
+    timestep: float = _spec(_quantity("time"), 0.5, help="MD time step")
+    structures: str | None = _spec(
+        _optional(_path), None, help="file with the starting structure; unset: the first training structure"
+    )
+    index: int = _spec(_int(0), 0, help="which structure of that file")
+    stop_on_blowup: bool = _spec(_bool, False, help="stop training when the MD blows up (otherwise it is only logged)")
+    min_distance: float = _spec(_length, 0.5, help="blow-up when two atoms come closer than this")
+    max_force: float = _spec(_float(positive=True), 100.0, help="blow-up when a force exceeds this, in eV/angstrom")
 
 
 @dataclass
 class TrainingConfig:
     """``[training]``: optimiser, normalisation, seed and the sub-tables."""
 
-    lr: float = _spec(_float(positive=True), 1e-3)
-    optimizer: str = _spec(_choice("adam", "adamw"), "adam")
-    weight_decay: float = _spec(_float(minimum=0.0), 0.0)
-    monitor: str = _spec(_str, "val/loss")
-    remove_self_energies: bool = _spec(_bool, True)
-    scale_by_force_rms: bool = _spec(_bool, True)
-    seed: int = _spec(_int(0), 42)
+    lr: float = _spec(_float(positive=True), 1e-3, help="learning rate (the initial one when a schedule is set)")
+    optimizer: str = _spec(_choice("adam", "adamw"), "adam", help="torch optimizer: Adam or AdamW")
+    weight_decay: float = _spec(_float(minimum=0.0), 0.0, help="optimizer weight decay")
+    monitor: str = _spec(
+        _str,
+        "val/loss",
+        help="metric that chooses the best checkpoint and drives lr_scheduler and early_stopping; without validation "
+        "data its train/ twin is used",
+    )
+    remove_self_energies: bool = _spec(
+        _bool,
+        True,
+        help="fit per-element self-energies to the training split (least squares) and subtract them before training; "
+        "they are added back in the model",
+    )
+    scale_by_force_rms: bool = _spec(_bool, True, help="scale the network output by the RMS of the training forces")
+    seed: int = _spec(
+        _int(0),
+        42,
+        help="global seed (lightning.seed_everything), training-data shuffling and MD validation velocities",
+    )
     ema: EMAConfig = field(default_factory=EMAConfig)
     lr_scheduler: LRSchedulerConfig = field(default_factory=LRSchedulerConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
@@ -681,6 +835,11 @@ def _check_trainer(raw: Any, config: Config) -> Dict[str, Any]:
         raise ConfigError(
             f"trainer.inference_mode = {raw['inference_mode']!r} is not allowed: forces need autograd during "
             "validation; remove it (the runner sets it to false)"
+        )
+    if "logger" in raw:
+        raise ConfigError(
+            "trainer.logger is set by physml-md (a CSV logger, and TensorBoard when it is installed, under "
+            "trainer.default_root_dir); remove it, and add other loggers' callbacks through trainer.callbacks"
         )
     if "default_root_dir" in raw:
         trainer["default_root_dir"] = _path(raw["default_root_dir"], "trainer.default_root_dir")

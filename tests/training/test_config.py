@@ -368,6 +368,7 @@ def test_precision_errors(dtype, precision, message):
 def test_inference_mode_true_is_refused():
     _fails({"trainer": {"inference_mode": True}}, "trainer.inference_mode = True is not allowed: forces need autograd")
     _fails({"trainer": {"inference_mode": "yes"}}, "trainer.inference_mode = 'yes' is not allowed")
+    _fails({"trainer": {"logger": False}}, "trainer.logger is set by physml-md")
     assert trainer_kwargs(_config({"trainer": {"inference_mode": False}}))["inference_mode"] is False
 
 
