@@ -201,6 +201,7 @@ def _validate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         device=args.device,
         platform=args.platform,
+        backend=args.backend,
     )
     print(report.format())
     print(f"report: {report.files['report']}")
@@ -216,6 +217,7 @@ def _add_md_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial velocities and the thermostat")
     parser.add_argument("--min-distance", type=float, default=None, help="blow-up: closest atoms, angstrom (0.5)")
     parser.add_argument("--max-force", type=float, default=None, help="blow-up: largest force, eV/angstrom (100)")
+    parser.add_argument("--backend", default="torchforce", help="OpenMM backend (torchforce, pythonforce, auto)")
     parser.add_argument("--device", default=None, help="cpu or cuda")
     parser.add_argument("--platform", default=None, help="OpenMM platform (default CPU, CUDA with --device cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -272,7 +274,6 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--friction", default="1/ps", help="Langevin friction for NVT (default '1/ps')")
     md.add_argument("--out", default=None, help="trajectory file: .dcd, .xtc (with a .pdb beside), .traj, .extxyz")
     md.add_argument("--log", default=None, help="CSV energy log (default: the trajectory's name with .csv)")
-    md.add_argument("--backend", default="torchforce", help="OpenMM backend (torchforce, pythonforce, auto)")
     _add_md_options(md)
     md.set_defaults(run=_md)
 

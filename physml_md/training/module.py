@@ -63,6 +63,13 @@ class PotentialModule(lightning.LightningModule):
         self.per_atom_energy = bool(loss.get("per_atom_energy", True))
         weights = loss.get("weight") or {}
         self.loss_weights: Dict[str, float] = {c: float(weights.get(c, 1.0)) for c in self.components}
+        # val/loss and test/loss weigh the components with the final weights (the targets of loss-weight mixing),
+        # fixed for the whole run, so that a monitor on val/loss compares epochs fairly while the training weights
+        # move; train/loss is the optimised loss, with the current weights
+        targets = loss.get("target_weight") or {}
+        self.evaluation_weights: Dict[str, float] = {
+            c: float(targets.get(c, self.loss_weights[c])) for c in self.components
+        }
         self.training_config = training
         self.model = build_model(**model_kwargs)
         decay = float((training.get("ema") or {}).get("decay", 0.0))
@@ -96,8 +103,9 @@ class PotentialModule(lightning.LightningModule):
         errors = component_errors(self.components, outputs, batch, self.per_atom_energy)
         n_structures = int(batch[K.N_ATOMS].shape[0])
         total = outputs[K.ENERGY].sum() * 0.0
+        weights = self.loss_weights if stage == "train" else self.evaluation_weights
         for name, (loss, prediction, reference) in errors.items():
-            total = total + self.loss_weights[name] * loss
+            total = total + weights[name] * loss
             self._accumulate(f"{stage}/{name}/loss", loss.detach(), n_structures)
             if name != "per_system_energy" and prediction.numel() > 0:
                 self._update_metrics(stage, name, prediction.detach(), reference)

@@ -37,3 +37,24 @@ def test_callback_follows_the_trainer_epoch():
 def test_mixing_without_initial_weight_is_an_error():
     with pytest.raises(ValueError, match="per_atom_force"):
         LossWeightMixing({"per_system_energy": 1.0}, target_weight={"per_atom_force": 2.0})
+
+
+def test_validation_loss_uses_the_final_weights_while_training_weights_move(tiny_config):
+    """val/loss = sum of target weight x component loss in every epoch, so a monitor on it compares epochs
+    fairly; the training weights (logged as weight/<component>) move toward the targets meanwhile."""
+    from physml_md.training.config import config_from_dict
+    from physml_md.training.plots import read_metrics
+    from physml_md.training.run import train
+
+    tiny_config["trainer"]["max_epochs"] = 3
+    loss = tiny_config["training"]["loss_parameter"]
+    loss["weight"] = {"per_system_energy": 100.0, "per_atom_force": 1.0, "per_system_stress": 10.0}
+    loss["target_weight"] = {"per_system_energy": 1.0, "per_atom_force": 100.0}
+    loss["mixing_epochs"] = {"per_system_energy": 2, "per_atom_force": 2}
+    loss["schedule"] = "linear"
+    result = train(config_from_dict(tiny_config), verbose=False)
+    series = read_metrics(result.run_dir / "metrics.csv")
+    final = {"per_system_energy": 1.0, "per_atom_force": 100.0, "per_system_stress": 10.0}
+    expected = sum(w * series[f"val/{c}/loss"][1] for c, w in final.items())
+    assert series["val/loss"][1] == pytest.approx(expected, rel=1e-9)
+    assert list(series["weight/per_atom_force"][1]) == [1.0, 50.5, 100.0]  # the training weights moved

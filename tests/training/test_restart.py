@@ -51,7 +51,13 @@ def _config(tiny_config, root: Path, callbacks):
     tiny_config["trainer"]["checkpoint"] = {"monitor": None, "every_n_train_steps": 2, "save_last": True}
     tiny_config["trainer"]["callbacks"] = callbacks
     tiny_config["training"]["ema"] = {"decay": 0.7}
-    tiny_config["training"]["lr_scheduler"] = {"name": "reduce_on_plateau", "patience": 0, "factor": 0.5}
+    # the plateau scheduler follows the mixed force weight, which only grows: it must act after every epoch
+    tiny_config["training"]["lr_scheduler"] = {
+        "name": "reduce_on_plateau",
+        "patience": 0,
+        "factor": 0.5,
+        "monitor": "weight/per_atom_force",
+    }
     tiny_config["training"]["loss_parameter"]["target_weight"] = {"per_atom_force": 3.0}
     tiny_config["training"]["loss_parameter"]["mixing_steps"] = {"per_atom_force": 0.75}
     return config_from_dict(tiny_config)
