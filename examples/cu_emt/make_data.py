@@ -95,9 +95,20 @@ def make_data(out: PathLike, n_structures: int, seed: int, temperatures: Sequenc
             rng=rng,
         )
         dynamics.run(EQUILIBRATION_STEPS)
-        for _ in range(count):
-            dynamics.run(SAMPLE_EVERY)
-            frames.append(labelled_frame(atoms))
+        frames += _sample(dynamics, atoms, count)
+    return _write(out, frames)
+
+
+def _sample(dynamics, atoms: Atoms, count: int) -> List[Atoms]:
+    """``count`` labelled frames, one every SAMPLE_EVERY steps of ``dynamics``."""
+    frames = []
+    for _ in range(count):
+        dynamics.run(SAMPLE_EVERY)
+        frames.append(labelled_frame(atoms))
+    return frames
+
+
+def _write(out: PathLike, frames: Sequence[Atoms]) -> Path:
     out = Path(out)
     with atomic_path(out) as tmp:
         write(tmp, frames, format="extxyz")
@@ -118,14 +129,7 @@ def reference_trajectory(
         atoms, TIMESTEP * units.fs, temperature_K=temperature, friction=FRICTION / units.fs, fixcm=False, rng=rng
     )
     dynamics.run(500)
-    frames = []
-    for _ in range(n_frames):
-        dynamics.run(SAMPLE_EVERY)
-        frames.append(labelled_frame(atoms))
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        write(tmp, frames, format="extxyz")
-    return out
+    return _write(out, _sample(dynamics, atoms, n_frames))
 
 
 def summary(frames: Sequence[Atoms], seconds: float) -> str:
