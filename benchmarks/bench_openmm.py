@@ -23,7 +23,6 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -164,7 +163,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed calls per contender")
     parser.add_argument("--platform", default="CPU", choices=["CPU", "Reference"], help="OpenMM platform")
     args = parser.parse_args()
-    np.random.seed(0)
     print(format_table(run(atoms=args.atoms, threads=args.threads, repeats=args.repeats, platform=args.platform)))
 
 

@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import openmm
 import pytest
 import torch
 from openmm import unit
@@ -48,7 +47,6 @@ def test_each_timed_context_computes_the_potential(tmp_path, backend):
     atoms.calc = PhysMLCalculator(path)
     expected = atoms.get_forces() @ openmm_box(atoms.cell.array)[1].T * EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM
     assert np.allclose(np.asarray(forces), expected, rtol=0, atol=1e-9 * np.abs(expected).max())
-    assert isinstance(context, openmm.Context)
 
 
 def test_bad_budget_is_one_clear_error():

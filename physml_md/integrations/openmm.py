@@ -19,6 +19,7 @@ a molecule in a box of water gets exactly its gas-phase ML energy.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -69,8 +70,9 @@ _UNSPLITTABLE_FORCES = (
 
 
 # ----------------------------------------------------------------------------------------------- backends
+@functools.cache
 def _openmmtorch():
-    """openmmtorch, with its platform plugins loaded (None when it is not installed or cannot load).
+    """openmmtorch, with its platform plugins loaded (None when it is not installed or cannot load); done once.
 
     ``import openmm`` loads the plugins; openmm-torch's fail to load when torch was not imported before
     openmm (they need torch's libraries), which leaves TorchForce without kernels. Load them again now.
@@ -172,10 +174,6 @@ class _Computation:
 
 
 # ----------------------------------------------------------------------------------------------- create_force
-def _load(model, device) -> ExportedPotential:
-    return model if isinstance(model, ExportedPotential) else load_model(model, device)
-
-
 def _check_species(exported: ExportedPotential, atomic_numbers: Sequence[int]) -> None:
     unknown = sorted(set(int(z) for z in atomic_numbers) - set(exported.atomic_numbers))
     if unknown:
@@ -214,7 +212,7 @@ def create_force(
     if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
     torch_device = torch.device(device or "cpu")
-    exported = _load(model, torch_device)
+    exported = load_model(model, torch_device)
     atomic_numbers = [int(z) for z in atomic_numbers]
     _check_species(exported, atomic_numbers)
     if periodic is None:
@@ -334,7 +332,7 @@ def create_system(
     """
     import openmm
 
-    exported = _load(model, torch.device(device or "cpu"))
+    exported = load_model(model, torch.device(device or "cpu"))
     box = topology.getPeriodicBoxVectors()
     periodic, unwrap = force_periodicity(exported, box is not None, periodic, whole=True)
     numbers = topology_numbers(topology, range(topology.getNumAtoms()))
@@ -431,7 +429,7 @@ def create_mixed_system(
             f"the MM system has {', '.join(unsplittable)}, whose interactions inside the ML region cannot be "
             "removed term by term: build the MM system without it (explicit solvent, fixed-charge force field)"
         )
-    exported = _load(model, torch.device(device or "cpu"))
+    exported = load_model(model, torch.device(device or "cpu"))
     numbers = topology_numbers(topology, ml_atoms)
     periodic, unwrap = force_periodicity(exported, mm_system.usesPeriodicBoundaryConditions(), periodic, whole=False)
     region = set(ml_atoms)

@@ -26,6 +26,7 @@ from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_mom
 
 from physml_md.md.engines import ENGINES, ENSEMBLES, Frame, make_engine
 from physml_md.md.metrics import DEFAULT_MAX_FORCE, DEFAULT_MIN_DISTANCE, BlowUp, check_frame, minimum_distance
+from physml_md.md.metrics import max_force as metrics_max_force
 from physml_md.units import parse_quantity
 
 __all__ = ["MDResult", "run_md"]
@@ -144,7 +145,7 @@ class _Progress:
             self.bar.close()
 
 
-def _check_species(model_numbers, atoms: Atoms, species) -> None:
+def _check_species(atoms: Atoms, species) -> None:
     unknown = sorted(set(atoms.get_chemical_symbols()) - set(species))
     if unknown:
         raise ValueError(
@@ -208,7 +209,7 @@ def run_md(
     if len(atoms) == 0:
         raise ValueError("the structure has no atoms")
     potential = load_model(model, device or "cpu")
-    _check_species(potential.atomic_numbers, atoms, potential.metadata["species"])
+    _check_species(atoms, potential.metadata["species"])
     start_atoms = initial_velocities(atoms, temperature_k, seed, keep_velocities)
     runner = make_engine(
         engine, start_atoms, potential, ensemble, timestep_fs, temperature_k, friction_per_fs, seed, device, platform,
@@ -253,7 +254,7 @@ def run_md(
             bar.update(n, frame, result.steps_done)
         result.wall_seconds = clock.perf_counter() - start
     final = atoms.copy()
-    final.positions = result.positions[-1] if result.positions else frame.positions
+    final.positions = frame.positions  # the last recorded frame
     result.final_atoms = final
     return result
 
@@ -284,7 +285,7 @@ def _record(
     distance, pair = minimum_distance(frame.positions, frame.cell, pbc)
     if distance < result.min_distance:
         result.min_distance, result.min_distance_atoms = distance, tuple(int(i) for i in pair)
-    result.max_force = max(result.max_force, float(np.max(np.linalg.norm(frame.forces, axis=1))))
+    result.max_force = max(result.max_force, metrics_max_force(frame.forces)[0])
     if distance < min_distance:
         return BlowUp("close_contact", tuple(int(i) for i in pair), distance, min_distance)
     return problem

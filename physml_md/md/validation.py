@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 import numpy as np
 from ase import Atoms
@@ -271,8 +271,7 @@ def validate(
     criteria = [_stability("NVT", nvt)]
     runs = {"nvt": nvt.summary()}
     notes: List[str] = []
-    files: Dict[str, str] = dict(nvt.files)
-    files = {f"nvt_{k}": v for k, v in files.items()}
+    files = {f"nvt_{k}": v for k, v in nvt.files.items()}
     production = _production(nvt)
     if nvt.stable:
         stats = metrics.temperature_statistics(nvt.temperature, target, SKIP_FRACTION, n_atoms=len(atoms))
@@ -378,7 +377,3 @@ def _write(report: ValidationReport, out: Path, model, nvt: MDResult, nve, drift
         report.files["model_summary"] = str(beside)
         atomic_write_text(beside, json.dumps(report.summary(), indent=2))
     atomic_write_text(out / "report.json", json.dumps(report.to_dict(), indent=2))
-
-
-def format_criteria(criteria: Sequence[Criterion]) -> str:
-    return "\n".join(c.message for c in criteria)

@@ -27,6 +27,7 @@ from physml_md.data import keys as K
 from physml_md.export import export_potential
 from physml_md.training.config import Config, ConfigError, config_to_dict, instantiate_callbacks, trainer_kwargs
 from physml_md.training.datamodule import AtomsDataModule
+from physml_md.training.md_validation import MDValidation
 from physml_md.training.mixing import LossWeightMixing
 from physml_md.training.module import PotentialModule
 
@@ -141,8 +142,6 @@ def _callbacks(config: Config, resumed_from: PathLike | None = None) -> List[lig
             )
         )
     if config.training.md_validation.every_n_epochs > 0:
-        from physml_md.training.md_validation import MDValidation
-
         callbacks.append(MDValidation.from_config(config.training.md_validation, seed=config.training.seed))
     callbacks.extend(instantiate_callbacks(trainer.get("callbacks") or []))
     return callbacks
@@ -277,7 +276,7 @@ def train(
     best_path = Path(best) if best else None
     run_dir = Path(loggers[0].log_dir)
     result = TrainResult(run_dir=run_dir, best_checkpoint=best_path, model_path=None)
-    md_callback = next((c for c in callbacks if type(c).__name__ == "MDValidation"), None)
+    md_callback = next((c for c in callbacks if isinstance(c, MDValidation)), None)
     if md_callback is not None and md_callback.last is not None:
         result.md_validation = {**md_callback.last.summary(), "first_potential_energy": md_callback.last.potential[0]}
 
