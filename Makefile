@@ -4,8 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.physml-md-installed
 PYTEST_ARGS ?=
+# The second world CI proves (`make test-newest`): the newest torch physml-md supports, without openmm-torch.
+NEWEST_VENV ?= .venv-newest
+NEWEST_PY := $(NEWEST_VENV)/bin/python
+NEWEST_STAMP := $(NEWEST_VENV)/.physml-md-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-newest lint bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +29,18 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# `.[test]` lets pip take the newest torch the core requirements allow (no openmm-torch, whose extra pins
+# torch 2.9.x); the TorchForce tests skip themselves there.
+$(NEWEST_STAMP): pyproject.toml
+	@test -x $(NEWEST_PY) || python3 -m venv $(NEWEST_VENV)
+	$(NEWEST_PY) -m pip install --progress-bar off -e '.[test]'
+	@touch $(NEWEST_STAMP)
+
+test-newest: $(NEWEST_STAMP)
+	@$(NEWEST_PY) -c "import importlib.util, torch; assert importlib.util.find_spec('openmmtorch') is None, \
+		'openmmtorch is installed in $(NEWEST_VENV)'; print('torch', torch.__version__, 'without openmmtorch')"
+	$(NEWEST_PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -31,6 +31,7 @@ from physml_md.atomic import atomic_write_text
 from physml_md.checkpoint import potential_from_checkpoint
 from physml_md.cli import main as cli
 from physml_md.data import LabelKeys, atoms_to_dict, collate
+from physml_md.integrations.openmm import resolve_backend
 from physml_md.md.metrics import energy_drift
 from physml_md.md.runner import run_md
 from physml_md.md.validation import validate
@@ -176,7 +177,10 @@ def main() -> int:
         f"      EMT (reference):  energy drift {1000 * reference['drift']:.3f} meV/atom, "
         f"mean T {reference['temperature']:.0f} K"
     )
-    print("[7/8] The same NVE run in OpenMM (TorchForce, CPU platform, same file, start and velocities)", flush=True)
+    print(
+        f"[7/8] The same NVE run in OpenMM ({resolve_backend()}, CPU platform, same file, start and velocities)",
+        flush=True,
+    )
     runs = {
         engine: run_md(model_file, frames[0], engine=engine, ensemble="nve", steps=400, seed=args.seed)
         for engine in ("ase", "openmm")

@@ -5,10 +5,12 @@
     system.addForce(create_force("model.pt", atomic_numbers))               # the force alone
 
 Backends (all run ``OpenMMModule``, so they agree to rounding):
-- "torchforce": openmm-torch's ``TorchForce`` (the model runs in OpenMM's C++, no Python per step);
-- "pythonforce": OpenMM's built-in ``openmm.PythonForce`` (needs no openmm-torch);
+- "torchforce": openmm-torch's ``TorchForce`` (the model runs in OpenMM's C++, no Python per step); needs the
+  extra ``physml-md[torchforce]`` (openmm-torch 1.5, which works only beside torch 2.9.x);
+- "pythonforce": OpenMM's built-in ``openmm.PythonForce`` (needs no openmm-torch, any supported torch);
 - "pythontorchforce": openmm-torch's ``PythonTorchForce`` (openmm-torch after 1.5; replaces TorchForce);
-- "auto": the first of pythontorchforce, torchforce, pythonforce that the installed packages offer.
+- "auto" (the default): the first of torchforce, pythontorchforce, pythonforce that loads here. Which one it
+  took is logged (logger ``physml_md.integrations.openmm``, level INFO) and is ``resolve_backend("auto")``.
 
 Periodicity: ``periodic=None`` takes it from the topology / system and checks it against the model's
 training data (metadata "periodic"): a model trained only on molecules is refused for a periodic system
@@ -29,21 +31,27 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from physml_md import torchscript
 from physml_md.data.elements import CHEMICAL_SYMBOLS
 from physml_md.export import ExportedPotential, load_model
 from physml_md.integrations.openmm_module import OpenMMModule
 
 __all__ = [
     "BACKENDS",
+    "TORCHFORCE_INSTALL",
     "available_backends",
     "create_force",
     "create_mixed_system",
     "create_system",
     "force_periodicity",
+    "resolve_backend",
     "topology_numbers",
 ]
 
+logger = logging.getLogger(__name__)
+
 BACKENDS = ("torchforce", "pythonforce", "pythontorchforce", "auto")
+TORCHFORCE_INSTALL = "pip install 'physml-md[torchforce]'"
 # Bonded force types whose terms are dropped when all their particles lie in the ML region (XML tag names).
 _BONDED_FORCES = (
     "HarmonicBondForce",
@@ -70,6 +78,9 @@ _UNSPLITTABLE_FORCES = (
 
 
 # ----------------------------------------------------------------------------------------------- backends
+_OPENMMTORCH_FAILURE: List[str] = []  # why openmmtorch did not import, if it did not
+
+
 @functools.cache
 def _openmmtorch():
     """openmmtorch, with its platform plugins loaded (None when it is not installed or cannot load); done once.
@@ -81,7 +92,8 @@ def _openmmtorch():
     logging.disable(logging.WARNING)  # openmmtorch imports simtk.openmm, which logs a deprecation line on import
     try:
         import openmmtorch
-    except ImportError:
+    except ImportError as exc:  # not installed, or built for another torch (torch 2.14: "libnvrtc.so.12: cannot open")
+        _OPENMMTORCH_FAILURE.append(str(exc))
         return None
     finally:
         logging.disable(previous)
@@ -102,15 +114,19 @@ def available_backends() -> List[str]:
     """The backends the installed packages offer, in the order "auto" tries them."""
     openmmtorch = _openmmtorch()
     names = []
-    if openmmtorch is not None and hasattr(openmmtorch, "PythonTorchForce"):
-        names.append("pythontorchforce")
     if openmmtorch is not None:
         names.append("torchforce")
+        if hasattr(openmmtorch, "PythonTorchForce"):
+            names.append("pythontorchforce")
     names.append("pythonforce")
     return names
 
 
-def _resolve_backend(backend: str) -> str:
+def resolve_backend(backend: str = "auto") -> str:
+    """The concrete backend that ``backend`` means here ("auto": the first of ``available_backends()``).
+
+    Raises ValueError, naming the fix, for an unknown backend or one the installed packages lack.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     available = available_backends()
@@ -118,7 +134,12 @@ def _resolve_backend(backend: str) -> str:
         return available[0]
     if backend not in available:
         fix = {
-            "torchforce": "pip install openmmtorch (it needs torch 2.9.x)",
+            "torchforce": (
+                f"openmm-torch does not load beside torch {torch.__version__} "
+                f"({_OPENMMTORCH_FAILURE[-1] if _OPENMMTORCH_FAILURE else 'not installed'}): "
+                f"{TORCHFORCE_INSTALL} (it brings openmm-torch and the torch 2.9.x it needs), "
+                "or use backend='pythonforce'"
+            ),
             "pythontorchforce": "it needs an openmm-torch newer than 1.5; use backend='torchforce' or 'pythonforce'",
         }[backend]
         raise ValueError(f"backend {backend!r} is not available here: {fix}")
@@ -190,7 +211,7 @@ def create_force(
     atomic_numbers: Sequence[int],
     particles: Sequence[int] | None = None,
     periodic: bool | None = None,
-    backend: str = "torchforce",
+    backend: str = "auto",
     *,
     unwrap: bool = False,
     n_particles: int | None = None,
@@ -208,7 +229,10 @@ def create_force(
     (models with a charge head). device: where the Python backends run the model ("cpu", "cuda"; TorchForce
     follows OpenMM's platform).
     """
-    backend = _resolve_backend(backend)
+    chosen = resolve_backend(backend)
+    if backend == "auto":
+        logger.info("OpenMM backend 'auto' chose %r (available here: %s)", chosen, ", ".join(available_backends()))
+    backend = chosen
     if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
     torch_device = torch.device(device or "cpu")
@@ -249,7 +273,7 @@ def create_force(
                 raise ValueError(f"particle index {max(particles)} is out of range for {n_particles} particles")
         wrapper = OpenMMModule(exported.module, particles=particles, n_particles=n_particles or 0, **spec)
         openmmtorch = _openmmtorch()
-        force = openmmtorch.TorchForce(torch.jit.script(wrapper.to("cpu")))
+        force = openmmtorch.TorchForce(torchscript.script(wrapper.to("cpu")))
         force.setOutputsForces(True)
     else:
         wrapper = OpenMMModule(exported.module, **spec).to(torch_device)
@@ -319,7 +343,7 @@ def create_system(
     topology,
     model,
     periodic: bool | None = None,
-    backend: str = "torchforce",
+    backend: str = "auto",
     *,
     remove_cm_motion: bool = True,
     charge: float = 0.0,
@@ -398,7 +422,7 @@ def create_mixed_system(
     ml_atoms: Iterable[int],
     model,
     periodic: bool | None = None,
-    backend: str = "torchforce",
+    backend: str = "auto",
     *,
     remove_constraints: bool = True,
     charge: float = 0.0,

@@ -7,7 +7,7 @@
 
 Registered through the entry point group "openmmml.potentials" (name "physml", see pyproject.toml), which
 openmm-ml reads when it is imported. Keyword arguments of createSystem / createMixedSystem that this plugin
-reads: ``backend`` ("torchforce", "pythonforce", "pythontorchforce", "auto"), ``periodic``, ``charge`` and
+reads: ``backend`` ("auto", the default, "torchforce", "pythonforce", "pythontorchforce"), ``periodic``, ``charge`` and
 ``device``; see ``physml_md.integrations.openmm.create_force``.
 
 Importing this module must stay cheap and must not fail: openmm-ml loads it whenever it is imported.
@@ -75,7 +75,7 @@ class PhysMLPotentialImpl(MLPotentialImpl):
             topology_numbers(topology, indices),
             particles=particles,
             periodic=periodic,
-            backend=args.get("backend", "torchforce"),
+            backend=args.get("backend", "auto"),
             unwrap=unwrap,
             n_particles=system.getNumParticles(),
             charge=args.get("charge", 0.0),

@@ -182,7 +182,7 @@ def make_engine(
     seed: int,
     device: str | None = None,
     platform: str | None = None,
-    backend: str = "torchforce",
+    backend: str = "auto",
 ):
     """An engine ("ase" or "openmm") running ``ensemble`` ("nve" or "nvt") from the atoms' positions and momenta."""
     if engine == "ase":

@@ -175,7 +175,7 @@ def run_md(
     progress: bool = False,
     device: str | None = None,
     platform: str | None = None,
-    backend: str = "torchforce",
+    backend: str = "auto",
 ) -> MDResult:
     """Run MD with ``model`` (exported file, checkpoint, Potential or ExportedPotential) from ``atoms``.
 

@@ -228,7 +228,7 @@ def validate(
     progress: bool = False,
     device: str | None = None,
     platform: str | None = None,
-    backend: str = "torchforce",
+    backend: str = "auto",
 ) -> ValidationReport:
     """Run the MD validation suite (see the module docstring) and, with ``out``, write the report directory.
 

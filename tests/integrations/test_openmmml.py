@@ -17,7 +17,7 @@ def test_plugin_is_registered_through_the_entry_point():
     assert isinstance(openmmml.MLPotential._implFactories["physml"], PhysMLPotentialImplFactory)
 
 
-@pytest.mark.parametrize("backend", ["torchforce", "pythonforce"])
+@pytest.mark.parametrize("backend", [pytest.param("torchforce", marks=pytest.mark.torchforce), "pythonforce"])
 def test_create_system_equals_ours(molecule_model, backend):
     atoms = methanol(seed=30)
     topology, positions = topology_from_atoms(atoms)
