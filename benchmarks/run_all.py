@@ -1,6 +1,7 @@
 """Every benchmark, measured in one run, printed as one table (`make bench`).
 
-Neighbour list (ours, plain vesin, ase.neighborlist) and the model's forward+backward on the same fcc Cu
+Neighbour list (ours, plain vesin, ase.neighborlist) and the potential call's forward+backward (time and peak
+memory of every architecture, and of the reference PaiNN beside the optimised one) on the same fcc Cu
 systems, then the training throughput of `physml-md train` against a plain torch loop (smaller budget than
 bench_training.py's defaults), then the ASE calculator's overhead over the bare exported module (float64, torch's
 thread count) and ASE MD speed on ethanol (bench_ase.py), then one OpenMM step per backend over the bare module
@@ -28,27 +29,31 @@ def main():
     print(bench_model.format_table(models))
     print()
     header = (
-        f"{'atoms':>6} {'NL ours ms':>11} {'ase/ours':>9} {'ours/vesin':>10} {'model f64 ms':>13} "
+        f"{'atoms':>6} {'NL ours ms':>11} {'ase/ours':>9} {'ours/vesin':>10} {'painn f64 ms':>13} "
         f"{'NL share of full call':>22}"
     )
-    print("summary (float64 model; NL share = NL ours / full potential call)")
+    print("summary (float64 PaiNN; NL share = NL ours / full potential call)")
     print(header)
     print("-" * len(header))
-    for nl, model in zip(neighbours, models):
-        share = nl["ours_ms"] / model["full_float64_ms"]
+    shares = []
+    for nl in neighbours:
+        model = bench_model.find(models, "painn", nl["atoms"], "float64")
+        if model is None or model["oom"]:
+            continue
+        shares.append((nl["atoms"], nl["ours_ms"] / model["ms"]))
         print(
             f"{nl['atoms']:>6} {nl['ours_ms']:>11.2f} {nl['ase/ours']:>9.1f} {nl['ours/vesin']:>10.2f} "
-            f"{model['bare_float64_ms']:>13.1f} {share:>22.3f}"
+            f"{model['ms']:>13.1f} {shares[-1][1]:>22.3f}"
         )
     print()
     training = bench_training.run(structures=100, epochs=3, warmup=1, threads=2)
     print(bench_training.format_table(training))
     ratios = [(f"neighbour list, {nl['atoms']} Cu atoms", "ase / ours", nl["ase/ours"]) for nl in neighbours]
     ratios += [(f"neighbour list, {nl['atoms']} Cu atoms", "ours / vesin", nl["ours/vesin"]) for nl in neighbours]
-    ratios += [
-        (f"model f64, {nl['atoms']} Cu atoms", "NL share of full call", nl["ours_ms"] / m["full_float64_ms"])
-        for nl, m in zip(neighbours, models)
-    ]
+    ratios += [(f"PaiNN f64, {atoms} Cu atoms", "NL share of full call", share) for atoms, share in shares]
+    for atoms, dtype, time_ratio, memory_ratio in bench_model.reference_ratios(models):
+        ratios.append((f"PaiNN {dtype}, {atoms} Cu atoms", "optimised / reference time", time_ratio))
+        ratios.append((f"PaiNN {dtype}, {atoms} Cu atoms", "optimised / reference peak memory", memory_ratio))
     ratios.append(("training, structures/s", "physml-md / plain torch loop", training["ratio"]))
     print()
     # Overhead on torch's thread count (both cores: faster than one for this model at every Cu size); calls vary

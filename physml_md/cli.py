@@ -113,7 +113,7 @@ def _export(args: argparse.Namespace) -> int:
     from physml_md.export import export_potential
 
     potential, metadata = exportable_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
-    path = export_potential(potential, args.output, metadata)
+    path = export_potential(potential, args.output, metadata, dtype=args.dtype)
     print(f"exported {args.checkpoint} -> {path}")
     return 0
 
@@ -217,7 +217,11 @@ def _add_md_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial velocities and the thermostat")
     parser.add_argument("--min-distance", type=float, default=None, help="blow-up: closest atoms, angstrom (0.5)")
     parser.add_argument("--max-force", type=float, default=None, help="blow-up: largest force, eV/angstrom (100)")
-    parser.add_argument("--backend", default="torchforce", help="OpenMM backend (torchforce, pythonforce, auto)")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="OpenMM backend (auto: torchforce where openmm-torch loads, else pythonforce; torchforce, pythonforce)",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda")
     parser.add_argument("--platform", default=None, help="OpenMM platform (default CPU, CUDA with --device cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -245,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="Lightning checkpoint written by physml-md train (.ckpt)")
     export.add_argument("output", help="exported model file to write (.pt)")
     export.add_argument("--no-ema", action="store_true", help="export the raw weights, not their moving average")
+    export.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default=None,
+        help="dtype of the exported file (default: the model's; e.g. float64 for a model trained in float32)",
+    )
     export.set_defaults(run=_export)
 
     info = commands.add_parser("info", help="show the metadata of an exported model file")

@@ -19,11 +19,11 @@ from typing import Any, Dict, Union
 
 import torch
 
-from physml_md import __version__
+from physml_md import __version__, torchscript
 from physml_md.atomic import PathLike, atomic_path
 from physml_md.data.elements import CHEMICAL_SYMBOLS
 from physml_md.data.hashing import update_with_tensors
-from physml_md.models import Potential
+from physml_md.models import Potential, resolve_dtype
 
 FORMAT_VERSION = 1
 METADATA_FILE = "physml_md_metadata.json"
@@ -112,19 +112,31 @@ def build_metadata(model: Potential, extra: Dict[str, Any] | None = None) -> Dic
     return metadata
 
 
-def export_potential(model: Potential, path: PathLike, metadata: Dict[str, Any] | None = None) -> Path:
+def export_potential(
+    model: Potential,
+    path: PathLike,
+    metadata: Dict[str, Any] | None = None,
+    dtype: Union[str, torch.dtype, None] = None,
+) -> Path:
     """Script ``model`` and write it with its metadata to ``path`` (atomically: temporary name, then rename).
 
     ``metadata`` adds keys (for example ``data_sha256``, ``description``, training details) to the computed
-    ones. Returns the path written.
+    ones. ``dtype`` ("float32"/"float64") exports a copy in that dtype, e.g. a model trained in float32 as a
+    float64 file for MD (the metadata then records ``trained_dtype``); default: the model's own. Returns the
+    path written.
     """
     if not isinstance(model, Potential):
         raise TypeError(f"export_potential needs a physml_md.models.Potential, got {type(model).__name__}")
+    if dtype is not None:
+        target = resolve_dtype(dtype)
+        if target != model.shift.dtype:
+            metadata = dict(metadata or {}, trained_dtype=str(model.shift.dtype).removeprefix("torch."))
+            model = model.cast(target)
     path = Path(path)
     scripted = script_potential(model, metadata)
     document = json.dumps(scripted.metadata, indent=2, sort_keys=True)
     with atomic_path(path) as tmp:
-        torch.jit.save(scripted.module, str(tmp), _extra_files={METADATA_FILE: document})
+        torchscript.save(scripted.module, str(tmp), {METADATA_FILE: document})
     return path
 
 
@@ -203,7 +215,7 @@ def load_potential(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
     path = Path(path)
     metadata = read_metadata(path)
     import_required_libraries(metadata)
-    module = torch.jit.load(str(path), map_location=torch.device(device))
+    module = torchscript.load(str(path), map_location=torch.device(device))
     module.eval()
     numbers = list(module.species)
     if numbers != list(metadata["atomic_numbers"]) or [CHEMICAL_SYMBOLS[z] for z in numbers] != metadata["species"]:
@@ -222,7 +234,7 @@ def script_potential(model: Potential, metadata: Dict[str, Any] | None = None) -
     was_training = model.training
     model.eval()
     try:
-        scripted = torch.jit.script(model)
+        scripted = torchscript.script(model)
     finally:
         model.train(was_training)
     return ExportedPotential(module=scripted, metadata=document, path=None)

@@ -13,13 +13,20 @@ from ase.build import bulk, molecule
 
 import physml_md
 from physml_md.export import FORMAT_VERSION, METADATA_FILE, ExportFormatError, read_metadata, weights_sha256
-from physml_md.models import build_model
+from physml_md.models import MODEL_NAMES, build_model
 from tests.helpers import EXACT, assert_close, inputs, requires_cuda
 
 
+@pytest.fixture(scope="module", params=MODEL_NAMES)
+def arch(request):
+    """Every architecture: the tests that use ``model`` run once per architecture."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def model():
+def model(arch):
     return build_model(
+        arch,
         species=["H", "C", "O", "Cu"],
         cutoff=4.5,
         features=16,
@@ -42,7 +49,7 @@ def structures():
     return {"ethanol": molecule("CH3CH2OH"), "cu": cu}
 
 
-def test_metadata_describes_the_model(model, exported):
+def test_metadata_describes_the_model(model, exported, arch):
     meta = read_metadata(exported)
     assert meta["format_version"] == FORMAT_VERSION
     assert meta["physml_md_version"] == physml_md.__version__
@@ -52,14 +59,15 @@ def test_metadata_describes_the_model(model, exported):
     assert meta["units"]["length"] == "angstrom" and meta["units"]["energy"] == "eV"
     assert meta["self_energies"] == {"H": -13.6, "C": -1029.0, "O": -2040.0, "Cu": -0.5}
     assert meta["hyperparameters"]["features"] == 16 and meta["hyperparameters"]["zbl"] is True
+    assert meta["model"] == arch and meta["hyperparameters"]["name"] == arch
     assert meta["weights_sha256"] == weights_sha256(model)
     assert meta["data_sha256"] == "0" * 64 and meta["description"] == "test model"
     assert meta["imports"] == ["vesin_torch"] and "vesin-torch" in meta["requires"]
     assert meta["created"].endswith("+00:00")
 
 
-def test_weights_hash_follows_the_weights(model):
-    other = build_model(species=["H", "C", "O", "Cu"], cutoff=4.5, features=16, n_interactions=2, zbl=True)
+def test_weights_hash_follows_the_weights(model, arch):
+    other = build_model(arch, species=["H", "C", "O", "Cu"], cutoff=4.5, features=16, n_interactions=2, zbl=True)
     other.load_state_dict(model.state_dict())
     assert weights_sha256(other) == weights_sha256(model)
     with torch.no_grad():
@@ -117,8 +125,8 @@ def test_load_onto_cuda(model, exported):
     assert_close(out["forces"].cpu().numpy(), model(inputs(atoms))["forces"].numpy(), 1e-9, "forces on cuda")
 
 
-def test_float32_export_round_trip(tmp_path):
-    model = build_model(species=["Cu"], cutoff=4.0, features=8, n_interactions=1, dtype="float32").eval()
+def test_float32_export_round_trip(tmp_path, arch):
+    model = build_model(arch, species=["Cu"], cutoff=4.0, features=8, n_interactions=1, dtype="float32").eval()
     path = physml_md.export_potential(model, tmp_path / "m32.pt")
     loaded = physml_md.load_potential(path)
     assert loaded.dtype == torch.float32
@@ -128,6 +136,26 @@ def test_float32_export_round_trip(tmp_path):
     assert_close(
         out["forces"].numpy(), model(inputs(atoms, torch.float32))["forces"].numpy(), EXACT[torch.float32], "forces"
     )
+
+
+def test_float32_model_exported_in_float64(tmp_path):
+    trained = build_model(species=["H", "C", "O"], cutoff=4.0, features=8, n_interactions=2, dtype="float32").eval()
+    path = physml_md.export_potential(trained, tmp_path / "m64.pt", dtype="float64")
+    assert next(trained.parameters()).dtype == torch.float32, "the trained model itself must stay float32"
+    meta = read_metadata(path)
+    assert meta["dtype"] == "float64" and meta["trained_dtype"] == "float32"
+    assert meta["hyperparameters"]["dtype"] == "float64"
+    # independent reference: a float64 model of the same architecture given the float32 weights
+    reference = build_model(species=["H", "C", "O"], cutoff=4.0, features=8, n_interactions=2, dtype="float64")
+    reference.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in trained.state_dict().items()})
+    atoms = molecule("CH3CH2OH")
+    out = physml_md.load_potential(path)(inputs(atoms))
+    expected = reference.eval()(inputs(atoms))
+    assert out["forces"].dtype == torch.float64
+    assert_close(out["energy"].numpy(), expected["energy"].numpy(), EXACT[torch.float64], "energy")
+    assert_close(out["forces"].numpy(), expected["forces"].numpy(), EXACT[torch.float64], "forces")
+    same = physml_md.export_potential(trained, tmp_path / "m32.pt", dtype="float32")
+    assert "trained_dtype" not in read_metadata(same)
 
 
 def test_write_is_atomic(model, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@
 1. GFN2-xTB data (make_data.py, tblite): 1000 frames of Langevin MD at 500 K with energies and forces, and a
    10 ps MD trajectory at 300 K, the reference for step 4. Made only when --out does not hold them already
    (same frame counts and seed).
-2. Train config.toml with PhysMLModel (PaiNN, float64; energy and force losses, mixed from energy-heavy to
+2. Train config.toml with PhysMLModel (TensorNet, float64; energy and force losses, mixed from energy-heavy to
    force-heavy), print the test-split errors, and the errors on the 300 K reference frames (never trained on).
 3. NVT MD at 300 K in OpenMM, the exported model inside OpenMM's C++ through openmm-torch's TorchForce:
    a DCD trajectory (with its PDB topology beside it) and a CSV energy log.
@@ -49,6 +49,7 @@ from ase.io import read
 
 from physml_md import PhysMLCalculator
 from physml_md.atomic import atomic_write_text
+from physml_md.integrations.openmm import resolve_backend
 from physml_md.md.runner import run_md
 from physml_md.md.validation import validate
 from physml_md.training.api import PhysMLModel
@@ -165,7 +166,9 @@ def main(argv=None) -> int:
         f"meV/atom, force MAE {at_300k['force_mae_mev_per_angstrom']:.3g} meV/Å"
     )
 
-    print(f"[3/5] NVT MD at {TEMPERATURE} in OpenMM (TorchForce, {TIMESTEP}, {args.md_steps} steps)", flush=True)
+    print(
+        f"[3/5] NVT MD at {TEMPERATURE} in OpenMM ({resolve_backend()}, {TIMESTEP}, {args.md_steps} steps)", flush=True
+    )
     start_structure = molecule("CH3CH2OH")  # the xTB runs started here too; atoms in the reference's order
     md_dir = out / "md"
     md = run_md(
@@ -179,7 +182,7 @@ def main(argv=None) -> int:
         trajectory=md_dir / "nvt.dcd",
         log=md_dir / "nvt.csv",
         seed=args.seed,
-        backend="torchforce",
+        backend="auto",  # TorchForce with the [torchforce] extra, else PythonForce
         progress=interactive,
     )
     timings["md_s"] = md.wall_seconds

@@ -10,10 +10,15 @@ import torch
 from physml_md.data.elements import ATOMIC_NUMBERS as _symbol_to_z
 from physml_md.models.painn import PaiNN
 from physml_md.models.potential import Potential
+from physml_md.models.tensornet import TensorNet
 
-__all__ = ["PaiNN", "Potential", "build_model", "MODEL_NAMES", "resolve_dtype", "to_atomic_numbers"]
+__all__ = ["PaiNN", "TensorNet", "Potential", "build_model", "MODEL_NAMES", "resolve_dtype", "to_atomic_numbers"]
 
-MODEL_NAMES = ("painn",)
+# the architectures build_model knows, by the name [model] name takes; each one's constructor takes
+# (n_species, cutoff, features=, n_interactions=, n_rbf=, n_outputs=) and meets the energy-model contract of
+# Potential (species, edge_index, vectors, lengths -> per-atom outputs; attribute n_outputs)
+_ARCHITECTURES = {"painn": PaiNN, "tensornet": TensorNet}
+MODEL_NAMES = tuple(_ARCHITECTURES)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -57,12 +62,13 @@ def build_model(
 ) -> Potential:
     """Build a potential ready to train or export.
 
-    species: elements the model knows (symbols or atomic numbers); cutoff in angstrom; dtype 'float32' or
-    'float64' for parameters and computation (torch's global default dtype is never changed);
-    self_energies: per-element shift in eV (e.g. from ``physml_md.data.fit_self_energies``); scale:
-    per-element (or one) factor on the network output. ``seed`` fixes the initial weights without touching
-    the global random state. ``charges`` adds a per-atom charge head (outputs charges, total_charge,
-    dipole); ``coulomb`` adds PhysNet's damped Coulomb energy between those charges (needs ``charges``).
+    name: the architecture, one of ``MODEL_NAMES`` ('painn', 'tensornet'); species: elements the model knows
+    (symbols or atomic numbers); cutoff in angstrom; dtype 'float32' or 'float64' for parameters and
+    computation (torch's global default dtype is never changed); self_energies: per-element shift in eV (e.g.
+    from ``physml_md.data.fit_self_energies``); scale: per-element (or one) factor on the network output.
+    ``seed`` fixes the initial weights without touching the global random state. ``charges`` adds a per-atom
+    charge head (outputs charges, total_charge, dipole); ``coulomb`` adds PhysNet's damped Coulomb energy
+    between those charges (needs ``charges``).
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODEL_NAMES)}")
@@ -85,7 +91,7 @@ def build_model(
     }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        energy_model = PaiNN(
+        energy_model = _ARCHITECTURES[name](
             len(numbers),
             cutoff,
             features=features,

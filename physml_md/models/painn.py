@@ -5,7 +5,32 @@ rotation-equivariant messages along the edges of the neighbour list; update bloc
 vectors within an atom. A small MLP reads per-atom outputs out of the final scalars: an energy, and
 optionally a second channel (a raw charge) from the same MLP. Every message
 is multiplied by a cosine cutoff, so the energy is smooth where an atom crosses the cutoff sphere.
+
+The message from neighbour j to atom i, with the filter W = (rbf W_f + b) fcut split into (W_s, W_vv, W_vs)
+and the scalar MLP's output phi = (phi_s, phi_vv, phi_vs):
+
+    ds_i = sum_j W_s(r_ij) phi_s[j]
+    dv_i = sum_j W_vv(r_ij) (phi_vv v)[j] + (W_vs(r_ij) phi_vs[j]) unit_ij
+
+On a large system the [E, F] and [E, 3, F] edge tensors set both the memory and the time of a forward +
+backward pass (on CPU much of the time goes to the first touch of freshly allocated pages), so the
+interaction is written to keep few of them, for autograd as well as in the forward pass:
+
+- phi_vv v is taken per atom before the gather (one gathered [E, 3, F] tensor, not v[j] and a product);
+- the cutoff is folded into the filter's input, (rbf fcut, fcut) @ (W_f, b)^T, so no pre-cutoff filter is kept;
+- messages are summed with ``scatter_add_`` on an expanded index, which keeps only the index for the backward
+  pass (``index_add`` keeps its whole source);
+- the vector features start at zero, so the first interaction has no W_vv term, and its scalar features
+  depend on the species alone: phi of each species is folded into the filter, W(r_ij) phi[z_j] =
+  (basis(r_ij) one_hot(z_j)) @ (W_f phi[z]), which needs no gathered features at all;
+- on CPU the edges are processed in chunks of ``chunk_elements`` [edges, F] elements (8 MiB in float64), so
+  the temporaries are small, reused by the allocator and mostly in cache.
+
+The parameters are those of the plain formulation, kept in tests/models/reference_painn.py, which gives the
+same numbers up to rounding (tests/models/test_painn.py); benchmarks/bench_model.py compares the two.
 """
+
+from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +38,12 @@ from torch import Tensor, nn
 from physml_md.models.radial import SineBasis, cosine_cutoff
 
 _NORM_EPS = 1e-8  # keeps the gradient of |V v| finite at v = 0 (the initial vector features)
+_CHUNK_ELEMENTS = 1 << 20  # [edges, F] elements per chunk of edges on CPU
+
+# per chunk of edges: centre index expanded to [e, F], centre index expanded to [e, 3, F], neighbour index [e],
+# basis [e, n_rbf + 1] = (rbf fcut, fcut), basis per neighbour species [e, n_species (n_rbf + 1)] (the basis
+# itself for one species or when the first interaction is not folded), unit vectors [e, 3, 1]
+EdgeChunk = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 class PaiNNInteraction(nn.Module):
@@ -22,15 +53,42 @@ class PaiNNInteraction(nn.Module):
         self.scalar_mlp = nn.Sequential(nn.Linear(features, features), nn.SiLU(), nn.Linear(features, 3 * features))
         self.filter = nn.Linear(n_rbf, 3 * features)
 
-    def forward(self, s: Tensor, v: Tensor, edge_index: Tensor, rbf: Tensor, fcut: Tensor, unit: Tensor):
-        centre, neighbour = edge_index[0], edge_index[1]
-        # index_select rather than [] indexing: its backward is a fast index_add, not an accumulating index_put
-        x = self.scalar_mlp(s).index_select(0, neighbour) * (self.filter(rbf) * fcut.unsqueeze(-1))
-        ds, dvv, dvs = torch.split(x, self.features, dim=-1)
-        dv = dvv.unsqueeze(1) * v.index_select(0, neighbour) + dvs.unsqueeze(1) * unit.unsqueeze(-1)
-        s = s + torch.zeros_like(s).index_add(0, centre, ds)
-        v = v + torch.zeros_like(v).index_add(0, centre, dv)
-        return s, v
+    def forward(
+        self, s: Tensor, v: Tensor | None, chunks: List[EdgeChunk], species_features: Tensor | None
+    ) -> Tuple[Tensor, Tensor]:
+        """s [N, F], v [N, 3, F] (None: all zero), the edges in chunks (see ``EdgeChunk``) -> new s, v.
+
+        ``species_features`` [n_species, F] (with v None): s is the embedding of each atom's species, given
+        here per species, and each chunk carries the basis per neighbour species; the messages are then
+        matrix products of that basis with the filter times phi of each species."""
+        f = self.features
+        # the filter with its bias as one more input row: (rbf fcut, fcut) @ (W_f, b)^T = (rbf W_f + b) fcut
+        weight = torch.cat([self.filter.weight, self.filter.bias.unsqueeze(-1)], dim=1).t()
+        w_s, w_vv, w_vs = weight[:, :f], weight[:, f : 2 * f], weight[:, 2 * f :]
+        ds_sum = torch.zeros_like(s)
+        dv_sum = torch.zeros(s.shape[0], 3, f, dtype=s.dtype, device=s.device)
+        if species_features is not None:
+            phi_s, phi_vv, phi_vs = torch.split(self.scalar_mlp(species_features), f, dim=-1)
+            m_s = (w_s.unsqueeze(0) * phi_s.unsqueeze(1)).reshape(-1, f)  # [n_species (n_rbf + 1), F]
+            m_vs = (w_vs.unsqueeze(0) * phi_vs.unsqueeze(1)).reshape(-1, f)
+            for centre_s, centre_v, _, _, basis_species, unit in chunks:
+                ds_sum.scatter_add_(0, centre_s, torch.mm(basis_species, m_s))
+                dv_sum.scatter_add_(0, centre_v, torch.mm(basis_species, m_vs).unsqueeze(1) * unit)
+            return s + ds_sum, dv_sum
+        phi_s, phi_vv, phi_vs = torch.split(self.scalar_mlp(s), f, dim=-1)
+        p = phi_vv.unsqueeze(1) * v if v is not None else None
+        for centre_s, centre_v, neighbour, basis, _, unit in chunks:
+            # index_select rather than [] indexing: its backward is an index_add, not an accumulating index_put
+            ds = torch.mm(basis, w_s) * phi_s.index_select(0, neighbour)
+            dvs = (torch.mm(basis, w_vs) * phi_vs.index_select(0, neighbour)).unsqueeze(1)
+            if p is None:
+                dv = dvs * unit
+            else:
+                dv = torch.mm(basis, w_vv).unsqueeze(1) * p.index_select(0, neighbour)
+                dv.addcmul_(dvs, unit)  # in place: autograd keeps the operands, not the sum
+            ds_sum.scatter_add_(0, centre_s, ds)
+            dv_sum.scatter_add_(0, centre_v, dv)
+        return s + ds_sum, dv_sum if v is None else v + dv_sum
 
 
 class PaiNNUpdate(nn.Module):
@@ -56,7 +114,8 @@ class PaiNN(nn.Module):
     """Energy model: species indices and edge vectors in, raw per-atom outputs out (before shift/scale).
 
     ``n_outputs`` = 1 gives one raw energy per atom [N]; 2 gives [N, 2] (column 0 the raw energy,
-    column 1 a raw charge, both read out of the same MLP).
+    column 1 a raw charge, both read out of the same MLP). ``chunk_elements`` (an attribute, not a
+    parameter) bounds the edges processed at once on CPU: chunk_elements / features edges.
     """
 
     def __init__(
@@ -74,6 +133,10 @@ class PaiNN(nn.Module):
         self.cutoff = cutoff
         self.features = features
         self.n_outputs = n_outputs
+        self.chunk_elements = _CHUNK_ELEMENTS
+        # fold the species into the first interaction's filter while the basis per neighbour species
+        # [E, n_species (n_rbf + 1)] is no larger than two [E, F] tensors (it replaces four)
+        self.fold_species = n_species * (n_rbf + 1) <= 2 * features
         self.embedding = nn.Embedding(n_species, features)
         self.rbf = SineBasis(n_rbf, cutoff)
         self.interactions = nn.ModuleList([PaiNNInteraction(features, n_rbf) for _ in range(n_interactions)])
@@ -83,15 +146,39 @@ class PaiNN(nn.Module):
     def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor, lengths: Tensor) -> Tensor:
         """species [N] (index into the model's species list), edge_index [2,E], vectors [E,3] (r_ij, angstrom),
         lengths [E] -> per-atom outputs [N] (n_outputs = 1) or [N, n_outputs]."""
+        chunks = self._edge_chunks(species, edge_index, vectors, lengths)
         s = self.embedding(species)
-        v = torch.zeros(s.shape[0], 3, self.features, dtype=s.dtype, device=s.device)
-        rbf = self.rbf(lengths)
-        fcut = cosine_cutoff(lengths, self.cutoff)
-        unit = vectors / lengths.unsqueeze(-1)
+        v: Tensor | None = None
+        species_features: Tensor | None = self.embedding.weight if self.fold_species else None
         for interaction, update in zip(self.interactions, self.updates):
-            s, v = interaction(s, v, edge_index, rbf, fcut, unit)
-            s, v = update(s, v)
+            s, v_new = interaction(s, v, chunks, species_features)
+            s, v = update(s, v_new)
+            species_features = None
         out = self.readout(s)
         if self.n_outputs == 1:
             return out.squeeze(-1)
         return out
+
+    def _edge_chunks(self, species: Tensor, edge_index: Tensor, vectors: Tensor, lengths: Tensor) -> List[EdgeChunk]:
+        """The edges in chunks (one chunk off CPU) with what the interactions need from them."""
+        n_species = self.embedding.num_embeddings
+        size = edge_index.shape[1]
+        if vectors.device.type == "cpu":
+            size = self.chunk_elements // self.features
+        size = max(1, size)
+        chunks: List[EdgeChunk] = []
+        # split, not slicing: its backward pass concatenates the chunks' gradients once
+        for index, vector, length in zip(edge_index.split(size, 1), vectors.split(size), lengths.split(size)):
+            e = length.shape[0]
+            fcut = cosine_cutoff(length, self.cutoff).unsqueeze(-1)
+            basis = torch.cat([self.rbf(length) * fcut, fcut], dim=-1)
+            basis_species = basis
+            if self.fold_species and n_species > 1:
+                one_hot = nn.functional.one_hot(species.index_select(0, index[1]), n_species).to(basis.dtype)
+                basis_species = (one_hot.unsqueeze(-1) * basis.unsqueeze(1)).reshape(e, n_species * basis.shape[1])
+            unit = (vector / length.unsqueeze(-1)).unsqueeze(-1)
+            centre = index[0]
+            centre_s = centre.unsqueeze(-1).expand(e, self.features)
+            centre_v = centre.view(-1, 1, 1).expand(e, 3, self.features)
+            chunks.append((centre_s, centre_v, index[1], basis, basis_species, unit))
+        return chunks

@@ -18,6 +18,7 @@ Conventions: positions in angstrom, energies in eV; ``cell`` rows are the lattic
 derivative deforms positions and cell together as x -> x (1 + eps).
 """
 
+import copy
 from typing import Dict, List, Tuple
 
 import torch
@@ -86,6 +87,16 @@ class Potential(nn.Module):
             self.shift[self.species.index(int(z))] = float(value)
         for index, z in enumerate(self.species):
             self.scale[index] = float(scale[z] if isinstance(scale, dict) else scale)
+
+    @torch.jit.unused
+    def cast(self, dtype: torch.dtype) -> "Potential":
+        """A copy in ``dtype`` (parameters, buffers and every computation), e.g. to train in float32 and export
+        or run MD in float64; this potential is left as it is, and the copy's hyperparameters name its dtype."""
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        result = copy.deepcopy(self).to(dtype)
+        result.hyperparameters["dtype"] = str(dtype).removeprefix("torch.")
+        return result
 
     def _species_index(self, numbers: Tensor) -> Tensor:
         if bool((numbers < 1).any()) or bool((numbers >= self.z_to_species.shape[0]).any()):

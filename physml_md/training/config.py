@@ -292,7 +292,13 @@ def _spec(
 class ModelConfig:
     """``[model]``: architecture and priors. ``cutoff`` (angstrom) is filled from ``data.cut_off`` when unset."""
 
-    name: str = _spec(_choice(*MODEL_NAMES), "painn", help="the potential's architecture")
+    name: str = _spec(
+        _choice(*MODEL_NAMES),
+        "painn",
+        help="the potential's architecture: painn (PaiNN: scalar and vector features per atom) or tensornet "
+        "(TensorNet: a 3x3 Cartesian tensor per feature channel, usually with n_interactions = 2); features, "
+        "n_interactions and n_rbf size either",
+    )
     cutoff: float | None = _spec(
         _optional(_length),
         None,
@@ -302,6 +308,11 @@ class ModelConfig:
         _choice("float32", "float64"),
         "float64",
         help="dtype of the parameters and of every computation; trainer.precision follows it",
+    )
+    export_dtype: str | None = _spec(
+        _optional(_choice("float32", "float64")),
+        None,
+        help="dtype of the exported model file; unset: dtype (e.g. train in float32, export float64 for MD)",
     )
     features: int = _spec(_int(1), 64, help="feature channels per atom")
     n_interactions: int = _spec(_int(1), 3, help="interaction (message-passing) layers")

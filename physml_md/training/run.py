@@ -85,10 +85,18 @@ def build_model_kwargs(config: Config, datamodule: AtomsDataModule) -> Dict[str,
     }
 
 
+RESUMABLE_MODEL_KEYS = ("export_dtype",)  # [model] keys that a resumed run may change
+
+
 def _resumed_model_kwargs(config: Config, ckpt_path: PathLike) -> Dict[str, Any]:
     checkpoint = load_checkpoint(ckpt_path)
     stored = checkpoint.get("hyper_parameters", {}).get("config", {}).get("model")
     current = config_to_dict(config)["model"]
+    if stored is not None:  # what is exported may change on resume (and older checkpoints lack the key)
+        stored, current = dict(stored), dict(current)
+        for key in RESUMABLE_MODEL_KEYS:
+            stored.pop(key, None)
+            current.pop(key, None)
     if stored is not None and stored != current:
         changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         raise ConfigError(
@@ -300,7 +308,8 @@ def train(
             "test_metrics": result.test_metrics,
         },
     }
-    result.model_path = export_potential(potential, best_path.parent / EXPORT_NAME, metadata)
+    export_dtype = config.model.export_dtype or config.model.dtype
+    result.model_path = export_potential(potential, best_path.parent / EXPORT_NAME, metadata, dtype=export_dtype)
 
     from physml_md.training.plots import learning_curves, parity_plot
 

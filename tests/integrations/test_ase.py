@@ -15,22 +15,34 @@ from ase.optimize import BFGS, FIRE
 
 from physml_md import PhysMLCalculator
 from physml_md.checkpoint import potential_from_checkpoint
-from physml_md.models import build_model
+from physml_md.models import MODEL_NAMES, build_model
 from tests.helpers import EXACT, assert_close
 
 SPECIES = ["H", "C", "O", "Al", "Cu"]
 
 
-def _model(dtype=torch.float64, **kwargs):
+def _model(dtype=torch.float64, arch="painn", **kwargs):
     tiny = {"features": 8, "n_interactions": 1, "n_rbf": 4, "seed": 5}
-    return build_model(species=SPECIES, cutoff=4.0, dtype=dtype, **tiny, **kwargs)
+    return build_model(arch, species=SPECIES, cutoff=4.0, dtype=dtype, **tiny, **kwargs)
 
 
 @pytest.fixture(scope="module")
-def calc_factory():
-    """A function making fresh float64 calculators over one scripted model (scripted once per module)."""
-    potential = PhysMLCalculator(_model()).potential
-    return lambda **kwargs: PhysMLCalculator(potential, **kwargs)
+def arch_calc_factory():
+    """arch -> a function making fresh float64 calculators over one scripted model of that architecture."""
+    potentials = {}
+
+    def factory(arch):
+        if arch not in potentials:
+            potentials[arch] = PhysMLCalculator(_model(arch=arch)).potential
+        return lambda **kwargs: PhysMLCalculator(potentials[arch], **kwargs)
+
+    return factory
+
+
+@pytest.fixture(scope="module")
+def calc_factory(arch_calc_factory):
+    """Calculators for the tests of the calculator contract (caching, threads), which do not depend on the model."""
+    return arch_calc_factory("painn")
 
 
 def _slab():
@@ -62,10 +74,11 @@ def _bulk():
     return atoms
 
 
+@pytest.mark.parametrize("arch", MODEL_NAMES)
 @pytest.mark.parametrize("make", [_slab, _wire, _boxed_molecule], ids=["slab", "wire", "boxed_molecule"])
-def test_partly_periodic_forces_and_stress_match_finite_differences(calc_factory, make):
+def test_partly_periodic_forces_and_stress_match_finite_differences(arch_calc_factory, make, arch):
     atoms = make()
-    atoms.calc = calc_factory()
+    atoms.calc = arch_calc_factory(arch)()
     forces, stress = atoms.get_forces(), atoms.get_stress()
     numerical = calculate_numerical_forces(atoms, eps=1e-4)
     assert np.abs(forces - numerical).max() / np.abs(forces).max() <= 1e-6
@@ -152,9 +165,10 @@ def test_one_calculator_shared_by_two_structures_never_returns_the_other_ones_re
         assert_close(energy, fresh.get_potential_energy(), 1e-12, "energy")
 
 
-def test_partly_periodic_batch_equals_one_by_one(dtype):
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_partly_periodic_batch_equals_one_by_one(dtype, arch):
     structures = [_slab(), _wire(), molecule("CH4"), _boxed_molecule(), _bulk()]
-    model = _model(dtype)
+    model = _model(dtype, arch=arch)
     calc = PhysMLCalculator(model)
     batch = calc.calculate_batch(structures)
     for atoms, result in zip(structures, batch):
@@ -179,8 +193,9 @@ def test_batch_leaves_the_calculators_own_results_alone(calc_factory):
         calc.calculate_batch([atoms, bulk("Fe", "bcc", a=2.87)])
 
 
-def test_batch_with_charge_head_follows_each_structures_total_charge():
-    model = _model(charges=True, coulomb=True)
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_batch_with_charge_head_follows_each_structures_total_charge(arch):
+    model = _model(arch=arch, charges=True, coulomb=True)
     structures = []
     for name, total in (("H2O", 0.0), ("CH3OH", 1.0), ("CH4", -1.0)):
         atoms = molecule(name)

@@ -16,14 +16,14 @@ from ase.vibrations import Vibrations
 
 from physml_md import PhysMLCalculator, export_potential, load_potential
 from physml_md.checkpoint import potential_from_checkpoint
-from physml_md.models import build_model
+from physml_md.models import MODEL_NAMES, build_model
 from tests.helpers import EXACT, assert_close, requires_cuda
 
 SPECIES = ["H", "C", "O", "Al", "Cu"]
 
 
-def _model(dtype=torch.float64, **kwargs):
-    return build_model(species=SPECIES, cutoff=4.0, dtype=dtype, features=16, n_interactions=2, seed=3, **kwargs)
+def _model(dtype=torch.float64, arch="painn", **kwargs):
+    return build_model(arch, species=SPECIES, cutoff=4.0, dtype=dtype, features=16, n_interactions=2, seed=3, **kwargs)
 
 
 def _alloy():
@@ -41,15 +41,29 @@ def _ethanol():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    return export_potential(_model(), path)
+def exported_models(tmp_path_factory):
+    """arch -> the path of its exported float64 model, made once per module."""
+    paths = {}
+
+    def get(arch):
+        if arch not in paths:
+            paths[arch] = export_potential(_model(arch=arch), tmp_path_factory.mktemp(arch) / "model.pt")
+        return paths[arch]
+
+    return get
 
 
+@pytest.fixture(scope="module")
+def exported(exported_models):
+    """The model of the calculator-contract tests (caching, threads, errors), which do not depend on it."""
+    return exported_models("painn")
+
+
+@pytest.mark.parametrize("arch", MODEL_NAMES)
 @pytest.mark.parametrize("make", [_alloy, _ethanol], ids=["periodic_alloy", "ethanol"])
-def test_forces_and_stress_match_finite_differences(exported, make):
+def test_forces_and_stress_match_finite_differences(exported_models, make, arch):
     atoms = make()
-    atoms.calc = PhysMLCalculator(exported)
+    atoms.calc = PhysMLCalculator(exported_models(arch))
     forces = atoms.get_forces()
     numerical = calculate_numerical_forces(atoms, eps=1e-4)
     assert np.abs(forces - numerical).max() / np.abs(forces).max() <= 1e-6
@@ -127,7 +141,9 @@ def test_other_changes_do_not_recalculate(exported):
     assert calc.potential.calls == 1
 
 
-def test_batch_equals_one_by_one(exported):
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_batch_equals_one_by_one(exported_models, arch):
+    exported = exported_models(arch)
     structures = [_alloy(), _ethanol(), bulk("Cu", "fcc", a=3.6, cubic=True), molecule("CH4")]
     calc = PhysMLCalculator(exported)
     batch = calc.calculate_batch(structures)
@@ -142,8 +158,9 @@ def test_batch_equals_one_by_one(exported):
     assert calc.calculate_batch([]) == []
 
 
-def test_float32_batch_equals_one_by_one(tmp_path):
-    path = export_potential(_model(torch.float32), tmp_path / "f32.pt")
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_float32_batch_equals_one_by_one(tmp_path, arch):
+    path = export_potential(_model(torch.float32, arch=arch), tmp_path / "f32.pt")
     structures = [_alloy(), _ethanol()]
     batch = PhysMLCalculator(path).calculate_batch(structures)
     for atoms, result in zip(structures, batch):
@@ -162,14 +179,20 @@ def _direct(potential, atoms):
         return potential(data)
 
 
-def test_numbers_equal_the_module_called_directly(exported, cu_model):
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_numbers_equal_the_module_called_directly(exported_models, arch):
+    exported = exported_models(arch)
     atoms = _alloy()
     direct = _direct(load_potential(exported), atoms)
-    for model in (exported, load_potential(exported), _model()):
+    for model in (exported, load_potential(exported), _model(arch=arch)):
         atoms.calc = PhysMLCalculator(model)
         assert_close(atoms.get_potential_energy(), float(direct["energy"][0]), 1e-12, "energy")
         assert_close(atoms.get_forces(), direct["forces"].numpy(), 1e-12, "forces")
         assert_close(atoms.calc.results["energies"], direct["energies"].numpy(), 1e-12, "energies")
+        assert_close(atoms.get_stress(voigt=False), direct["stress"][0].numpy(), 1e-12, "stress")
+
+
+def test_checkpoint_numbers_equal_the_module_called_directly(cu_model):
     # a training checkpoint: its EMA weights, scripted on the fly
     cu = bulk("Cu", "fcc", a=3.62, cubic=True).repeat(2)
     cu.rattle(0.05, seed=4)
@@ -255,8 +278,9 @@ def test_num_threads_is_restored(exported):
     assert torch.get_num_threads() == before
 
 
-def test_charge_head_results_follow_initial_charges(tmp_path):
-    path = export_potential(_model(charges=True, coulomb=True), tmp_path / "charged.pt")
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_charge_head_results_follow_initial_charges(tmp_path, arch):
+    path = export_potential(_model(arch=arch, charges=True, coulomb=True), tmp_path / "charged.pt")
     atoms = _ethanol()
     atoms.calc = PhysMLCalculator(path)
     assert {"charges", "dipole"} <= set(atoms.calc.implemented_properties)

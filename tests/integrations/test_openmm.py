@@ -1,20 +1,23 @@
 """OpenMM forces and systems (physml_md/integrations/openmm.py): PhysMLCalculator's numbers are the reference."""
 
+import logging
 import subprocess
 import sys
 
 import numpy as np
 import openmm
 import pytest
+import torch
 from ase.build import bulk
 from openmm import unit
 
+from physml_md.checkpoint import potential_from_checkpoint
 from physml_md.export import export_potential, load_potential
 from physml_md.integrations.ase import PhysMLCalculator
-from physml_md.integrations.openmm import available_backends, create_force, create_system
+from physml_md.integrations.openmm import available_backends, create_force, create_system, resolve_backend
 from physml_md.integrations.openmm_structures import openmm_box, topology_from_atoms
-from physml_md.models import build_model
-from tests.helpers import assert_close, requires_cuda
+from physml_md.models import MODEL_NAMES, build_model
+from tests.helpers import EXACT, assert_close, inputs, requires_cuda
 from tests.integrations.openmm_tools import (
     BACKEND_PARAMS,
     PLATFORMS,
@@ -43,6 +46,38 @@ CASES = {
     "triclinic": (lambda: _cu((2, 2, 2), 0.2, seed=2), "cu_model"),
     "small_box": (lambda: _cu((1, 1, 1), -0.3, seed=3), "cu_model"),  # box of 3.6 A, cut-off 4 A
 }
+# elements of the trained fixtures, for the untrained models of the other architectures
+FIXTURE_SPECIES = {"molecule_model": ["H", "C", "N", "O"], "cu_model": ["Cu"]}
+
+
+@pytest.fixture(scope="module")
+def untrained_models(tmp_path_factory):
+    """(arch, fixture) -> (exported file, the eager model it was exported from): random weights, cut-off 4 A.
+
+    Engines must agree whatever the weights, so architectures other than PaiNN (which has trained fixtures) are
+    checked with untrained models, made once per module.
+    """
+    made = {}
+
+    def get(arch, fixture):
+        if (arch, fixture) not in made:
+            model = build_model(
+                arch, species=FIXTURE_SPECIES[fixture], cutoff=4.0, features=16, n_interactions=2, seed=7
+            ).eval()
+            path = export_potential(model, tmp_path_factory.mktemp(f"{arch}_{fixture}") / "model.pt")
+            made[arch, fixture] = (path, model)
+        return made[arch, fixture]
+
+    return get
+
+
+def _model_and_eager(arch, fixture, request, untrained_models):
+    """(exported file, eager Potential) of ``arch``: PaiNN's trained fixture (its checkpoint's EMA weights are what
+    was exported) or an untrained model."""
+    if arch == "painn":
+        trained = request.getfixturevalue(fixture)
+        return trained.model_path, potential_from_checkpoint(trained.best_checkpoint)
+    return untrained_models(arch, fixture)
 
 
 def _reference(atoms, model_path):
@@ -55,12 +90,33 @@ def _reference(atoms, model_path):
     return atoms.get_potential_energy(), forces
 
 
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_eager_model_exported_file_and_ase_agree(case, arch, request, untrained_models):
+    """The first links of the chain eager = file = ASE = OpenMM (float64): the module exactly as trained or built,
+    the exported file called directly, and PhysMLCalculator, to 1e-12."""
+    make, fixture = CASES[case]
+    model_path, eager = _model_and_eager(arch, fixture, request, untrained_models)
+    atoms = make()
+    atoms.calc = PhysMLCalculator(model_path)
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    for what, module in (("eager", eager), ("exported file", load_potential(model_path))):
+        out = module(inputs(atoms))
+        assert_close(float(out["energy"][0]), energy, EXACT[torch.float64], f"{case} {what} energy")
+        assert_close(out["forces"].numpy(), forces, EXACT[torch.float64], f"{case} {what} forces")
+        if atoms.pbc.all():
+            stress = out["stress"][0].numpy()
+            assert_close(stress, atoms.get_stress(voigt=False), EXACT[torch.float64], f"{case} {what} stress")
+    assert np.abs(forces).max() > 1e-3  # a real force field, not zeros
+
+
 @pytest.mark.parametrize("platform", PLATFORMS)
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_energy_and_forces_equal_ase(case, backend, platform, request):
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_energy_and_forces_equal_ase(case, backend, platform, arch, request, untrained_models):
     make, fixture = CASES[case]
-    model_path = request.getfixturevalue(fixture).model_path
+    model_path, _ = _model_and_eager(arch, fixture, request, untrained_models)
     atoms = make()
     topology, positions = topology_from_atoms(atoms)
     system = create_system(topology, model_path, backend=backend)
@@ -137,9 +193,10 @@ def test_nve_in_openmm_conserves_energy(molecule_model):
 
 
 # ----------------------------------------------------------------------------------------------- model variants
-def test_charged_model_gets_the_total_charge(tmp_path):
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_charged_model_gets_the_total_charge(tmp_path, arch):
     model = build_model(
-        species=["H", "C", "O"], cutoff=4.0, features=8, n_interactions=1, charges=True, coulomb=True, seed=3
+        arch, species=["H", "C", "O"], cutoff=4.0, features=8, n_interactions=1, charges=True, coulomb=True, seed=3
     )
     path = export_potential(model, tmp_path / "charged.pt")
     atoms = methanol(seed=8)
@@ -155,10 +212,24 @@ def test_charged_model_gets_the_total_charge(tmp_path):
         assert (abs(energy - ref_energy) <= ENERGY_RTOL * abs(ref_energy)) == same, charge
 
 
-def test_auto_picks_the_first_available_backend(molecule_model):
-    force = create_force(molecule_model.model_path, methanol().numbers, backend="auto")
+def test_auto_picks_the_first_available_backend_and_says_which(molecule_model, caplog):
+    with caplog.at_level(logging.INFO, logger="physml_md.integrations.openmm"):
+        force = create_force(molecule_model.model_path, methanol().numbers, backend="auto")
     expected = {"torchforce": "TorchForce", "pythonforce": "PythonForce", "pythontorchforce": "PythonTorchForce"}
-    assert type(force).__name__ == expected[available_backends()[0]]
+    assert type(force).__name__ == expected[available_backends()[0]] == expected[resolve_backend("auto")]
+    assert f"OpenMM backend 'auto' chose {available_backends()[0]!r}" in caplog.text
+    assert available_backends()[-1] == "pythonforce"  # OpenMM's own, always there
+
+
+def test_without_openmm_torch_auto_takes_pythonforce_and_torchforce_names_the_extra(molecule_model, monkeypatch):
+    import physml_md.integrations.openmm as openmm_integration
+
+    monkeypatch.setattr(openmm_integration, "_openmmtorch", lambda: None)  # as where openmm-torch does not load
+    assert available_backends() == ["pythonforce"]
+    force = create_force(molecule_model.model_path, methanol().numbers)  # the default is "auto"
+    assert type(force).__name__ == "PythonForce"
+    with pytest.raises(ValueError, match=r"backend 'torchforce' is not available here: .*physml-md\[torchforce\]"):
+        create_force(molecule_model.model_path, methanol().numbers, backend="torchforce")
 
 
 def test_serialised_pythonforce_system_gives_the_same_energy(molecule_model):
@@ -180,6 +251,7 @@ def test_pythonforce_of_an_unsaved_model_cannot_be_serialised():
         openmm.XmlSerializer.serialize(system)
 
 
+@pytest.mark.torchforce
 def test_torchforce_works_when_openmm_was_imported_before_torch(molecule_model, tmp_path):
     """openmm-torch's kernels fail to load when ``import openmm`` comes first; create_force loads them again."""
     atoms = methanol(seed=10)
@@ -238,8 +310,9 @@ def test_bad_arguments(molecule_model):
             create_force(molecule_model.model_path, numbers, backend="pythontorchforce")
     with pytest.raises(ValueError, match="2 particles but 6 atomic numbers"):
         create_force(molecule_model.model_path, numbers, particles=[0, 1])
-    with pytest.raises(ValueError, match="TorchForce needs n_particles"):
-        create_force(molecule_model.model_path, numbers, particles=range(6))
+    if "torchforce" in available_backends():
+        with pytest.raises(ValueError, match="TorchForce needs n_particles"):
+            create_force(molecule_model.model_path, numbers, particles=range(6), backend="torchforce")
     with pytest.raises(ValueError, match="cannot be combined with periodic=True"):
         create_force(molecule_model.model_path, numbers, periodic=True, unwrap=True)
 
@@ -271,7 +344,7 @@ def test_reduced_box_describes_the_same_crystal(cu_model):
 # ----------------------------------------------------------------------------------------------- GPU
 @requires_cuda
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["torchforce", "pythonforce"])
+@pytest.mark.parametrize("backend", [pytest.param("torchforce", marks=pytest.mark.torchforce), "pythonforce"])
 def test_cuda_platform(molecule_model, backend):
     if "CUDA" not in [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]:
         pytest.skip("OpenMM has no CUDA platform here (pip install 'physml-md[cuda12]')")

@@ -1,4 +1,8 @@
-"""The PaiNN potential and its autograd wrapper: symmetry, derivatives, smoothness, batching, dtypes, errors."""
+"""The potentials and their autograd wrapper: symmetry, derivatives, smoothness, batching, dtypes, errors.
+
+Tests of the energy-model contract run for every architecture in MODEL_NAMES (parameter ``arch``), so a new
+architecture is covered as soon as build_model knows it; tests of the wrapper alone use the default one.
+"""
 
 import numpy as np
 import pytest
@@ -6,7 +10,8 @@ import torch
 from ase import Atoms
 from ase.build import bulk, fcc111, molecule
 
-from physml_md.models import build_model
+from physml_md.data import keys as K
+from physml_md.models import MODEL_NAMES, build_model
 from tests.helpers import (
     EXACT,
     SYMMETRY,
@@ -21,8 +26,8 @@ SPECIES = ["H", "C", "O", "Al", "Cu"]
 CUTOFF = 4.0
 
 
-def make_model(dtype, zbl=True, **kw):
-    model = build_model(species=SPECIES, cutoff=CUTOFF, dtype=dtype, features=16, n_interactions=2, zbl=zbl, **kw)
+def make_model(dtype, zbl=True, arch="painn", **kw):
+    model = build_model(arch, species=SPECIES, cutoff=CUTOFF, dtype=dtype, features=16, n_interactions=2, zbl=zbl, **kw)
     return model.eval()
 
 
@@ -49,9 +54,10 @@ def evaluate(model, atoms, dtype):
     return {k: v.detach().double().numpy() for k, v in out.items()}
 
 
+@pytest.mark.parametrize("arch", MODEL_NAMES)
 @pytest.mark.parametrize("name", list(SYSTEMS))
-def test_rotation_translation_permutation(name, dtype):
-    model = make_model(dtype)
+def test_rotation_translation_permutation(name, dtype, arch):
+    model = make_model(dtype, arch=arch)
     atoms = SYSTEMS[name]
     rng = np.random.default_rng(11)
     reference = evaluate(model, atoms, dtype)
@@ -75,9 +81,10 @@ def test_rotation_translation_permutation(name, dtype):
     assert_close(out["forces"], reference["forces"][order], tol, "forces under permutation")
 
 
-def test_energy_changes_when_geometry_changes():
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_energy_changes_when_geometry_changes(arch):
     """Guards the symmetry tests against a model that outputs a constant."""
-    model = make_model(torch.float64)
+    model = make_model(torch.float64, arch=arch)
     atoms = SYSTEMS["ethanol"]
     stretched = atoms.copy()
     stretched.positions[0] += [0.2, 0.0, 0.0]
@@ -88,40 +95,48 @@ def test_energy_changes_when_geometry_changes():
     assert np.abs(evaluate(model, atoms, torch.float64)["forces"]).max() > 1e-3
 
 
+@pytest.mark.parametrize("arch", MODEL_NAMES)
 @pytest.mark.parametrize("name", list(SYSTEMS))
-def test_forces_and_stress_match_finite_differences(name):
-    model = make_model(torch.float64)
+def test_forces_and_stress_match_finite_differences(name, arch):
+    model = make_model(torch.float64, arch=arch)
     atoms = SYSTEMS[name].copy()
     assert_matches_finite_differences(atoms, model)
 
 
-def test_per_atom_energies_sum_to_energy(dtype):
-    model = make_model(dtype)
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_per_atom_energies_sum_to_energy(dtype, arch):
+    model = make_model(dtype, arch=arch)
     out = evaluate(model, SYSTEMS["cu_bulk"], dtype)
     assert_close(out["energies"].sum(), out["energy"][0], EXACT[dtype], "sum of per-atom energies")
 
 
+@pytest.mark.parametrize("arch", MODEL_NAMES)
 @pytest.mark.parametrize("zbl", [False, True])
-def test_energy_is_smooth_across_the_cutoff(zbl):
-    """An atom leaving the cutoff sphere changes the energy by less than 1e-8 eV (float64)."""
-    model = make_model(torch.float64, zbl=zbl)
+def test_energy_is_smooth_across_the_cutoff(zbl, arch):
+    """An atom leaving the cutoff sphere changes the energy by less than 1e-8 eV and the forces by less than
+    1e-6 eV/A (float64): the cutoff's value and slope vanish there."""
+    model = make_model(torch.float64, zbl=zbl, arch=arch)
 
     def trimer(distance):
         return Atoms("CuCuAl", positions=[[0, 0, 0], [2.4, 0, 0], [-distance, 0.5, 0.0]])
 
-    def energy(distance):
-        return evaluate(model, trimer(distance), torch.float64)["energy"][0]
+    def evaluate_at(distance):
+        return evaluate(model, trimer(distance), torch.float64)
 
     # distance of the Al atom to its nearest neighbour crosses the cutoff
-    inside = np.sqrt((CUTOFF - 1e-7) ** 2 - 0.25)
-    outside = np.sqrt((CUTOFF + 1e-7) ** 2 - 0.25)
-    assert abs(energy(inside) - energy(outside)) < 1e-8
-    # and the interaction is real well inside the sphere
-    assert abs(energy(CUTOFF - 1.0) - energy(outside)) > 1e-4
+    inside = evaluate_at(np.sqrt((CUTOFF - 1e-7) ** 2 - 0.25))
+    outside = evaluate_at(np.sqrt((CUTOFF + 1e-7) ** 2 - 0.25))
+    assert abs(inside["energy"][0] - outside["energy"][0]) < 1e-8
+    assert np.abs(inside["forces"] - outside["forces"]).max() < 1e-6
+    # and the interaction is real well inside the sphere, where it exerts a force on the Al atom
+    well_inside = evaluate_at(CUTOFF - 1.0)
+    assert abs(well_inside["energy"][0] - outside["energy"][0]) > 1e-4
+    assert np.abs(well_inside["forces"][2] - outside["forces"][2]).max() > 1e-4
 
 
-def test_batch_equals_one_by_one(dtype):
-    model = make_model(dtype)
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_batch_equals_one_by_one(dtype, arch):
+    model = make_model(dtype, arch=arch)
     structures = [SYSTEMS[name] for name in ("ethanol", "cu_bulk", "triclinic_alloy", "al_slab")]
     single = [evaluate(model, atoms, dtype) for atoms in structures]
     parts = [inputs(atoms, dtype) for atoms in structures]
@@ -154,13 +169,15 @@ def test_slab_without_a_third_cell_vector_has_zero_stress_not_nan():
     assert_close(out["forces"], reference["forces"], 1e-12, "forces do not depend on the non-periodic vector")
 
 
-def test_dtype_is_per_model_and_global_default_untouched():
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_dtype_is_per_model_and_global_default_untouched(arch):
     before = torch.get_default_dtype()
-    m32 = make_model(torch.float32)
-    m64 = make_model("float64")
+    m32 = make_model(torch.float32, arch=arch)
+    m64 = make_model("float64", arch=arch)
     assert torch.get_default_dtype() == before
     assert all(p.dtype == torch.float32 for p in m32.parameters())
     assert all(p.dtype == torch.float64 for p in m64.parameters())
+    assert all(b.dtype in (torch.float32, torch.long, torch.bool) for b in m32.buffers())
     atoms = SYSTEMS["cu_bulk"]
     out32 = m32(inputs(atoms, torch.float64))  # inputs are cast to the model's dtype
     out64 = m64(inputs(atoms, torch.float32))
@@ -173,12 +190,13 @@ def test_dtype_is_per_model_and_global_default_untouched():
         build_model(species=SPECIES, dtype="float16")
 
 
-def test_seed_fixes_weights_without_touching_global_rng():
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_seed_fixes_weights_without_touching_global_rng(arch):
     state = torch.random.get_rng_state()
-    a = build_model(species=SPECIES, seed=3)
+    a = build_model(arch, species=SPECIES, seed=3)
     assert torch.equal(state, torch.random.get_rng_state())
-    b = build_model(species=SPECIES, seed=3)
-    c = build_model(species=SPECIES, seed=4)
+    b = build_model(arch, species=SPECIES, seed=3)
+    c = build_model(arch, species=SPECIES, seed=4)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
     assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
@@ -220,8 +238,9 @@ def test_zbl_adds_the_screened_coulomb_pair_energy():
     assert difference > 10.0  # strongly repulsive at 1 angstrom
 
 
-def test_scripted_equals_eager(dtype):
-    model = make_model(dtype)
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_scripted_equals_eager(dtype, arch):
+    model = make_model(dtype, arch=arch)
     scripted = torch.jit.script(model)
     for name, atoms in SYSTEMS.items():
         eager = evaluate(model, atoms, dtype)
@@ -230,8 +249,9 @@ def test_scripted_equals_eager(dtype):
             assert_close(script[key], eager[key], EXACT[dtype], f"{name} {key}")
 
 
-def test_training_mode_keeps_the_graph_for_force_losses():
-    model = make_model(torch.float64).train()
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_training_mode_keeps_the_graph_for_force_losses(arch):
+    model = make_model(torch.float64, arch=arch).train()
     out = model(inputs(SYSTEMS["cu_bulk"]))
     loss = (out["forces"] ** 2).sum() + out["stress"].pow(2).sum()
     loss.backward()
@@ -239,10 +259,29 @@ def test_training_mode_keeps_the_graph_for_force_losses():
     assert grads and any(float(g.abs().max()) > 0 for g in grads)
 
 
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_charge_head_and_coulomb_work_with_every_architecture(arch):
+    """n_outputs = 2: charges follow the total charge, forces include the Coulomb energy, scripting keeps it."""
+    model = make_model(torch.float64, arch=arch, charges=True, coulomb=True)
+    atoms = SYSTEMS["ethanol"].copy()
+    data = inputs(atoms)
+    data[K.TOTAL_CHARGE] = torch.tensor([1.0], dtype=torch.float64)
+    out = {k: v.numpy() for k, v in model(data).items()}
+    assert abs(out["charges"].sum() - 1.0) < 1e-12 and np.abs(out["charges"]).max() > 1e-3
+    assert_close(out["dipole"][0], out["charges"] @ atoms.positions, 1e-12, "dipole")
+    scripted = torch.jit.script(model)(data)
+    for key in ("energy", "forces", "charges", "dipole"):
+        assert_close(scripted[key].numpy(), out[key], EXACT[torch.float64], f"scripted {key}")
+    without = make_model(torch.float64, arch=arch, charges=True, coulomb=False)(data)
+    assert abs(float(without["energy"][0]) - out["energy"][0]) > 1e-3  # the Coulomb energy is there
+    assert_matches_finite_differences(atoms, model)
+
+
 @requires_cuda
-def test_cuda_equals_cpu(dtype):
-    model = make_model(dtype)
-    on_gpu = make_model(dtype).to("cuda")
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_cuda_equals_cpu(dtype, arch):
+    model = make_model(dtype, arch=arch)
+    on_gpu = make_model(dtype, arch=arch).to("cuda")
     for name, atoms in SYSTEMS.items():
         reference = evaluate(model, atoms, dtype)
         out = on_gpu({k: v.to("cuda") for k, v in inputs(atoms, dtype).items()})
