@@ -27,7 +27,7 @@ of about 4 on 2 cores, PaiNN at 4 000 atoms, float64: 23 s a call with spinning,
 ``OMP_WAIT_POLICY=PASSIVE``; the reference 13.5 s and 9.8 s). ``--wait-policy passive`` sets that variable for
 the measuring subprocesses. The table ends with the load average.
 
-    python benchmarks/bench_model.py                                   # everything (10-20 minutes)
+    python benchmarks/bench_model.py                                   # everything (~30 min on 2 busy cores)
     python benchmarks/bench_model.py --sizes 1000 --dtypes float64 --arch painn --repeats 3     # a quick look
 """
 
