@@ -11,14 +11,11 @@ Prints one JSON line: energy MAE (meV/atom), force MAE (meV/angstrom), ms per Ve
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch
-from ase import units
 from ase.io import read
-from ase.md.velocitydistribution import thermalize_momenta
-from ase.md.verlet import VelocityVerlet
+from bench_accuracy import md_ms_per_step  # one definition of the MD timing for both sides
 from mace.calculators import MACECalculator
 
 
@@ -35,17 +32,6 @@ def errors(calc, frames, energy_key, forces_key) -> dict:
         "energy_mae_mev_per_atom": 1000 * float(np.mean(np.abs(energy_errors))),
         "force_mae_mev_per_angstrom": 1000 * float(np.mean(np.concatenate(force_errors))),
     }
-
-
-def md_ms_per_step(calc, atoms, steps: int, warmup: int = 20) -> float:
-    atoms = atoms.copy()
-    atoms.calc = calc
-    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
-    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
-    dyn.run(warmup)
-    start = time.perf_counter()
-    dyn.run(steps)
-    return 1000 * (time.perf_counter() - start) / steps
 
 
 def main():
