@@ -28,7 +28,6 @@ Results are also written as JSON (``--out``/results.json), one entry per model, 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import resource
@@ -213,7 +212,6 @@ def recipe_config(files: dict, root: Path, overrides, epochs: int) -> dict:
 
     with open(ROOT / "examples" / "ethanol_xtb" / "config.toml", "rb") as stream:
         raw = tomllib.load(stream)
-    raw = copy.deepcopy(raw)
     data = raw["data"]
     data.pop("source", None)
     data.pop("splitting_strategy", None)
@@ -248,15 +246,13 @@ def worker(args) -> None:
     from physml_md.training import PhysMLModel
 
     files = json.loads(args.files)
-    overrides = list(RECIPES[args.worker][1]) if args.worker in RECIPES else []
-    overrides += list(args.set or [])
-    raw = recipe_config(files, Path(args.root), overrides, args.epochs)
+    raw = recipe_config(files, Path(args.root), RECIPES[args.worker][1], args.epochs)
     raw["trainer"]["callbacks"] = [{"class_path": "bench_accuracy.EpochClock", "init_args": {"path": args.clock_file}}]
     result = PhysMLModel(raw).train(verbose=False)
     print(json.dumps({"model_path": str(result.model_path)}))
 
 
-def _run_worker(recipe: str, files: dict, root: Path, epochs: int, threads: int, extra_set=()) -> dict:
+def _run_worker(recipe: str, files: dict, root: Path, epochs: int, threads: int) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     clock = root / f"clock-{epochs}.txt"
     clock.unlink(missing_ok=True)
@@ -270,8 +266,6 @@ def _run_worker(recipe: str, files: dict, root: Path, epochs: int, threads: int,
         f"--threads={threads}",
         f"--clock-file={clock}",
     ]
-    for item in extra_set:
-        command.append(f"--set={item}")
     env = thread_env(threads, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     timing = run_timed(command, env=env, log=root / f"train-{epochs}.log")
     ticks = np.loadtxt(clock, ndmin=2)
@@ -429,7 +423,6 @@ def main(argv=None):
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--clock-file", help=argparse.SUPPRESS)
-    parser.add_argument("--set", action="append", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)

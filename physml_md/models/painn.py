@@ -68,7 +68,7 @@ class PaiNNInteraction(nn.Module):
         ds_sum = torch.zeros_like(s)
         dv_sum = torch.zeros(s.shape[0], 3, f, dtype=s.dtype, device=s.device)
         if species_features is not None:
-            phi_s, phi_vv, phi_vs = torch.split(self.scalar_mlp(species_features), f, dim=-1)
+            phi_s, _, phi_vs = torch.split(self.scalar_mlp(species_features), f, dim=-1)  # v is zero: no phi_vv
             m_s = (w_s.unsqueeze(0) * phi_s.unsqueeze(1)).reshape(-1, f)  # [n_species (n_rbf + 1), F]
             m_vs = (w_vs.unsqueeze(0) * phi_vs.unsqueeze(1)).reshape(-1, f)
             for centre_s, centre_v, _, _, basis_species, unit in chunks:
