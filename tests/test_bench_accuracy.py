@@ -22,6 +22,7 @@ def test_every_recipe_is_a_valid_configuration(recipe, tmp_path):
     assert config.trainer["max_epochs"] == 10
     assert config.data.train.path == str(tmp_path / "train.extxyz")
     assert config.data.source is None
+    assert config.model.name == recipe.split("-")[0]  # the recipe's architecture, whatever the example uses
 
 
 def test_loss_weight_mixing_keeps_its_share_of_the_fitted_epochs(tmp_path):
