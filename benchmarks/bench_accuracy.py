@@ -61,22 +61,45 @@ CALIBRATION_EPOCHS = 3
 # names its architecture, so that a change of the example's model does not change what a recipe measures.
 PAINN = ["model.name=painn", "model.n_interactions=3"]
 TENSORNET = ["model.name=tensornet", "model.n_interactions=2"]
+TENSORNET_F32 = [*TENSORNET, "model.dtype=float32", "model.export_dtype=float64"]
 RECIPES = {
     "painn": ("PaiNN (64 features, 3 interactions), float64: the example's recipe before TensorNet", PAINN),
     "painn-f32": (
         "PaiNN trained in float32, exported in float64",
         [*PAINN, "model.dtype=float32", "model.export_dtype=float64"],
     ),
-    "painn-bs8": ("PaiNN, batches of 8 (twice the optimiser steps per epoch)", [*PAINN, "data.train.batch_size=8"]),
-    "painn-2int": (
-        "PaiNN with 2 interactions instead of 3 (cheaper epochs)",
-        ["model.name=painn", "model.n_interactions=2"],
-    ),
     "tensornet": ("TensorNet (64 features, 2 interactions), float64", TENSORNET),
     "tensornet-f32": (
         "TensorNet (64 features, 2 interactions) trained in float32, exported in float64",
-        [*TENSORNET, "model.dtype=float32", "model.export_dtype=float64"],
+        TENSORNET_F32,
     ),
+    # levers, one at a time, each against tensornet-f32
+    "tensornet-f32-lr1e-3": ("tensornet-f32, learning rate 1e-3 instead of 3e-3", [*TENSORNET_F32, "training.lr=1e-3"]),
+    "tensornet-f32-bs8": (
+        "tensornet-f32, batches of 8 instead of 16 (twice the optimiser steps per epoch)",
+        [*TENSORNET_F32, "data.train.batch_size=8"],
+    ),
+    "tensornet-f32-noema": ("tensornet-f32 without the EMA of the weights", [*TENSORNET_F32, "training.ema.decay=0"]),
+    "tensornet-f32-nomix": (
+        "tensornet-f32 without loss-weight mixing: the final weights (energy 1, forces 100) from the start",
+        [
+            *TENSORNET_F32,
+            "training.loss_parameter.weight.per_system_energy=1.0",
+            "training.loss_parameter.weight.per_atom_force=100.0",
+        ],
+    ),
+    "tensornet-f32-rbf10": (
+        "tensornet-f32, 10 radial basis functions instead of 20",
+        [*TENSORNET_F32, "model.n_rbf=10"],
+    ),
+    "tensornet-f32-cut4": (
+        "tensornet-f32, cutoff 4 angstrom instead of 5 (drops the longest pairs of ethanol)",
+        [*TENSORNET_F32, "data.cut_off=4.0 angstrom"],
+    ),
+    "tensornet-f32-w32": ("tensornet-f32, 32 features instead of 64", [*TENSORNET_F32, "model.features=32"]),
+    "tensornet-f32-w96": ("tensornet-f32, 96 features instead of 64", [*TENSORNET_F32, "model.features=96"]),
+    "tensornet-f32-1int": ("tensornet-f32, 1 interaction instead of 2", [*TENSORNET_F32, "model.n_interactions=1"]),
+    "tensornet-f32-3int": ("tensornet-f32, 3 interactions instead of 2", [*TENSORNET_F32, "model.n_interactions=3"]),
 }
 DEFAULT_RECIPES = ["painn", "painn-f32", "tensornet"]
 
@@ -220,7 +243,7 @@ def recipe_config(files: dict, root: Path, overrides, epochs: int) -> dict:
     data.pop("splitting_strategy", None)
     for name in ("train", "validation", "test"):
         data.setdefault(name, {})["path"] = str(files[name])
-    # the example mixes its loss weights over the first 30 of 70 epochs: keep that fraction of the fitted epochs
+    # the example mixes its loss weights over the first 17 of 40 epochs: keep that fraction of the fitted epochs
     mixing = raw.get("training", {}).get("loss_parameter", {}).get("mixing_epochs", {})
     for name, value in mixing.items():
         mixing[name] = max(1, round(value * epochs / raw["trainer"]["max_epochs"]))

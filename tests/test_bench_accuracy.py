@@ -26,7 +26,7 @@ def test_every_recipe_is_a_valid_configuration(recipe, tmp_path):
 
 
 def test_loss_weight_mixing_keeps_its_share_of_the_fitted_epochs(tmp_path):
-    # the example mixes over 30 of 70 epochs; fitted to 35 epochs the mixing takes 15
+    # the example mixes over 17 of 40 epochs; fitted to 35 epochs the mixing takes 15
     raw = bench_accuracy.recipe_config(_files(tmp_path), tmp_path, [], 35)
     assert raw["training"]["loss_parameter"]["mixing_epochs"] == {"per_system_energy": 15, "per_atom_force": 15}
 
