@@ -11,10 +11,11 @@ PathLike = Union[str, os.PathLike]
 
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write to; on success it is renamed to ``path``, on error removed."""
+    """Yield a temporary path to write to; on success it is renamed to ``path``, on error removed. The temporary
+    name keeps the suffix (``model.pt2`` -> ``.model.<pid>.tmp.pt2``), for writers that check it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

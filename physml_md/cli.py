@@ -37,6 +37,7 @@ def _info(args: argparse.Namespace) -> int:
         ("species", " ".join(meta["species"])),
         ("cutoff", f"{meta['cutoff']} {meta['units']['length']}"),
         ("dtype", meta["dtype"]),
+        ("file format", f"{meta.get('format', 'torchscript')} (for {meta.get('device', 'cpu')})"),
         ("units", ", ".join(f"{k}: {v}" for k, v in meta["units"].items())),
         ("self-energies", ", ".join(f"{k}: {v:.6g} eV" for k, v in meta.get("self_energies", {}).items())),
         (
@@ -113,7 +114,7 @@ def _export(args: argparse.Namespace) -> int:
     from physml_md.export import export_potential
 
     potential, metadata = exportable_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
-    path = export_potential(potential, args.output, metadata, dtype=args.dtype)
+    path = export_potential(potential, args.output, metadata, dtype=args.dtype, format=args.format)
     print(f"exported {args.checkpoint} -> {path}")
     return 0
 
@@ -245,9 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(run=_train)
 
-    export = commands.add_parser("export", help="export a training checkpoint to a TorchScript model file")
+    export = commands.add_parser(
+        "export", help="export a training checkpoint to a model file (TorchScript .pt or torch.export .pt2)"
+    )
     export.add_argument("checkpoint", help="Lightning checkpoint written by physml-md train (.ckpt)")
-    export.add_argument("output", help="exported model file to write (.pt)")
+    export.add_argument("output", help="exported model file to write (.pt: TorchScript; .pt2: torch.export)")
+    export.add_argument(
+        "--format",
+        choices=["torchscript", "export", "aotinductor"],
+        default=None,
+        help="torchscript (.pt; what OpenMM's TorchForce runs), export (a torch.export program, .pt2) or "
+        "aotinductor (that program compiled to a shared library, .pt2; needs a C++ compiler); default: from the "
+        "output's name",
+    )
     export.add_argument("--no-ema", action="store_true", help="export the raw weights, not their moving average")
     export.add_argument(
         "--dtype",
@@ -258,12 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
 
     info = commands.add_parser("info", help="show the metadata of an exported model file")
-    info.add_argument("model", help="exported model file (.pt)")
+    info.add_argument("model", help="exported model file (.pt or .pt2)")
     info.add_argument("--json", action="store_true", help="print the whole metadata document as JSON")
     info.set_defaults(run=_info)
 
     evaluate = commands.add_parser("evaluate", help="run an exported model on structures (extxyz or ASE db)")
-    evaluate.add_argument("model", help="exported model file (.pt)")
+    evaluate.add_argument("model", help="exported model file (.pt or .pt2)")
     evaluate.add_argument("structures", help="extxyz or ASE db file")
     evaluate.add_argument("--index", default=":", help="which structures, ASE style (default ':')")
     evaluate.add_argument("--energy-key", default="energy", help="name of the reference energy in the file")
@@ -274,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_evaluate)
 
     md = commands.add_parser("md", help="run molecular dynamics with a model in ASE or OpenMM")
-    md.add_argument("model", help="exported model file (.pt) or training checkpoint (.ckpt)")
+    md.add_argument("model", help="exported model file (.pt or .pt2) or training checkpoint (.ckpt)")
     md.add_argument("structure", help="starting structure (any file ASE reads)")
     md.add_argument("--index", type=int, default=0, help="which structure of the file (default 0)")
     md.add_argument("--ensemble", choices=["nve", "nvt"], default="nvt")
@@ -288,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     md.set_defaults(run=_md)
 
     check = commands.add_parser("validate", help="MD validation: NVT + NVE stability, drift, structure vs reference")
-    check.add_argument("model", help="exported model file (.pt) or training checkpoint (.ckpt)")
+    check.add_argument("model", help="exported model file (.pt or .pt2) or training checkpoint (.ckpt)")
     check.add_argument("--structures", required=True, help="file with the starting structure (any file ASE reads)")
     check.add_argument("--index", type=int, default=0, help="which structure of the file (default 0)")
     check.add_argument("--reference", default=None, help="reference MD trajectory or dataset of the same system")

@@ -1,10 +1,15 @@
-"""The exported file: a TorchScript archive that carries its own metadata.
+"""The exported file: a TorchScript archive or a torch.export program, carrying its own metadata.
 
-``export_potential(model, path)`` scripts a ``physml_md.models.Potential`` and writes it with one JSON
-document in ``_extra_files`` (see ``METADATA_FILE``); ``load_potential(path)`` reads it back and checks it.
-Every engine adapter (ASE, OpenMM) reads cutoff, species, units and dtype from that metadata: nobody passes
-them by hand. The file needs ``vesin_torch`` imported before ``torch.jit.load`` (its neighbour list is a
-TorchScript class); ``load_potential`` does that.
+``export_potential(model, path, format=...)`` writes a ``physml_md.models.Potential`` with one JSON document
+inside (see ``METADATA_FILE``); ``load_potential(path)`` reads it back and checks it. Every engine adapter (ASE,
+OpenMM) reads cutoff, species, units and dtype from that metadata: nobody passes them by hand.
+
+Formats (``FORMATS``; the metadata's "format" names it, files without one are TorchScript):
+- "torchscript" (``.pt``): the scripted module, neighbour list inside; what openmm-torch's TorchForce runs. It
+  needs ``vesin_torch`` imported before ``torch.jit.load`` (its neighbour list is a TorchScript class);
+  ``load_potential`` does that.
+- "export" and "aotinductor" (``.pt2``): a ``torch.export`` program, TorchScript-free, AOTInductor-compiled for
+  the second (``physml_md.export_program``); the neighbour list and the input checks run in Python before it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from physml_md.data.hashing import update_with_tensors
 from physml_md.models import Potential, resolve_dtype
 
 FORMAT_VERSION = 1
+FORMATS = ("torchscript", "export", "aotinductor")
+SUFFIXES = {"torchscript": ".pt", "export": ".pt2", "aotinductor": ".pt2"}
 METADATA_FILE = "physml_md_metadata.json"
 REQUIRED_IMPORTS = ("vesin_torch",)  # registers the TorchScript class of the neighbour list
 UNITS = {
@@ -55,6 +62,8 @@ _COMPUTED_KEYS = (
     "requires",
     "imports",
     "outputs",
+    "format",
+    "device",
 )
 
 
@@ -81,11 +90,15 @@ def _library_versions() -> Dict[str, str]:
     return versions
 
 
-def build_metadata(model: Potential, extra: Dict[str, Any] | None = None) -> Dict[str, Any]:
+def build_metadata(
+    model: Potential, extra: Dict[str, Any] | None = None, format: str = "torchscript"
+) -> Dict[str, Any]:
     """The metadata document written beside the module (JSON-serialisable)."""
     species = [CHEMICAL_SYMBOLS[z] for z in model.species]
     metadata: Dict[str, Any] = {
         "format_version": FORMAT_VERSION,
+        "format": format,
+        "device": model.shift.device.type,
         "physml_md_version": __version__,
         "torch_version": torch.__version__,
         "model": model.hyperparameters.get("name", type(model.energy_model).__name__.lower()),
@@ -112,27 +125,51 @@ def build_metadata(model: Potential, extra: Dict[str, Any] | None = None) -> Dic
     return metadata
 
 
+def resolve_format(format: str | None, path: Path) -> str:
+    """The export format: ``format``, or from the file name (``.pt2``: "export", else "torchscript")."""
+    if format is None:
+        return "export" if path.suffix == ".pt2" else "torchscript"
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if (path.suffix == ".pt2") != (SUFFIXES[format] == ".pt2"):
+        raise ValueError(
+            f"a {format} file is named *{SUFFIXES[format]}, not {path.name}: rename the output to "
+            f"{path.with_suffix(SUFFIXES[format]).name} (or choose the format that the name implies)"
+        )
+    return format
+
+
 def export_potential(
     model: Potential,
     path: PathLike,
     metadata: Dict[str, Any] | None = None,
     dtype: Union[str, torch.dtype, None] = None,
+    format: str | None = None,
 ) -> Path:
-    """Script ``model`` and write it with its metadata to ``path`` (atomically: temporary name, then rename).
+    """Write ``model`` with its metadata to ``path`` (atomically: temporary name, then rename).
 
     ``metadata`` adds keys (for example ``data_sha256``, ``description``, training details) to the computed
     ones. ``dtype`` ("float32"/"float64") exports a copy in that dtype, e.g. a model trained in float32 as a
-    float64 file for MD (the metadata then records ``trained_dtype``); default: the model's own. Returns the
-    path written.
+    float64 file for MD (the metadata then records ``trained_dtype``); default: the model's own. ``format``:
+    "torchscript" (``.pt``, what TorchForce runs), "export" (a ``torch.export`` program, ``.pt2``) or
+    "aotinductor" (that program compiled, ``.pt2``); default: from the file name. Returns the path written.
     """
     if not isinstance(model, Potential):
         raise TypeError(f"export_potential needs a physml_md.models.Potential, got {type(model).__name__}")
+    path = Path(path)
+    format = resolve_format(format, path)
     if dtype is not None:
         target = resolve_dtype(dtype)
         if target != model.shift.dtype:
             metadata = dict(metadata or {}, trained_dtype=str(model.shift.dtype).removeprefix("torch."))
             model = model.cast(target)
-    path = Path(path)
+    if format != "torchscript":
+        from physml_md.export_program import save_program
+
+        document = json.dumps(build_metadata(model, metadata, format), indent=2, sort_keys=True)
+        with atomic_path(path) as tmp:
+            save_program(model, tmp, document, format, model.shift.device)
+        return path
     scripted = script_potential(model, metadata)
     document = json.dumps(scripted.metadata, indent=2, sort_keys=True)
     with atomic_path(path) as tmp:
@@ -147,14 +184,14 @@ def read_metadata(path: PathLike) -> Dict[str, Any]:
         raise FileNotFoundError(f"no exported model at {path}")
     if not zipfile.is_zipfile(path):
         raise ExportFormatError(
-            f"{path} is not a physml-md export (not a TorchScript archive); export a model with "
+            f"{path} is not a physml-md export (not a zip archive); export a model with "
             "physml_md.export_potential or `physml-md export`"
         )
     with zipfile.ZipFile(path) as archive:
         names = [n for n in archive.namelist() if n.endswith("/extra/" + METADATA_FILE)]
         if not names:
             raise ExportFormatError(
-                f"{path} is a TorchScript archive but not a physml-md export (it has no {METADATA_FILE}); "
+                f"{path} is a zip archive but not a physml-md export (it has no {METADATA_FILE}); "
                 "export the model with physml_md.export_potential"
             )
         try:
@@ -172,16 +209,27 @@ def read_metadata(path: PathLike) -> Dict[str, Any]:
     for key in ("species", "atomic_numbers", "cutoff", "dtype", "units"):
         if key not in metadata:
             raise ExportFormatError(f"{path}: metadata lacks {key!r}; export the model again")
+    metadata.setdefault("format", "torchscript")  # files written before the "format" key are TorchScript
+    if metadata["format"] not in FORMATS:
+        raise ExportFormatError(
+            f"{path} is in format {metadata['format']!r}, which this physml-md {__version__} does not read "
+            f"(it reads {', '.join(FORMATS)}): upgrade physml-md, or export the model again"
+        )
     return metadata
 
 
 @dataclass
 class ExportedPotential:
-    """A loaded exported file: the TorchScript module and its metadata."""
+    """A loaded exported file: the module (TorchScript, or a ``ProgramPotential`` for the torch.export formats)
+    and its metadata."""
 
-    module: torch.jit.ScriptModule
+    module: torch.nn.Module
     metadata: Dict[str, Any]
     path: Path | None = None
+
+    @property
+    def format(self) -> str:
+        return self.metadata.get("format", "torchscript")
 
     @property
     def cutoff(self) -> float:
@@ -215,6 +263,10 @@ def load_potential(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
     path = Path(path)
     metadata = read_metadata(path)
     import_required_libraries(metadata)
+    if metadata["format"] != "torchscript":
+        from physml_md.export_program import load_program
+
+        return ExportedPotential(module=load_program(path, metadata, device), metadata=metadata, path=path)
     module = torchscript.load(str(path), map_location=torch.device(device))
     module.eval()
     numbers = list(module.species)
@@ -262,5 +314,14 @@ def load_model(model: Union[PathLike, Potential, ExportedPotential], device: Uni
             "expected an exported file, a checkpoint (.ckpt), a Potential or an ExportedPotential; got "
             + type(model).__name__
         )
-    exported.module.to(torch.device(device))
+    device = torch.device(device)
+    if exported.format != "torchscript":
+        loaded_on = exported.module.shift.device
+        if loaded_on.type != device.type:
+            raise ValueError(
+                f"this {exported.format} model was loaded on {loaded_on.type}; load the file again on {device.type} "
+                f"(load_potential(path, device={device.type!r}))"
+            )
+        return exported
+    exported.module.to(device)
     return exported

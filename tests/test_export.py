@@ -177,7 +177,7 @@ def test_write_is_atomic(model, tmp_path, monkeypatch):
 def test_a_file_that_is_not_an_export(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("hello")
-    with pytest.raises(ExportFormatError, match="not a physml-md export \\(not a TorchScript archive\\)"):
+    with pytest.raises(ExportFormatError, match="not a physml-md export \\(not a zip archive\\)"):
         physml_md.load_potential(text)
     plain = tmp_path / "plain.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))

@@ -230,13 +230,20 @@ def create_force(
     follows OpenMM's platform).
     """
     chosen = resolve_backend(backend)
-    if backend == "auto":
-        logger.info("OpenMM backend 'auto' chose %r (available here: %s)", chosen, ", ".join(available_backends()))
-    backend = chosen
     if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
     torch_device = torch.device(device or "cpu")
     exported = load_model(model, torch_device)
+    if exported.format != "torchscript" and chosen == "torchforce":
+        if backend == "torchforce":
+            raise ValueError(
+                f"TorchForce runs TorchScript files only, and this model is a {exported.format} file: use "
+                "backend='pythonforce' (or 'auto'), or export the model as TorchScript (.pt) for TorchForce"
+            )
+        chosen = [name for name in available_backends() if name != "torchforce"][0]
+    if backend == "auto":
+        logger.info("OpenMM backend 'auto' chose %r (available here: %s)", chosen, ", ".join(available_backends()))
+    backend = chosen
     atomic_numbers = [int(z) for z in atomic_numbers]
     _check_species(exported, atomic_numbers)
     if periodic is None:
@@ -277,7 +284,7 @@ def create_force(
         force.setOutputsForces(True)
     else:
         wrapper = OpenMMModule(exported.module, **spec).to(torch_device)
-        path = str(exported.path) if exported.path is not None and exported.path.suffix == ".pt" else None
+        path = str(exported.path) if exported.path is not None and exported.path.suffix in (".pt", ".pt2") else None
         computation = _Computation(wrapper, path, spec, torch_device)
         if backend == "pythonforce":
             import openmm

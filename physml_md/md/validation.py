@@ -372,7 +372,7 @@ def _write(report: ValidationReport, out: Path, model, nvt: MDResult, nve, drift
         )
     )
     report.files["report"] = str(out / "report.json")
-    if isinstance(model, (str, Path)) and Path(model).suffix == ".pt":
+    if isinstance(model, (str, Path)) and Path(model).suffix in (".pt", ".pt2"):
         beside = Path(model).with_suffix(".validation.json")
         report.files["model_summary"] = str(beside)
         atomic_write_text(beside, json.dumps(report.summary(), indent=2))

@@ -115,7 +115,8 @@ class PaiNN(nn.Module):
 
     ``n_outputs`` = 1 gives one raw energy per atom [N]; 2 gives [N, 2] (column 0 the raw energy,
     column 1 a raw charge, both read out of the same MLP). ``chunk_elements`` (an attribute, not a
-    parameter) bounds the edges processed at once on CPU: chunk_elements / features edges.
+    parameter) bounds the edges processed at once on CPU: chunk_elements / features edges; 0 processes them all
+    at once (the torch.export file does: its graph may not depend on the number of edges).
     """
 
     def __init__(
@@ -162,13 +163,15 @@ class PaiNN(nn.Module):
     def _edge_chunks(self, species: Tensor, edge_index: Tensor, vectors: Tensor, lengths: Tensor) -> List[EdgeChunk]:
         """The edges in chunks (one chunk off CPU) with what the interactions need from them."""
         n_species = self.embedding.num_embeddings
-        size = edge_index.shape[1]
-        if vectors.device.type == "cpu":
-            size = self.chunk_elements // self.features
-        size = max(1, size)
+        pieces: List[Tuple[Tensor, Tensor, Tensor]] = [(edge_index, vectors, lengths)]
+        if vectors.device.type == "cpu" and self.chunk_elements > 0:
+            size = max(1, self.chunk_elements // self.features)
+            # split, not slicing: its backward pass concatenates the chunks' gradients once
+            pieces = []
+            for index, vector, length in zip(edge_index.split(size, 1), vectors.split(size), lengths.split(size)):
+                pieces.append((index, vector, length))
         chunks: List[EdgeChunk] = []
-        # split, not slicing: its backward pass concatenates the chunks' gradients once
-        for index, vector, length in zip(edge_index.split(size, 1), vectors.split(size), lengths.split(size)):
+        for index, vector, length in pieces:
             e = length.shape[0]
             fcut = cosine_cutoff(length, self.cutoff).unsqueeze(-1)
             basis = torch.cat([self.rbf(length) * fcut, fcut], dim=-1)

@@ -30,33 +30,19 @@ from physml_md.data.neighbors import batch_neighbor_list
 from physml_md.models.coulomb import DampedCoulomb
 from physml_md.models.zbl import ZBLRepulsion
 
+# what Potential.prepare gives Potential.evaluate: positions, numbers, species, cell, pbc, batch, n_atoms,
+# edge_index, cell_shifts, total_charge
+Inputs = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
-class Potential(nn.Module):
-    __jit_ignored_attributes__ = ["hyperparameters"]
 
-    def __init__(
-        self,
-        energy_model: nn.Module,
-        species: List[int],
-        cutoff: float,
-        dtype: torch.dtype = torch.float64,
-        zbl: bool = False,
-        hyperparameters: Dict | None = None,
-        charges: bool = False,
-        coulomb: bool = False,
-    ):
+class PotentialInputs(nn.Module):
+    """What every form of the potential knows before its energy model runs: its species, cutoff and per-element
+    shift/scale, and ``prepare``, which checks a data dict and completes it (species indices, batch layout,
+    neighbour list). ``Potential`` is one; so is the wrapper around a torch.export program
+    (``physml_md.export_program``), which runs ``prepare`` in Python and the traced ``evaluate`` after it."""
+
+    def __init__(self, species: List[int], cutoff: float):
         super().__init__()
-        if coulomb and not charges:
-            raise ValueError(
-                "coulomb=True needs charges=True: the Coulomb energy acts between the charges the model "
-                "predicts; pass charges=True as well, or coulomb=False"
-            )
-        n_outputs = 2 if charges else 1
-        if getattr(energy_model, "n_outputs", 1) != n_outputs:
-            raise ValueError(
-                f"charges={bool(charges)} needs an energy model with n_outputs={n_outputs}, got "
-                f"{getattr(energy_model, 'n_outputs', 1)}: build it with n_outputs={n_outputs} (or use build_model)"
-            )
         if len(set(species)) != len(species) or not species:
             raise ValueError(f"species must be a non-empty list of distinct atomic numbers, got {species}")
         for z in species:
@@ -65,38 +51,13 @@ class Potential(nn.Module):
         self.species: List[int] = [int(z) for z in species]
         self.symbols: List[str] = list(CHEMICAL_SYMBOLS)
         self.cutoff = float(cutoff)
-        self.energy_model = energy_model
-        self.use_zbl = bool(zbl)
-        self.zbl = ZBLRepulsion(self.cutoff)
-        self.use_charges = bool(charges)
-        self.use_coulomb = bool(coulomb)
-        self.coulomb = DampedCoulomb(self.cutoff)
-        self.hyperparameters = dict(hyperparameters or {})
         z_to_species = torch.full((MAX_ATOMIC_NUMBER + 1,), -1, dtype=torch.long)
         z_to_species[torch.tensor(self.species)] = torch.arange(len(self.species))
         self.register_buffer("z_to_species", z_to_species)
-        # atomic energy = raw * scale[species] + shift[species]; shift holds the self-energies (eV)
+        # atomic energy = raw * scale[species] + shift[species]; shift holds the self-energies (eV); its dtype
+        # is the potential's
         self.register_buffer("shift", torch.zeros(len(self.species), dtype=torch.float64))
         self.register_buffer("scale", torch.ones(len(self.species), dtype=torch.float64))
-        self.to(dtype)
-
-    @torch.jit.unused
-    def set_shift_and_scale(self, shift: Dict[int, float], scale: Dict[int, float] | float = 1.0) -> None:
-        """Set the per-element shift (self-energies, eV) and scale; elements not in ``shift`` keep 0."""
-        for z, value in shift.items():
-            self.shift[self.species.index(int(z))] = float(value)
-        for index, z in enumerate(self.species):
-            self.scale[index] = float(scale[z] if isinstance(scale, dict) else scale)
-
-    @torch.jit.unused
-    def cast(self, dtype: torch.dtype) -> "Potential":
-        """A copy in ``dtype`` (parameters, buffers and every computation), e.g. to train in float32 and export
-        or run MD in float64; this potential is left as it is, and the copy's hyperparameters name its dtype."""
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
-        result = copy.deepcopy(self).to(dtype)
-        result.hyperparameters["dtype"] = str(dtype).removeprefix("torch.")
-        return result
 
     def _species_index(self, numbers: Tensor) -> Tensor:
         if bool((numbers < 1).any()) or bool((numbers >= self.z_to_species.shape[0]).any()):
@@ -147,31 +108,26 @@ class Potential(nn.Module):
             batch = torch.zeros(n, dtype=torch.long, device=device)
         return cell, pbc, batch, torch.bincount(batch, minlength=n_structures)
 
-    def _corrected_charges(self, raw: Tensor, data: Dict[str, Tensor], batch: Tensor, n_atoms: Tensor) -> Tensor:
-        """q_i = q~_i + (Q - sum q~) / n_atoms per structure, Q = data["total_charge"] [B] (0 when absent)."""
-        n_structures = n_atoms.shape[0]
-        if K.TOTAL_CHARGE in data:
-            total = data[K.TOTAL_CHARGE].to(device=raw.device, dtype=raw.dtype).reshape(-1)
-            if total.shape[0] != n_structures:
-                raise ValueError(
-                    "total_charge has "
-                    + str(total.shape[0])
-                    + " entries for "
-                    + str(n_structures)
-                    + " structures: give one total charge (e) per structure, shape [B]"
-                )
-        else:
-            total = torch.zeros(n_structures, dtype=raw.dtype, device=raw.device)
-        raw_total = torch.zeros(n_structures, dtype=raw.dtype, device=raw.device).index_add(0, batch, raw)
-        correction = (total - raw_total) / n_atoms.clamp(min=1).to(raw.dtype)
-        return raw + correction.index_select(0, batch)
-
-    def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        if not torch.is_grad_enabled():
-            raise RuntimeError(
-                "the potential computes forces by autograd: call it with gradients enabled, not inside "
-                "torch.no_grad() or torch.inference_mode() (wrap the call in torch.enable_grad())"
+    def _total_charge(self, data: Dict[str, Tensor], n_structures: int) -> Tensor:
+        """data["total_charge"] [B] (e), 0 when absent."""
+        dtype = self.shift.dtype
+        device = self.shift.device
+        if K.TOTAL_CHARGE not in data:
+            return torch.zeros(n_structures, dtype=dtype, device=device)
+        total = data[K.TOTAL_CHARGE].to(device=device, dtype=dtype).reshape(-1)
+        if total.shape[0] != n_structures:
+            raise ValueError(
+                "total_charge has "
+                + str(total.shape[0])
+                + " entries for "
+                + str(n_structures)
+                + " structures: give one total charge (e) per structure, shape [B]"
             )
+        return total
+
+    def prepare(self, data: Dict[str, Tensor]) -> Inputs:
+        """Check the data dict and complete it: every tensor ``evaluate`` takes, the neighbour list included
+        (computed here unless ``data`` carries edge_index and cell_shifts). Raises ValueError on bad input."""
         dtype = self.shift.dtype
         device = self.shift.device
         positions = data[K.POSITIONS]
@@ -189,18 +145,116 @@ class Potential(nn.Module):
         if numbers.shape[0] != n:
             raise ValueError("atomic_numbers has " + str(numbers.shape[0]) + " entries for " + str(n) + " atoms")
         species = self._species_index(numbers)
-
         cell, pbc, batch, n_atoms = self._batch_layout(data, n)
-
         if K.EDGE_INDEX in data and K.CELL_SHIFTS in data:
             edge_index = data[K.EDGE_INDEX].to(device=device, dtype=torch.long)
             cell_shifts = data[K.CELL_SHIFTS].to(device=device, dtype=dtype)
         else:
             edge_index, shifts = batch_neighbor_list(positions, cell, pbc, n_atoms, self.cutoff)
             cell_shifts = shifts.to(dtype)
+        total_charge = self._total_charge(data, cell.shape[0])
+        return positions, numbers, species, cell, pbc, batch, n_atoms, edge_index, cell_shifts, total_charge
 
-        compute_stress = bool(pbc.any())
-        positions.requires_grad_(True)
+
+class Potential(PotentialInputs):
+    __jit_ignored_attributes__ = ["hyperparameters"]
+
+    def __init__(
+        self,
+        energy_model: nn.Module,
+        species: List[int],
+        cutoff: float,
+        dtype: torch.dtype = torch.float64,
+        zbl: bool = False,
+        hyperparameters: Dict | None = None,
+        charges: bool = False,
+        coulomb: bool = False,
+    ):
+        if coulomb and not charges:
+            raise ValueError(
+                "coulomb=True needs charges=True: the Coulomb energy acts between the charges the model "
+                "predicts; pass charges=True as well, or coulomb=False"
+            )
+        n_outputs = 2 if charges else 1
+        if getattr(energy_model, "n_outputs", 1) != n_outputs:
+            raise ValueError(
+                f"charges={bool(charges)} needs an energy model with n_outputs={n_outputs}, got "
+                f"{getattr(energy_model, 'n_outputs', 1)}: build it with n_outputs={n_outputs} (or use build_model)"
+            )
+        super().__init__(species, cutoff)
+        self.energy_model = energy_model
+        self.use_zbl = bool(zbl)
+        self.zbl = ZBLRepulsion(self.cutoff)
+        self.use_charges = bool(charges)
+        self.use_coulomb = bool(coulomb)
+        self.coulomb = DampedCoulomb(self.cutoff)
+        self.hyperparameters = dict(hyperparameters or {})
+        self.to(dtype)
+
+    @torch.jit.unused
+    def set_shift_and_scale(self, shift: Dict[int, float], scale: Dict[int, float] | float = 1.0) -> None:
+        """Set the per-element shift (self-energies, eV) and scale; elements not in ``shift`` keep 0."""
+        for z, value in shift.items():
+            self.shift[self.species.index(int(z))] = float(value)
+        for index, z in enumerate(self.species):
+            self.scale[index] = float(scale[z] if isinstance(scale, dict) else scale)
+
+    @torch.jit.unused
+    def cast(self, dtype: torch.dtype) -> "Potential":
+        """A copy in ``dtype`` (parameters, buffers and every computation), e.g. to train in float32 and export
+        or run MD in float64; this potential is left as it is, and the copy's hyperparameters name its dtype."""
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        result = copy.deepcopy(self).to(dtype)
+        result.hyperparameters["dtype"] = str(dtype).removeprefix("torch.")
+        return result
+
+    def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        if not torch.is_grad_enabled():
+            raise RuntimeError(
+                "the potential computes forces by autograd: call it with gradients enabled, not inside "
+                "torch.no_grad() or torch.inference_mode() (wrap the call in torch.enable_grad())"
+            )
+        positions, numbers, species, cell, pbc, batch, n_atoms, edge_index, cell_shifts, total_charge = self.prepare(
+            data
+        )
+        return self.evaluate(
+            positions,
+            numbers,
+            species,
+            cell,
+            pbc,
+            batch,
+            n_atoms,
+            edge_index,
+            cell_shifts,
+            total_charge,
+            bool(pbc.any()),
+            True,
+        )
+
+    def evaluate(
+        self,
+        positions: Tensor,
+        numbers: Tensor,
+        species: Tensor,
+        cell: Tensor,
+        pbc: Tensor,
+        batch: Tensor,
+        n_atoms: Tensor,
+        edge_index: Tensor,
+        cell_shifts: Tensor,
+        total_charge: Tensor,
+        compute_stress: bool,
+        check_overlap: bool,
+    ) -> Dict[str, Tensor]:
+        """Energies, forces (and stress, charges) from checked inputs (``prepare``): no control flow depends on
+        the data unless ``check_overlap`` (two atoms at one position raise a ValueError), so that torch.export
+        can trace it with ``compute_stress`` fixed."""
+        dtype = self.shift.dtype
+        device = self.shift.device
+        n = positions.shape[0]
+        positions = positions.detach().requires_grad_(True)
         n_structures = cell.shape[0]
         displacement = torch.zeros(n_structures, 3, 3, dtype=dtype, device=device)
         if compute_stress:
@@ -211,21 +265,18 @@ class Potential(nn.Module):
         else:
             strained_positions = positions
             strained_cell = cell
-        centre, neighbour = edge_index[0], edge_index[1]
-        offsets = torch.bmm(cell_shifts.unsqueeze(1), strained_cell.index_select(0, batch[centre])).squeeze(1)
-        vectors = strained_positions.index_select(0, neighbour) - strained_positions.index_select(0, centre) + offsets
+        vectors = edge_vectors(strained_positions, strained_cell, batch, edge_index, cell_shifts)
         lengths = torch.linalg.vector_norm(vectors, dim=-1)
-        if bool((lengths == 0.0).any()):
-            overlap: List[int] = edge_index[:, lengths == 0.0][:, 0].tolist()
-            raise ValueError(
-                "atoms " + str(overlap[0]) + " and " + str(overlap[1]) + " (or a periodic image) sit at the same "
-                "position: the structure is broken; remove the duplicate atom"
-            )
+        if check_overlap:
+            raise_on_overlap(lengths, edge_index)
 
         raw = self.energy_model(species, edge_index, vectors, lengths)
         charges = torch.zeros(0, dtype=dtype, device=device)
         if self.use_charges:
-            charges = self._corrected_charges(raw[:, 1], data, batch, n_atoms)
+            raw_charges = raw[:, 1]
+            raw_total = torch.zeros(n_structures, dtype=dtype, device=device).index_add(0, batch, raw_charges)
+            correction = (total_charge - raw_total) / n_atoms.clamp(min=1).to(dtype)
+            charges = raw_charges + correction.index_select(0, batch)
             raw = raw[:, 0]
         energies = raw * self.scale[species] + self.shift[species]
         if self.use_zbl:
@@ -243,7 +294,8 @@ class Potential(nn.Module):
             virial = grads[1]
             if virial is None:
                 virial = torch.zeros_like(displacement)
-            volume = torch.linalg.det(cell).abs()
+            # |a . (b x c)|, not linalg.det: the same number, and an operation AOTInductor compiles
+            volume = (cell[:, 0] * torch.linalg.cross(cell[:, 1], cell[:, 2])).sum(-1).abs()
             periodic = pbc.any(dim=1) & (volume > 0.0)
             safe_volume = torch.where(periodic, volume, torch.ones_like(volume))
             stress = virial / safe_volume.view(-1, 1, 1)
@@ -259,3 +311,20 @@ class Potential(nn.Module):
             for key in list(results.keys()):
                 results[key] = results[key].detach()
         return results
+
+
+def edge_vectors(positions: Tensor, cell: Tensor, batch: Tensor, edge_index: Tensor, cell_shifts: Tensor) -> Tensor:
+    """r_ij = x_j - x_i + cell_shifts @ cell of the edge's structure: [E, 3]."""
+    centre, neighbour = edge_index[0], edge_index[1]
+    offsets = torch.bmm(cell_shifts.unsqueeze(1), cell.index_select(0, batch.index_select(0, centre))).squeeze(1)
+    return positions.index_select(0, neighbour) - positions.index_select(0, centre) + offsets
+
+
+def raise_on_overlap(lengths: Tensor, edge_index: Tensor) -> None:
+    """A ValueError naming two atoms at one position (an edge of length 0), if there are any."""
+    if bool((lengths == 0.0).any()):
+        overlap: List[int] = edge_index[:, lengths == 0.0][:, 0].tolist()
+        raise ValueError(
+            "atoms " + str(overlap[0]) + " and " + str(overlap[1]) + " (or a periodic image) sit at the same "
+            "position: the structure is broken; remove the duplicate atom"
+        )

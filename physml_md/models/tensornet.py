@@ -169,6 +169,7 @@ class TensorEmbedding(nn.Module):
             nn.Linear(3 * features, 2 * features), nn.SiLU(), nn.Linear(2 * features, 3 * features), nn.SiLU()
         )
         self.mix = PartLinear(features)
+        self.padded = True  # False: scatter instead (no shape that depends on the data; set for torch.export)
 
     def forward(self, species: Tensor, edge_index: Tensor, radial_basis: Tensor, geometry: Tensor) -> Parts:
         """radial_basis [E, n_rbf]: the basis times the cutoff; geometry [E, 9]: ``edge_components``."""
@@ -180,14 +181,18 @@ class TensorEmbedding(nn.Module):
         # rather than [E, k, F] outer products and a scatter: forward + backward of a model without interactions
         # on 500 Cu atoms at 5 angstrom (float64, one thread) went from 323 to 113 ms
         n = z.shape[0]
-        rows, width = neighbour_slots(centre, n)
-        geometry = pad(geometry, rows, n, width).transpose(1, 2)  # [N, 9, width]
-        scalar_weight, vector_weight, tensor_weight = torch.unbind(weights, dim=1)
-        parts = (
-            torch.bmm(geometry[:, :1], pad(scalar_weight, rows, n, width)).squeeze(1),
-            torch.bmm(geometry[:, 1:4], pad(vector_weight, rows, n, width)),
-            torch.bmm(geometry[:, 4:], pad(tensor_weight, rows, n, width)),
-        )
+        if self.padded:
+            rows, width = neighbour_slots(centre, n)
+            geometry = pad(geometry, rows, n, width).transpose(1, 2)  # [N, 9, width]
+            scalar_weight, vector_weight, tensor_weight = torch.unbind(weights, dim=1)
+            parts = (
+                torch.bmm(geometry[:, :1], pad(scalar_weight, rows, n, width)).squeeze(1),
+                torch.bmm(geometry[:, 1:4], pad(vector_weight, rows, n, width)),
+                torch.bmm(geometry[:, 4:], pad(tensor_weight, rows, n, width)),
+            )
+        else:  # the same sums, per edge and scattered (the padded width depends on the data: torch.export)
+            per_edge = (geometry[:, :1], geometry[:, 1:4].unsqueeze(-1), geometry[:, 4:].unsqueeze(-1))
+            parts = scatter_parts(per_edge, weights, centre, n)
         norms = squared_norms(parts)
         factors = self.factors(self.norm(norms.reshape(norms.shape[0], -1))).reshape(-1, 3, self.features)
         scalar, vector, tensor = self.mix(parts)

@@ -25,7 +25,7 @@ SECOND_DERIVATIVE = 1e-10  # relative, float64: a longer chain of roundings than
 # n_rbf 4: 5 species x 5 basis functions <= 2 x 16 features, so the first interaction is folded over species;
 # n_rbf 20 is not (the gather path)
 N_RBF = {"folded": 4, "gathered": 20}
-CHUNKS = {"one chunk": 1 << 20, "7-edge chunks": 7 * FEATURES}
+CHUNKS = {"no chunks (as traced for torch.export)": 0, "one chunk": 1 << 20, "7-edge chunks": 7 * FEATURES}
 
 
 def structures():

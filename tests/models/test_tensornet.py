@@ -223,3 +223,19 @@ def test_padded_edges_sum_like_a_scatter():
     reference = torch.zeros(n, 4, dtype=torch.float64).index_add(0, centre, values)
     assert_close(padded.sum(1).numpy(), reference.numpy(), 1e-14, "sum over padded rows")
     assert np.all(padded[3].numpy() == 0.0) and np.all(padded[6].numpy() == 0.0)
+
+
+def test_scatter_embedding_equals_the_padded_one():
+    """padded = False (what the torch.export file traces: no size that depends on the data) gives the padded
+    embedding's energies and forces, float64."""
+    torch.manual_seed(4)
+    model = build_model("tensornet", species=["H", "C", "O", "Cu"], cutoff=4.0, features=8, n_interactions=2).eval()
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    cu.rattle(0.05, seed=3)
+    for atoms in (molecule("CH3CH2OH"), cu, Atoms("O", positions=[[0.0, 0.0, 0.0]])):
+        padded = model(inputs(atoms))
+        model.energy_model.embedding.padded = False
+        scattered = model(inputs(atoms))
+        model.energy_model.embedding.padded = True
+        for key in padded:
+            assert_close(scattered[key].numpy(), padded[key].numpy(), 1e-12, f"{atoms.get_chemical_formula()} {key}")
