@@ -335,9 +335,27 @@ def evaluate_ours(model_path: str, test_file: Path, threads: int, md_steps: int)
     }
 
 
-def remeasure_md(out: Path, mace_venv_path: Path, threads: int, steps: int, rounds: int) -> list:
+def model_in_format(result: dict, format: str) -> Path:
+    """A stored model in another export format (``physml_md.export.FORMATS``), in the dtype of its model.pt:
+    exported once from its best checkpoint (EMA weights, as the training run's export), beside model.pt."""
+    from physml_md.checkpoint import exportable_from_checkpoint
+    from physml_md.export import export_potential, read_metadata
+
+    model_path = Path(result["model_path"])
+    if format == "torchscript":
+        return model_path
+    target = model_path.with_name(f"model.{format}.pt2")
+    if not target.is_file():
+        checkpoint = next(path for path in sorted(model_path.parent.glob("*.ckpt")) if path.name != "last.ckpt")
+        potential, metadata = exportable_from_checkpoint(checkpoint)
+        export_potential(potential, target, metadata, dtype=read_metadata(model_path)["dtype"], format=format)
+    return target
+
+
+def remeasure_md(out: Path, mace_venv_path: Path, threads: int, steps: int, rounds: int, formats=("torchscript",)):
     """Time the MD step of every stored model again, in rounds that alternate between the models (so that
-    every model sees the same machine); each result keeps the median of its rounds."""
+    every model sees the same machine); each result keeps the median of its rounds. Our models run in each of
+    ``formats`` (``md_ms_per_step`` is the TorchScript file's, ``md_ms_per_step_<format>`` another's)."""
     from ase.io import read
 
     from physml_md import PhysMLCalculator
@@ -347,6 +365,12 @@ def remeasure_md(out: Path, mace_venv_path: Path, threads: int, steps: int, roun
         raise SystemExit(f"no stored results under {out}: run the benchmark first")
     atoms = read(out / "split" / "test.extxyz", 0)
     times = {r["model"]: [] for r in results}
+    files = {}
+    for r in results:
+        if r["model"] != "MACE-small":
+            for format in formats:
+                files[r["model"], format] = model_in_format(r, format)
+                times.setdefault((r["model"], format), [])
     for _ in range(rounds):
         for r in results:
             if r["model"] == "MACE-small":
@@ -363,12 +387,35 @@ def remeasure_md(out: Path, mace_venv_path: Path, threads: int, steps: int, roun
                 stdout = run_timed(command, env=env)["stdout"]
                 times[r["model"]].append(json.loads(stdout.strip().splitlines()[-1])["md_ms_per_step"])
             else:
-                calc = PhysMLCalculator(r["model_path"], num_threads=threads)
-                times[r["model"]].append(md_ms_per_step(calc, atoms, steps))
+                for format in formats:
+                    calc = PhysMLCalculator(files[r["model"], format], num_threads=threads)
+                    times[r["model"], format].append(md_ms_per_step(calc, atoms, steps))
     for r in results:
-        r["md_ms_per_step_rounds"] = times[r["model"]]
-        r["md_ms_per_step"] = float(np.median(times[r["model"]]))
+        if r["model"] == "MACE-small":
+            r["md_ms_per_step_rounds"] = times[r["model"]]
+            r["md_ms_per_step"] = float(np.median(times[r["model"]]))
+            continue
+        for format in formats:
+            key = "md_ms_per_step" if format == "torchscript" else f"md_ms_per_step_{format}"
+            r[key + "_rounds"] = times[r["model"], format]
+            r[key] = float(np.median(times[r["model"], format]))
     return results
+
+
+def format_md_table(results: list, formats) -> str:
+    """ms per MD step of each model in each export format, and the ratio to MACE-small's."""
+    mace = next((r["md_ms_per_step"] for r in results if r["model"] == "MACE-small"), None)
+    lines = [f"{'model':<22} " + " ".join(f"{format + ' ms/step':>24}" for format in formats)]
+    for r in results:
+        if r["model"] == "MACE-small":
+            lines.append(f"{'MACE-small':<22} {r['md_ms_per_step']:>24.2f}")
+            continue
+        cells = []
+        for format in formats:
+            ms = r["md_ms_per_step" if format == "torchscript" else f"md_ms_per_step_{format}"]
+            cells.append(f"{ms:>12.2f} ({ms / mace:.2f}x MACE)" if mace else f"{ms:>24.2f}")
+        lines.append(f"{r['model']:<22} " + " ".join(f"{cell:>24}" for cell in cells))
+    return "\n".join(lines)
 
 
 def train_ours(recipe: str, files: dict, out: Path, budget: float, clock: str, threads: int, md_steps: int) -> dict:
@@ -433,6 +480,14 @@ def main(argv=None):
         action="store_true",
         help="time the MD step of every stored model again, side by side in 3 alternating rounds, and print the table",
     )
+    parser.add_argument(
+        "--md-formats",
+        nargs="+",
+        default=["torchscript"],
+        choices=["torchscript", "export", "aotinductor"],
+        help="with --remeasure-md: the export formats our models' MD step is timed in (written from each run's "
+        "best checkpoint)",
+    )
     parser.add_argument("--budget", type=float, default=None, help="training budget in seconds (default: MACE's)")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     parser.add_argument("--skip-mace", action="store_true")
@@ -462,7 +517,10 @@ def main(argv=None):
         return [result]
     if args.report or args.remeasure_md:
         if args.remeasure_md:
-            results = remeasure_md(args.out.resolve(), args.mace_venv.resolve(), args.threads, args.md_steps, 3)
+            results = remeasure_md(
+                args.out.resolve(), args.mace_venv.resolve(), args.threads, args.md_steps, 3, args.md_formats
+            )
+            print(format_md_table(results, args.md_formats))
         else:
             results = stored_results(args.out.resolve())
         if not results:

@@ -3,8 +3,8 @@
     python docs/generate.py          # (re)write both files
     python docs/generate.py --check  # exit 1 when a committed file differs from what would be written
 
-docs/configuration.md comes from ``physml_md.training.config_reference.config_reference()`` (the config
-dataclasses, their validators and help strings); docs/cli.md from the argparse parser of
+docs/configuration.md comes from ``physml_md.training.config_reference.config_reference()`` (the pydantic
+schema: field types, constraints, defaults and descriptions); docs/cli.md from the argparse parser of
 ``physml_md.cli.build_parser()`` (every command with its usage, arguments, defaults and help texts as written
 there). ``cli_reference`` lives here, not in the package: ``physml_md/training`` must not import
 ``physml_md.cli`` (tests/test_layers.py).

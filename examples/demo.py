@@ -186,7 +186,9 @@ def main() -> int:
         for engine in ("ase", "openmm")
     }
     gap = max(float(np.abs(a - b).max()) for a, b in zip(runs["ase"].positions, runs["openmm"].positions))
-    drifts = {e: energy_drift(r.times_fs, r.total, r.n_atoms).drift_mev_per_atom_per_ps for e, r in runs.items()}
+    drifts = {
+        e: energy_drift(r.times_fs, r.total_energies, r.n_atoms).drift_mev_per_atom_per_ps for e, r in runs.items()
+    }
     print(
         f"      OpenMM: {runs['openmm'].ns_per_day:.2f} ns/day, drift {drifts['openmm']:.3g} meV/atom/ps; "
         f"largest position difference from ASE's run over 200 fs: {gap:.1e} Å"

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from physml_md import __version__
+from physml_md.units import EV_TO_MEV, FS_TO_PS
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -81,7 +82,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             if "energy_mask" in item and bool(item["energy_mask"][0]):
                 reference = float(item["energy"][0])
                 energy_errors.append((energies[i] - reference) / n)
-                line += f" {reference:>16.6f} {1000 * energy_errors[-1]:>14.3f}"
+                line += f" {reference:>16.6f} {EV_TO_MEV * energy_errors[-1]:>14.3f}"
             else:
                 line += f" {'-':>16} {'-':>14}"
             if "forces_mask" in item and bool(item["forces_mask"][0]):
@@ -92,7 +93,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             offset += n
     if energy_errors:
         e = np.asarray(energy_errors)
-        mae, rmse = 1000 * np.abs(e).mean(), 1000 * np.sqrt((e**2).mean())
+        mae, rmse = EV_TO_MEV * np.abs(e).mean(), EV_TO_MEV * np.sqrt((e**2).mean())
         print(f"energy per atom: MAE {mae:.3f} meV/atom, RMSE {rmse:.3f} meV/atom")
     if force_errors:
         f = np.concatenate(force_errors)
@@ -153,11 +154,11 @@ def _md(args: argparse.Namespace) -> int:
     )
     print(
         f"{result.engine} {result.ensemble}: {result.steps_done} of {result.steps_requested} steps "
-        f"({result.steps_done * result.timestep_fs / 1000:g} ps), {result.ns_per_day:.3g} ns/day, "
-        f"mean T {np.mean(result.temperature):.1f} K, closest atoms {result.min_distance:.3f} Å"
+        f"({result.steps_done * result.timestep_fs * FS_TO_PS:g} ps), {result.ns_per_day:.3g} ns/day, "
+        f"mean T {np.mean(result.temperatures_k):.1f} K, closest atoms {result.min_distance:.3f} Å"
     )
     if result.ensemble == "nve" and len(result.times_fs) >= 3:
-        drift = energy_drift(result.times_fs, result.total, result.n_atoms)
+        drift = energy_drift(result.times_fs, result.total_energies, result.n_atoms)
         print(f"energy drift {drift.drift_mev_per_atom_per_ps:.4g} meV/atom/ps")
     for kind, path in result.files.items():
         print(f"{kind}: {path}")

@@ -101,3 +101,9 @@ KJ_PER_MOL_TO_EV: float = 1.0 / EV_TO_KJ_PER_MOL
 EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM: float = EV_TO_KJ_PER_MOL / ANGSTROM_TO_NM
 PS_TO_FS: float = 1000.0
 FS_TO_PS: float = 0.001
+# velocities: angstrom/fs -> nm/ps (ANGSTROM_TO_NM / FS_TO_PS, written out exactly)
+ANGSTROM_PER_FS_TO_NM_PER_PS: float = 100.0
+NS_TO_FS: float = 1e6
+DAY_TO_SECONDS: float = 86400.0
+# reports print energies in meV (and eV/angstrom in meV/angstrom, e in me: the same prefix)
+EV_TO_MEV: float = 1000.0

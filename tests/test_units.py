@@ -128,3 +128,16 @@ def test_molar_quantities_are_per_particle():
     assert parse_quantity("1 kJ/mol/nm", "force") == pytest.approx(kj_per_mol_in_ev / 10, rel=2e-8)
     with pytest.raises(ValueError, match="needs a length"):
         parse_quantity("1 kJ/mol", "length", "cut_off")
+
+
+def test_time_velocity_and_report_factors():
+    """The factors the MD engines and reports use, against OpenMM's and pint's unit systems."""
+    velocity = 1.0 * omm.angstrom / omm.femtosecond
+    assert units.ANGSTROM_PER_FS_TO_NM_PER_PS == pytest.approx(
+        velocity.value_in_unit(omm.nanometer / omm.picosecond), rel=EXACT, abs=0
+    )
+    assert units.ANGSTROM_PER_FS_TO_NM_PER_PS == pytest.approx(units.ANGSTROM_TO_NM / units.FS_TO_PS, rel=EXACT)
+    assert units.NS_TO_FS == pytest.approx((1.0 * omm.nanosecond).value_in_unit(omm.femtosecond), rel=EXACT, abs=0)
+    assert units.DAY_TO_SECONDS == units.ureg.Quantity(1.0, "day").to("s").magnitude
+    assert units.EV_TO_MEV == units.ureg.Quantity(1.0, "eV").to("meV").magnitude
+    assert units.PS_TO_FS * units.FS_TO_PS == pytest.approx(1.0, rel=EXACT)

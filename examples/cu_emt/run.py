@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         seed=args.seed,
         progress=True,
     )
-    mean_t = float(np.mean(md.temperature[len(md.temperature) // 5 :]))
+    mean_t = float(np.mean(md.temperatures_k[len(md.temperatures_k) // 5 :]))
     print(f"      stable: {md.stable}; mean T {mean_t:.0f} K; {md.ns_per_day:.2f} ns/day; {out / 'nvt.traj'}")
 
     print("[4/5] Relax a strained cell (FrechetCellFilter + BFGS): potential against EMT", flush=True)

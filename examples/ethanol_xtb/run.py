@@ -186,7 +186,7 @@ def main(argv=None) -> int:
         progress=interactive,
     )
     timings["md_s"] = md.wall_seconds
-    mean_t = float(np.mean(md.temperature[len(md.temperature) // 5 :]))
+    mean_t = float(np.mean(md.temperatures_k[len(md.temperatures_k) // 5 :]))
     verdict = "stable" if md.stable else f"BLEW UP at step {md.blow_up_step}: {md.blow_up.message}"
     print(f"      {verdict}; mean T {mean_t:.0f} K after the first 20 %; {md.ns_per_day:.2f} ns/day; {md_dir}")
 

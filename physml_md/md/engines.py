@@ -1,8 +1,9 @@
 """The MD engines behind ``run_md``: ASE (PhysMLCalculator) and OpenMM (create_system), one interface.
 
 An engine is built from a structure whose momenta are already set, advances ``step(n)`` steps and reports a
-``Frame`` in the package's units (angstrom, eV, fs, kelvin) and in the structure's own orientation: OpenMM
-wants its periodic box in a reduced, rotated form (``openmm_box``), so positions and forces are rotated back.
+``Frame`` (``physml_md.md.frame``) in the package's units (angstrom, eV, fs, kelvin) and in the structure's own
+orientation: OpenMM wants its periodic box in a reduced, rotated form (``openmm_box``), so positions and forces are
+rotated back.
 
 Integrators. NVE: velocity Verlet in ASE; OpenMM's ``VerletIntegrator`` is leap-frog, whose velocities live
 half a step behind the positions, so the OpenMM engine starts from v(-dt/2) = v(0) - a(0) dt/2: both engines
@@ -13,32 +14,18 @@ Temperatures count 3N degrees of freedom in both (ASE's convention; nothing remo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from ase import Atoms, units
 
-from physml_md.units import KJ_PER_MOL_TO_EV, NM_TO_ANGSTROM
+from physml_md.md.frame import Frame
+from physml_md.units import ANGSTROM_PER_FS_TO_NM_PER_PS, KJ_PER_MOL_TO_EV, NM_TO_ANGSTROM, PS_TO_FS
 
-__all__ = ["ENGINES", "ENSEMBLES", "Frame", "make_engine"]
+__all__ = ["ENGINES", "ENSEMBLES", "make_engine"]
 
 ENGINES = ("ase", "openmm")
 ENSEMBLES = ("nve", "nvt")
-_ASE_VELOCITY_TO_NM_PER_PS = units.fs * 100.0  # angstrom per ASE time unit -> angstrom/fs -> nm/ps
-
-
-@dataclass
-class Frame:
-    """One reported state: positions and cell in angstrom, forces in eV/angstrom, energies in eV."""
-
-    step: int
-    time_fs: float
-    positions: np.ndarray
-    cell: np.ndarray | None
-    forces: np.ndarray
-    potential: float
-    kinetic: float
-    temperature: float
+# angstrom per ASE time unit -> angstrom/fs -> nm/ps
+_ASE_VELOCITY_TO_NM_PER_PS = units.fs * ANGSTROM_PER_FS_TO_NM_PER_PS
 
 
 def _temperature(kinetic_ev: float, n_atoms: int) -> float:
@@ -83,9 +70,9 @@ class ASEEngine:
             positions=atoms.positions.copy(),
             cell=atoms.cell.array.copy() if atoms.pbc.any() else None,
             forces=atoms.get_forces().copy(),
-            potential=float(atoms.get_potential_energy()),
-            kinetic=kinetic,
-            temperature=_temperature(kinetic, len(atoms)),
+            potential_energy=float(atoms.get_potential_energy()),
+            kinetic_energy=kinetic,
+            temperature_k=_temperature(kinetic, len(atoms)),
         )
 
 
@@ -127,7 +114,7 @@ class OpenMMEngine:
         if ensemble == "nve":
             self.integrator = openmm.VerletIntegrator(timestep)
         else:
-            friction = friction_per_fs * 1000.0 / unit.picosecond
+            friction = friction_per_fs * PS_TO_FS / unit.picosecond  # 1/fs * fs/ps = 1/ps
             self.integrator = openmm.LangevinMiddleIntegrator(temperature_k * unit.kelvin, friction, timestep)
             self.integrator.setRandomNumberSeed(int(seed) % 2**31 or 1)
         if platform is None:
@@ -139,7 +126,7 @@ class OpenMMEngine:
             forces = self.context.getState(getForces=True).getForces(asNumpy=True)
             forces = np.asarray(forces.value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
             masses = atoms.get_masses()[:, None]  # dalton: kJ/mol/nm/dalton = nm/ps^2
-            velocities = velocities - forces / masses * (timestep_fs / 1000.0) / 2.0
+            velocities = velocities - forces / masses * (timestep_fs / PS_TO_FS) / 2.0
         self.context.setVelocities(velocities * unit.nanometer / unit.picosecond)
 
     def step(self, n: int) -> None:
@@ -155,7 +142,7 @@ class OpenMMEngine:
         if self.leapfrog:  # kinetic energy at the positions' time: v(t) = v(t - dt/2) + a(t) dt/2
             velocities = np.asarray(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
             accelerations = np.asarray(forces) * NM_TO_ANGSTROM / self.masses[:, None]  # kJ/mol/nm/dalton = nm/ps^2
-            velocities = velocities + accelerations * (self.timestep_fs / 1000.0) / 2.0
+            velocities = velocities + accelerations * (self.timestep_fs / PS_TO_FS) / 2.0
             kinetic = 0.5 * float(np.sum(self.masses[:, None] * velocities**2)) * KJ_PER_MOL_TO_EV
         else:
             kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_TO_EV
@@ -165,9 +152,9 @@ class OpenMMEngine:
             positions=np.asarray(positions) @ self.rotation,
             cell=None if self.cell is None else self.cell.copy(),
             forces=np.asarray(forces) * KJ_PER_MOL_TO_EV @ self.rotation,
-            potential=state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_TO_EV,
-            kinetic=kinetic,
-            temperature=_temperature(kinetic, self.n_atoms),
+            potential_energy=state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_TO_EV,
+            kinetic_energy=kinetic,
+            temperature_k=_temperature(kinetic, self.n_atoms),
         )
 
 

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from physml_md.atomic import PathLike, atomic_path
+from physml_md.units import EV_TO_MEV, FS_TO_PS
 
 __all__ = ["distributions_plot", "energy_plot", "rdf_plot"]
 
@@ -48,7 +49,7 @@ def energy_plot(
 ) -> Path:
     """Three panels: NVT potential energy, NVT temperature against the target, NVE total energy with its fit."""
     plt, figure, (potential_ax, temperature_ax, total_ax) = _figure(3)
-    t = np.asarray(nvt_time_fs) / 1000.0
+    t = np.asarray(nvt_time_fs) * FS_TO_PS
     potential_ax.plot(t, np.asarray(nvt_potential) / n_atoms, lw=1)
     potential_ax.set(xlabel="time / ps", ylabel="potential energy / eV per atom", title="NVT")
     temperature_ax.plot(t, nvt_temperature, lw=1, label="run")
@@ -56,8 +57,8 @@ def energy_plot(
     temperature_ax.set(xlabel="time / ps", ylabel="temperature / K", title="NVT temperature")
     temperature_ax.legend(frameon=False)
     if len(nve_time_fs):
-        t = np.asarray(nve_time_fs) / 1000.0
-        total = 1000.0 * (np.asarray(nve_total) - nve_total[0]) / n_atoms
+        t = np.asarray(nve_time_fs) * FS_TO_PS
+        total = EV_TO_MEV * (np.asarray(nve_total) - nve_total[0]) / n_atoms
         total_ax.plot(t, total, lw=1, label="E_total - E_total(0)")
         total_ax.plot(t, drift_mev_per_atom_per_ps * t, "k--", lw=1, label=f"drift {drift_mev_per_atom_per_ps:.3g}")
         total_ax.legend(frameon=False)

@@ -24,32 +24,34 @@ import numpy as np
 from ase import Atoms
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
-from physml_md.md.engines import ENGINES, ENSEMBLES, Frame, make_engine
+from physml_md.md.engines import ENGINES, ENSEMBLES, make_engine
+from physml_md.md.frame import Frame
 from physml_md.md.metrics import DEFAULT_MAX_FORCE, DEFAULT_MIN_DISTANCE, BlowUp, check_frame, minimum_distance
 from physml_md.md.metrics import max_force as metrics_max_force
-from physml_md.units import parse_quantity
+from physml_md.units import DAY_TO_SECONDS, NS_TO_FS, PS_TO_FS, parse_quantity
 
 __all__ = ["MDResult", "run_md"]
-
-FS_PER_NS = 1e6
-SECONDS_PER_DAY = 86400.0
 
 
 @dataclass
 class MDResult:
-    """What a run produced: per-frame series (eV, K, fs), positions [F, N, 3] in angstrom, and its verdict."""
+    """What a run produced: per-frame series (eV, K, fs), positions [F, N, 3] in angstrom, and its verdict.
+
+    Each series holds one quantity of the recorded ``Frame``s, named in the plural (``Frame.potential_energy``
+    -> ``potential_energies``); ``target_temperature_k`` is the thermostat's setting (and the velocities' draw).
+    """
 
     engine: str
     ensemble: str
     n_atoms: int
     timestep_fs: float
-    temperature_k: float
+    target_temperature_k: float
     steps_requested: int
     steps_done: int = 0
     times_fs: List[float] = field(default_factory=list)
-    potential: List[float] = field(default_factory=list)
-    kinetic: List[float] = field(default_factory=list)
-    temperature: List[float] = field(default_factory=list)
+    potential_energies: List[float] = field(default_factory=list)
+    kinetic_energies: List[float] = field(default_factory=list)
+    temperatures_k: List[float] = field(default_factory=list)
     positions: List[np.ndarray] = field(default_factory=list)
     cells: List[np.ndarray | None] = field(default_factory=list)
     min_distance: float = float("inf")
@@ -66,14 +68,14 @@ class MDResult:
         return self.blow_up is None
 
     @property
-    def total(self) -> np.ndarray:
-        return np.asarray(self.potential) + np.asarray(self.kinetic)
+    def total_energies(self) -> np.ndarray:
+        return np.asarray(self.potential_energies) + np.asarray(self.kinetic_energies)
 
     @property
     def ns_per_day(self) -> float:
         if self.wall_seconds <= 0:
             return float("nan")
-        return self.steps_done * self.timestep_fs / FS_PER_NS / (self.wall_seconds / SECONDS_PER_DAY)
+        return self.steps_done * self.timestep_fs / NS_TO_FS / (self.wall_seconds / DAY_TO_SECONDS)
 
     def summary(self) -> Dict[str, Any]:
         """JSON-ready numbers of the run (no per-frame arrays)."""
@@ -82,10 +84,10 @@ class MDResult:
             "ensemble": self.ensemble,
             "n_atoms": self.n_atoms,
             "timestep_fs": self.timestep_fs,
-            "temperature_k": self.temperature_k,
+            "temperature_k": self.target_temperature_k,
             "steps_requested": self.steps_requested,
             "steps_done": self.steps_done,
-            "simulated_ps": self.steps_done * self.timestep_fs / 1000.0,
+            "simulated_ps": self.steps_done * self.timestep_fs / PS_TO_FS,
             "stable": self.stable,
             "blow_up": None if self.blow_up is None else {"step": self.blow_up_step, **self.blow_up.to_dict()},
             "min_distance_angstrom": self.min_distance,
@@ -136,8 +138,8 @@ class _Progress:
         if self.bar is None:
             return
         seconds = clock.perf_counter() - self.start
-        ns_day = done * self.timestep_fs / FS_PER_NS / (seconds / SECONDS_PER_DAY) if seconds > 0 else 0.0
-        self.bar.set_postfix_str(f"{ns_day:.3g} ns/day, T={frame.temperature:.0f} K", refresh=False)
+        ns_day = done * self.timestep_fs / NS_TO_FS / (seconds / DAY_TO_SECONDS) if seconds > 0 else 0.0
+        self.bar.set_postfix_str(f"{ns_day:.3g} ns/day, T={frame.temperature_k:.0f} K", refresh=False)
         self.bar.update(n)
 
     def close(self) -> None:
@@ -235,7 +237,7 @@ def run_md(
         start = clock.perf_counter()
         frame = runner.frame()
         while True:
-            problem = _record(result, frame, writer, energy_log, keep_positions, min_distance, max_force)
+            problem = _record(result, frame, atoms.pbc, writer, energy_log, keep_positions, min_distance, max_force)
             if problem is not None:
                 result.blow_up, result.blow_up_step = problem, frame.step
                 break
@@ -260,23 +262,30 @@ def run_md(
 
 
 def _record(
-    result: MDResult, frame: Frame, writer, energy_log, keep_positions: bool, min_distance: float, max_force: float
+    result: MDResult,
+    frame: Frame,
+    pbc: np.ndarray,
+    writer,
+    energy_log,
+    keep_positions: bool,
+    min_distance: float,
+    max_force: float,
 ) -> BlowUp | None:
-    """Store and write the frame; the first problem check_frame finds in it (its minimum distance computed once)."""
+    """Store and write the frame; the first problem check_frame finds in it (its minimum distance computed once).
+
+    ``pbc`` is the structure's own (a slab is periodic along two axes only; its cell may lack a third vector).
+    """
     result.times_fs.append(frame.time_fs)
-    result.potential.append(frame.potential)
-    result.kinetic.append(frame.kinetic)
-    result.temperature.append(frame.temperature)
+    result.potential_energies.append(frame.potential_energy)
+    result.kinetic_energies.append(frame.kinetic_energy)
+    result.temperatures_k.append(frame.temperature_k)
     if keep_positions:
         result.positions.append(frame.positions)
         result.cells.append(frame.cell)
     if writer is not None and np.all(np.isfinite(frame.positions)):  # a non-finite frame is reported, not written
-        writer.write(
-            frame.positions, frame.cell, frame.time_fs, frame.step, energy=frame.potential, forces=frame.forces
-        )
+        writer.write(frame)
     if energy_log is not None:
-        energy_log.write(frame.step, frame.time_fs, frame.potential, frame.kinetic, frame.temperature)
-    pbc = None if frame.cell is None else True
+        energy_log.write(frame)
     problem = check_frame(frame.positions, frame.forces, frame.cell, pbc, None, max_force)
     if problem is not None and problem.reason.startswith("non_finite"):
         return problem

@@ -40,6 +40,7 @@ from ase import Atoms
 
 from physml_md.atomic import PathLike, atomic_write_text
 from physml_md.md import metrics, structure
+from physml_md.md.geometry import half_width
 from physml_md.md.runner import MDResult, run_md
 from physml_md.units import parse_quantity
 
@@ -177,7 +178,7 @@ def _structure_criteria(nvt: MDResult, atoms: Atoms, reference, thresholds, out:
         ref_cells = reference_data.cells if reference_data.cells is not None else None
         if ref_cells is None:
             raise ValueError(f"the reference {reference} has no cell; a periodic structure needs a periodic reference")
-        r_max = min(structure._half_width(np.asarray([cell])), structure._half_width(np.asarray(ref_cells)))
+        r_max = min(half_width(np.asarray([cell])), half_width(np.asarray(ref_cells)))
         sample = structure.radial_distribution(frames, cell, symbols, r_range=(0.0, r_max))
         ref = structure.radial_distribution(reference_data.positions, ref_cells, symbols, r_range=(0.0, r_max))
         result = structure.compare_distributions(ref, sample, threshold=thresholds["rdf_difference"], name="g(r)")
@@ -274,7 +275,7 @@ def validate(
     files = {f"nvt_{k}": v for k, v in nvt.files.items()}
     production = _production(nvt)
     if nvt.stable:
-        stats = metrics.temperature_statistics(nvt.temperature, target, SKIP_FRACTION, n_atoms=len(atoms))
+        stats = metrics.temperature_statistics(nvt.temperatures_k, target, SKIP_FRACTION, n_atoms=len(atoms))
         runs["nvt"]["temperature"] = stats.to_dict()
         relative = abs(stats.relative_deviation) if target > 0 else abs(stats.mean_k)
         criteria.append(
@@ -312,7 +313,7 @@ def validate(
         files.update({f"nve_{k}": v for k, v in nve.files.items()})
         criteria.append(_stability("NVE", nve))
         if nve.stable and len(nve.times_fs) >= 3:
-            drift = metrics.energy_drift(nve.times_fs, nve.total, len(atoms))
+            drift = metrics.energy_drift(nve.times_fs, nve.total_energies, len(atoms))
             runs["nve"]["drift"] = drift.to_dict()
             value = abs(drift.drift_mev_per_atom_per_ps)
             criteria.append(
@@ -362,11 +363,11 @@ def _write(report: ValidationReport, out: Path, model, nvt: MDResult, nve, drift
         energy_plot(
             out / "energy.png",
             nvt.times_fs,
-            nvt.potential,
-            nvt.temperature,
+            nvt.potential_energies,
+            nvt.temperatures_k,
             target,
             [] if nve is None else nve.times_fs,
-            [] if nve is None else nve.total,
+            [] if nve is None else nve.total_energies,
             0.0 if drift is None else drift.drift_mev_per_atom_per_ps,
             len(atoms),
         )

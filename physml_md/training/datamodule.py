@@ -1,7 +1,7 @@
 """``AtomsDataModule``: structures with labels and precomputed neighbour lists, split and batched for Lightning.
 
 Data come either from one ``source`` split by a ``splitting_strategy`` (``physml_md.data.splits``), or from a
-file (or list of ``ase.Atoms``) per split. Every structure's neighbour list for ``cut_off`` is computed once
+file (or list of ``ase.Atoms``) per split. Every structure's neighbour list for the cut-off is computed once
 (``physml_md.data.neighbors``) and kept with it, as a few concatenated tensors per split
 (``PackedStructures``): in RAM (``pre_batch="in_memory"``), or written to ``cache_dir`` and memory-mapped
 (``pre_batch="on_disk"``). A cache file is named by a hash of the split's data (``dataset_sha256``), the
@@ -15,14 +15,13 @@ the others are ordered, unsharded loaders.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
 import pickle
 from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Sequence
 
 import ase
 import lightning
@@ -36,34 +35,16 @@ from physml_md.data.collate import PER_ATOM_KEYS, collate
 from physml_md.data.hashing import dataset_sha256
 from physml_md.data.neighbors import neighbor_list
 from physml_md.data.readers import read_dataset, read_structures
-from physml_md.data.splits import DEFAULT_DATA_SPLIT, RANDOM, RANDOM_RECORD, check_strategy, split_indices
+from physml_md.data.splits import RANDOM_RECORD, split_indices
 from physml_md.data.statistics import energy_statistics, fit_self_energies
-from physml_md.data.structures import LabelKeys, dict_to_atoms
+from physml_md.data.structures import dict_to_atoms
 from physml_md.models import resolve_dtype
 from physml_md.training.loader import ResumableLoader
-from physml_md.units import parse_quantity
+from physml_md.training.schema_data import SPLITS, DataConfig
+from physml_md.training.schema_types import ConfigError, validate
 
-SPLITS = ("train", "validation", "test", "predict")
-DEFAULT_BATCH_SIZES = {"train": 8, "validation": 16, "test": 16, "predict": 16}
-PRE_BATCH = ("in_memory", "on_disk")
 CACHE_FORMAT_VERSION = 1
-_SPLIT_OPTIONS = ("path", "batch_size")
-_STRATEGY_DEFAULTS = {
-    "name": RANDOM,
-    "data_split": list(DEFAULT_DATA_SPLIT),
-    "seed": 42,
-    "test_seed": 42,
-    "record_key": "record",
-}
 _N_EDGES = "n_edges"  # [B] int64, edges of each structure in a PackedStructures
-
-
-def _unknown_keys(what: str, given: Mapping, valid: Sequence[str]) -> None:
-    for key in given:
-        if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"{what}: unknown key {key!r}; {hint}valid keys: {', '.join(valid)}")
 
 
 class PackedStructures(Dataset):
@@ -129,15 +110,11 @@ class PackedStructures(Dataset):
 class AtomsDataModule(lightning.LightningDataModule):
     """Training, validation, test and predict data for a potential (see the module docstring).
 
-    ``train``/``validation``/``test``/``predict``: ``{"path": file or None, "batch_size": int}`` (default
-    batch sizes 8/16/16/16). ``train_data`` etc. give a split's data directly (a file path or a list of
-    ``ase.Atoms``) instead of ``path``. ``source``: one file (or list of ``ase.Atoms``) split by
-    ``splitting_strategy`` ``{name, data_split, seed, test_seed, record_key}``; the record of a structure is
-    ``atoms.info[record_key]``, else its chemical formula. ``index`` selects the structures of every file read.
-    ``cut_off`` in angstrom (a number or a quantity string). ``pbc`` ([3] bools or one bool) and ``cell``
-    ([3, 3], or [3] for an orthorhombic cell, angstrom) replace those of every structure. Labels are read
-    under the ``y_*`` names (None: not read); train, validation and test need an energy. ``dtype``
-    ("float32"/"float64") of the float tensors. ``num_workers``: an int or "all" (every CPU).
+    ``config``: the validated ``[data]`` section (``DataConfig``: files, cut-off, pbc/cell overrides, ``y_*``
+    label names, batch sizes, splitting strategy, cache); or give its keys as keyword arguments instead
+    (``cut_off=4.0, train={"batch_size": 8}, ...``), validated here like a config file's. ``source`` may also be
+    a list of ``ase.Atoms``. ``train_data`` etc. give a split's data directly (a file path or a list of
+    ``ase.Atoms``) instead of ``config.<split>.path``. ``dtype`` ("float32"/"float64") of the float tensors;
     ``shuffle_seed`` fixes the training order (epoch e uses seed ``shuffle_seed + e``).
 
     After ``setup``: ``splits`` maps each non-empty split name to its ``PackedStructures``;
@@ -147,93 +124,58 @@ class AtomsDataModule(lightning.LightningDataModule):
 
     def __init__(
         self,
+        config: DataConfig | None = None,
         *,
-        source: str | os.PathLike | Sequence[ase.Atoms] | None = None,
-        index: str | int = ":",
-        train: Mapping[str, Any] | None = None,
-        validation: Mapping[str, Any] | None = None,
-        test: Mapping[str, Any] | None = None,
-        predict: Mapping[str, Any] | None = None,
-        splitting_strategy: Mapping[str, Any] | None = None,
-        cut_off: float | str = 5.0,
-        pbc: bool | Sequence[bool] | None = None,
-        cell: Sequence[Any] | None = None,
-        self_interaction: bool = False,
-        pre_batch: str = "in_memory",
-        cache_dir: str | os.PathLike | None = None,
-        num_workers: int | str = 0,
-        y_energy: str | None = "energy",
-        y_forces: str | None = "forces",
-        y_stress: str | None = "stress",
-        y_charges: str | None = None,
-        y_total_charge: str | None = None,
-        y_dipole: str | None = None,
         dtype: str | torch.dtype = "float64",
         shuffle_seed: int = 42,
         train_data: str | os.PathLike | Sequence[ase.Atoms] | None = None,
         validation_data: str | os.PathLike | Sequence[ase.Atoms] | None = None,
         test_data: str | os.PathLike | Sequence[ase.Atoms] | None = None,
         predict_data: str | os.PathLike | Sequence[ase.Atoms] | None = None,
+        **data: Any,
     ):
         super().__init__()
-        if self_interaction:
-            raise ValueError(
-                "self_interaction=True is not supported: the model cannot use zero-length edges (i, i, 0); "
-                "set self_interaction to false"
+        source = None
+        if config is None:
+            if not isinstance(data.get("source"), (str, os.PathLike, type(None))):
+                source = data.pop("source")  # a list of ase.Atoms
+            config = validate(DataConfig, data, "data")
+        elif data:
+            raise ConfigError(
+                f"give the [data] section as a DataConfig or as keyword arguments, not both: {sorted(data)}"
             )
-        self.cut_off = parse_quantity(cut_off, "length", "cut_off")
-        if not self.cut_off > 0.0:
-            raise ValueError(f"cut_off must be a positive length, got {cut_off!r}")
+        self.config = config
+        self.cutoff = config.cutoff
         self.dtype = resolve_dtype(dtype)
-        if pre_batch not in PRE_BATCH:
-            raise ValueError(f"pre_batch must be one of {', '.join(map(repr, PRE_BATCH))}, got {pre_batch!r}")
-        if pre_batch == "on_disk" and cache_dir is None:
-            raise ValueError('pre_batch="on_disk" writes its cache into cache_dir: give cache_dir (a directory)')
-        self.pre_batch = pre_batch
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.num_workers = self._num_workers(num_workers)
-        self.index = index
-        self.pbc = self._pbc(pbc)
-        self.cell = self._cell(cell)
-        if isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, int) or shuffle_seed < 0:
-            raise ValueError(f"shuffle_seed must be a non-negative integer, got {shuffle_seed!r}")
+        self.cache_dir = None if config.cache_dir is None else Path(config.cache_dir)
+        self.num_workers = config.num_workers
         self.shuffle_seed = shuffle_seed
-        if y_energy is None:
-            raise ValueError("y_energy is None, but training needs energies: set y_energy to the energy's name")
-        self.label_keys = LabelKeys(
-            energy=y_energy,
-            forces=y_forces,
-            stress=y_stress,
-            charges=y_charges,
-            total_charge=y_total_charge,
-            dipole=y_dipole,
-        )
+        self.label_keys = config.label_keys()
+        self.batch_sizes: Dict[str, int] = {name: getattr(config, name).batch_size for name in SPLITS}
 
-        options = {"train": train, "validation": validation, "test": test, "predict": predict}
         direct = {"train": train_data, "validation": validation_data, "test": test_data, "predict": predict_data}
-        self.batch_sizes: Dict[str, int] = {}
         self._given: Dict[str, Any] = {}  # split -> path or list of Atoms, for the splits given explicitly
         for name in SPLITS:
-            path, self.batch_sizes[name] = self._split_options(name, options[name])
+            path = getattr(config, name).path
             if path is not None and direct[name] is not None:
-                raise ValueError(f"{name} data given twice: as {name}['path'] and as {name}_data; give one")
+                raise ConfigError(f"{name} data given twice: as data.{name}.path and as {name}_data; give one")
             given = direct[name] if direct[name] is not None else path
             if given is not None:
                 self._given[name] = self._checked_data(f"{name} data", given)
+        source = config.source if source is None else source
         self.source = None if source is None else self._checked_data("source", source)
         if self.source is None and "train" not in self._given:
-            raise ValueError(
+            raise ConfigError(
                 "no training data: give source (one file split into train/validation/test by splitting_strategy) "
-                "or a training file (train={'path': ...} or train_data=...)"
+                "or a training file (data.train.path or train_data=...)"
             )
         if self.source is not None:
             clash = [name for name in ("train", "validation", "test") if name in self._given]
             if clash:
-                raise ValueError(
+                raise ConfigError(
                     f"both source and {', '.join(clash)} data were given: source is split into train, validation "
                     "and test by splitting_strategy; give either source or files per split, not both"
                 )
-        self.strategy = self._strategy(splitting_strategy)
 
         self.splits: Dict[str, PackedStructures] = {}
         self.split_indices_: Dict[str, List[int]] | None = None
@@ -242,82 +184,24 @@ class AtomsDataModule(lightning.LightningDataModule):
         self._sha256: Dict[str, str] = {}
         self._is_setup = False
 
-    # ----------------------------------------------------------------------------------------- arguments
-
-    @staticmethod
-    def _num_workers(value: int | str) -> int:
-        if value == "all":
-            return os.cpu_count() or 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"num_workers must be an integer >= 0 or 'all', got {value!r}")
-        return value
-
-    @staticmethod
-    def _pbc(value: bool | Sequence[bool] | None) -> List[bool] | None:
-        if value is None:
-            return None
-        if isinstance(value, bool):
-            return [value] * 3
-        values = list(value)
-        if len(values) != 3 or not all(isinstance(v, bool) for v in values):
-            raise ValueError(f"pbc must be one bool or three bools such as [True, True, False], got {value!r}")
-        return values
-
-    @staticmethod
-    def _cell(value: Sequence[Any] | None) -> List[List[float]] | None:
-        if value is None:
-            return None
-        try:
-            cell = torch.as_tensor(value, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError):
-            cell = None
-        if cell is not None and cell.shape == (3,):
-            cell = torch.diag(cell)
-        if cell is None or cell.shape != (3, 3) or not bool(torch.isfinite(cell).all()):
-            raise ValueError(
-                f"cell must be 3x3 numbers (lattice vectors as rows, angstrom) or 3 lengths, got {value!r}"
-            )
-        return cell.tolist()
-
-    @staticmethod
-    def _split_options(name: str, value: Mapping[str, Any] | None) -> Tuple[Any, int]:
-        value = {} if value is None else value
-        if not isinstance(value, Mapping):
-            raise TypeError(f"{name} must be a dict such as {{'path': 'data.xyz', 'batch_size': 8}}, got {value!r}")
-        _unknown_keys(name, value, _SPLIT_OPTIONS)
-        batch_size = value.get("batch_size", DEFAULT_BATCH_SIZES[name])
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"{name}['batch_size'] must be a positive integer, got {batch_size!r}")
-        return value.get("path"), batch_size
-
     @staticmethod
     def _checked_data(what: str, value: Any) -> Any:
         if isinstance(value, (str, os.PathLike)):
             if not Path(value).is_file():
-                raise FileNotFoundError(f"{what}: no such file {str(value)!r}")
+                raise ConfigError(f"{what}: no such file {str(value)!r}")
             return Path(value)
         if isinstance(value, ase.Atoms):
             return [value]
         if isinstance(value, Sequence) and all(isinstance(a, ase.Atoms) for a in value):
             return list(value)
-        raise TypeError(f"{what} must be a file path or a list of ase.Atoms, got {type(value).__name__}")
-
-    @staticmethod
-    def _strategy(value: Mapping[str, Any] | None) -> Dict[str, Any]:
-        value = {} if value is None else value
-        if not isinstance(value, Mapping):
-            raise TypeError(f"splitting_strategy must be a dict such as {{'name': '{RANDOM}'}}, got {value!r}")
-        _unknown_keys("splitting_strategy", value, list(_STRATEGY_DEFAULTS))
-        strategy = {**_STRATEGY_DEFAULTS, **{k: v for k, v in value.items() if v is not None}}
-        check_strategy(strategy["name"], strategy["data_split"], strategy["seed"], strategy["test_seed"])
-        return strategy
+        raise ConfigError(f"{what} must be a file path or a list of ase.Atoms, got {type(value).__name__}")
 
     # ----------------------------------------------------------------------------------------- reading
 
     def _read(self, what: str, data: Path | List[ase.Atoms], required: Sequence[str]):
         """(structure dicts, Atoms) of a file or list, with the pbc/cell overrides applied to the dicts."""
         if isinstance(data, Path):
-            atoms = read_structures(data, self.index)
+            atoms = read_structures(data, self.config.index)
             where = f"{what} {str(data)!r}"
         else:
             atoms = data
@@ -326,15 +210,16 @@ class AtomsDataModule(lightning.LightningDataModule):
             structures = read_dataset(atoms, self.label_keys, required=required, dtype=self.dtype)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
+        pbc, cell = self.config.pbc, self.config.cell
         for data_dict in structures:
-            if self.pbc is not None:
-                data_dict[K.PBC] = torch.tensor([self.pbc], dtype=torch.bool)
-            if self.cell is not None:
-                data_dict[K.CELL] = torch.tensor([self.cell], dtype=self.dtype)
+            if pbc is not None:
+                data_dict[K.PBC] = torch.tensor([pbc], dtype=torch.bool)
+            if cell is not None:
+                data_dict[K.CELL] = torch.tensor([cell], dtype=self.dtype)
         return structures, atoms
 
     def _records(self, atoms: Sequence[ase.Atoms]) -> List[Hashable]:
-        key = self.strategy["record_key"]
+        key = self.config.splitting_strategy.record_key
         records = []
         for i, a in enumerate(atoms):
             record = a.info.get(key)
@@ -350,7 +235,7 @@ class AtomsDataModule(lightning.LightningDataModule):
     def _with_edges(self, what: str, structures: List[Dict[str, Tensor]]) -> List[Dict[str, Tensor]]:
         for i, data in enumerate(structures):
             try:
-                edges = neighbor_list(data[K.POSITIONS], data[K.CELL][0], data[K.PBC][0], self.cut_off)
+                edges = neighbor_list(data[K.POSITIONS], data[K.CELL][0], data[K.PBC][0], self.cutoff)
             except ValueError as exc:
                 raise ValueError(f"{what} structure {i}: {exc}") from None
             data[K.EDGE_INDEX], data[K.CELL_SHIFTS] = edges
@@ -360,9 +245,9 @@ class AtomsDataModule(lightning.LightningDataModule):
         description = {
             "format_version": CACHE_FORMAT_VERSION,
             "data_sha256": sha256,
-            "cut_off": repr(self.cut_off),
-            "pbc": self.pbc,
-            "cell": self.cell,
+            "cut_off": repr(self.cutoff),  # the key written by earlier versions: their caches stay valid
+            "pbc": self.config.pbc,
+            "cell": self.config.cell,
         }
         return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
@@ -382,7 +267,7 @@ class AtomsDataModule(lightning.LightningDataModule):
     def _pack(self, name: str, structures: List[Dict[str, Tensor]]) -> PackedStructures:
         sha256 = dataset_sha256(structures)
         self._sha256[name] = sha256
-        if self.pre_batch == "in_memory":
+        if self.config.pre_batch == "in_memory":
             return PackedStructures.pack(self._with_edges(name, structures))
         key = self._cache_key(sha256)
         path = self.cache_dir / f"{name}-{key[:24]}.pt"
@@ -404,11 +289,9 @@ class AtomsDataModule(lightning.LightningDataModule):
         split_data: Dict[str, List[Dict[str, Tensor]]] = {}
         if self.source is not None:
             structures, atoms = self._read("source", self.source, required)
-            strategy = self.strategy
-            labels = self._records(atoms) if strategy["name"] == RANDOM_RECORD else len(structures)
-            parts = split_indices(
-                labels, strategy["name"], strategy["data_split"], strategy["seed"], strategy["test_seed"]
-            )
+            strategy = self.config.splitting_strategy
+            labels = self._records(atoms) if strategy.name == RANDOM_RECORD else len(structures)
+            parts = split_indices(labels, strategy.name, strategy.data_split, strategy.seed, strategy.test_seed)
             self.split_indices_ = dict(zip(("train", "validation", "test"), parts))
             for name, indices in self.split_indices_.items():
                 split_data[name] = [structures[i] for i in indices]

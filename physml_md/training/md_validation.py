@@ -1,8 +1,8 @@
 """``MDValidation``: a short MD run with the model being trained, every few epochs, logged beside the losses.
 
-Configured from ``[training.md_validation]`` (``MDValidationConfig``), or built directly:
+Configured by the validated ``[training.md_validation]`` section:
 
-    MDValidation(every_n_epochs=5, engine="ase", ensemble="nve", steps=200, temperature=300.0)
+    MDValidation(MDValidationConfig(every_n_epochs=5, steps=200), seed=0)
 
 At the end of every ``every_n_epochs``-th training epoch (after validation), the evaluation weights (the EMA
 when one is kept) are copied, scripted and run with ``physml_md.md.runner.run_md`` from the starting structure
@@ -16,65 +16,30 @@ is the same on every rank of a DDP run.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import lightning
 from ase import Atoms
 from lightning.pytorch.utilities import rank_zero_info
 
+from physml_md.training.schema_training import MDValidationConfig
+
 __all__ = ["MDValidation"]
 
 
 class MDValidation(lightning.Callback):
-    def __init__(
-        self,
-        every_n_epochs: int = 1,
-        engine: str = "ase",
-        ensemble: str = "nve",
-        steps: int = 200,
-        temperature: float = 300.0,
-        timestep: float = 0.5,
-        structure: Atoms | str | Path | None = None,
-        index: int = 0,
-        stop_on_blowup: bool = False,
-        min_distance: float = 0.5,
-        max_force: float = 100.0,
-        report_every: int = 10,
-        seed: int = 0,
-    ):
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be a positive number of epochs, got {every_n_epochs}")
-        self.every_n_epochs = every_n_epochs
-        self.engine, self.ensemble, self.steps = engine, ensemble, steps
-        self.temperature, self.timestep = temperature, timestep
-        self.stop_on_blowup = stop_on_blowup
-        self.min_distance, self.max_force = min_distance, max_force
-        self.report_every, self.seed = report_every, seed
-        if isinstance(structure, (str, Path)):
+    """``config``: the ``[training.md_validation]`` section (``every_n_epochs`` = 0: the callback never runs);
+    ``structure``: the starting structure (default: ``config.structures``, else the first training structure);
+    ``seed``: of the initial velocities."""
+
+    def __init__(self, config: MDValidationConfig, structure: Atoms | None = None, seed: int = 0):
+        self.config = config
+        self.seed = seed
+        if structure is None and config.structures is not None:
             from ase.io import read
 
-            structure = read(structure, index=index)
+            structure = read(config.structures, index=config.index)
         self.structure: Atoms | None = structure
         self.last = None  # the last run's MDResult
-
-    @classmethod
-    def from_config(cls, config, seed: int = 0) -> MDValidation:
-        """From ``MDValidationConfig`` (``[training.md_validation]``)."""
-        return cls(
-            every_n_epochs=config.every_n_epochs,
-            engine=config.engine,
-            ensemble=config.ensemble,
-            steps=config.steps,
-            temperature=config.temperature,
-            timestep=config.timestep,
-            structure=config.structures,
-            index=config.index,
-            stop_on_blowup=config.stop_on_blowup,
-            min_distance=config.min_distance,
-            max_force=config.max_force,
-            report_every=config.report_every,
-            seed=seed,
-        )
 
     def _start(self, trainer) -> Atoms:
         if self.structure is None:
@@ -87,7 +52,8 @@ class MDValidation(lightning.Callback):
         return self.structure
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+        config = self.config
+        if trainer.sanity_checking or not config.every_n_epochs or (trainer.current_epoch + 1) % config.every_n_epochs:
             return
         from physml_md.md.metrics import energy_drift
         from physml_md.md.runner import run_md
@@ -96,15 +62,15 @@ class MDValidation(lightning.Callback):
         result = run_md(
             model,
             self._start(trainer),
-            engine=self.engine,
-            ensemble=self.ensemble,
-            temperature=self.temperature,
-            timestep=self.timestep,
-            steps=self.steps,
-            report_every=self.report_every,
+            engine=config.engine,
+            ensemble=config.ensemble,
+            temperature=config.temperature,
+            timestep=config.timestep,
+            steps=config.steps,
+            report_every=config.report_every,
             seed=self.seed,
-            min_distance=self.min_distance,
-            max_force=self.max_force,
+            min_distance=config.min_distance,
+            max_force=config.max_force,
             keep_positions=False,
             device=str(pl_module.device),
         )
@@ -115,17 +81,19 @@ class MDValidation(lightning.Callback):
             "md/max_force": result.max_force,
             "md/steps": float(result.steps_done),
         }
-        if result.stable and self.ensemble == "nve" and len(result.times_fs) >= 3:
-            metrics["md/drift"] = energy_drift(result.times_fs, result.total, result.n_atoms).drift_mev_per_atom_per_ps
+        if result.stable and config.ensemble == "nve" and len(result.times_fs) >= 3:
+            metrics["md/drift"] = energy_drift(
+                result.times_fs, result.total_energies, result.n_atoms
+            ).drift_mev_per_atom_per_ps
         elif result.stable:
-            metrics["md/temperature"] = sum(result.temperature) / len(result.temperature)
+            metrics["md/temperature"] = sum(result.temperatures_k) / len(result.temperatures_k)
         for name, value in metrics.items():
             pl_module.log(name, float(value), on_epoch=True, sync_dist=False)
         if not result.stable:
             message = (
                 f"MD validation after epoch {trainer.current_epoch}: blow-up at step {result.blow_up_step} of "
-                f"{self.steps}: {result.blow_up.message}"
+                f"{config.steps}: {result.blow_up.message}"
             )
-            rank_zero_info(message + ("; stopping training" if self.stop_on_blowup else ""))
-            if self.stop_on_blowup:
+            rank_zero_info(message + ("; stopping training" if config.stop_on_blowup else ""))
+            if config.stop_on_blowup:
                 trainer.should_stop = True

@@ -18,6 +18,8 @@ from typing import Any, Dict, Mapping
 
 from lightning.pytorch.callbacks import Callback
 
+from physml_md.training.schema_training import LossConfig
+
 __all__ = ["LossWeightMixing", "mixed_weight"]
 
 
@@ -39,7 +41,8 @@ class LossWeightMixing(Callback):
     """Moves ``pl_module.loss_weights`` toward their targets after every training epoch.
 
     weights: initial weight of every component; target_weight / mixing_steps / mixing_epochs: per component,
-    only for the components that move. ``schedule`` is "step" or "linear".
+    only for the components that move; ``schedule`` is "step" or "linear". ``from_config`` takes them from the
+    validated ``[training.loss_parameter]`` section, which checks them; they are not checked again here.
     """
 
     def __init__(
@@ -50,17 +53,17 @@ class LossWeightMixing(Callback):
         mixing_epochs: Mapping[str, int] | None = None,
         schedule: str = "step",
     ):
-        if schedule not in ("step", "linear"):
-            raise ValueError(f"schedule must be 'step' or 'linear', got {schedule!r}")
-        self.initial = {name: float(w) for name, w in weights.items()}
-        self.target = {name: float(w) for name, w in (target_weight or {}).items()}
-        self.steps = {name: float(s) for name, s in (mixing_steps or {}).items()}
-        self.spans = {name: int(e) for name, e in (mixing_epochs or {}).items()}
+        self.initial = dict(weights)
+        self.target = dict(target_weight or {})
+        self.steps = dict(mixing_steps or {})
+        self.spans = dict(mixing_epochs or {})
         self.schedule = schedule
-        unknown = sorted((set(self.target) | set(self.steps) | set(self.spans)) - set(self.initial))
-        if unknown:
-            raise ValueError(f"mixing for {', '.join(unknown)} but no initial weight: add it to the weights")
         self.epochs_done = 0
+
+    @classmethod
+    def from_config(cls, loss: LossConfig) -> LossWeightMixing:
+        """From the ``[training.loss_parameter]`` section (``loss.weight`` has every listed component)."""
+        return cls(loss.weight, loss.target_weight, loss.mixing_steps, loss.mixing_epochs, loss.schedule)
 
     @property
     def state_key(self) -> str:

@@ -1,9 +1,10 @@
 """``PotentialModule``: the LightningModule that trains a potential.
 
-It receives the configuration (plain dicts, see ``physml_md.training.config.config_to_dict``) and the
-``build_model`` arguments, builds the model itself, and keeps an exponential moving average (EMA) of the weights
-that is used for validation, testing and export. Forces and stress come from autograd inside the model, so
-validation and test run with gradients enabled (the Trainer must be created with ``inference_mode=False``).
+It receives the validated configuration (``physml_md.training.config.Config``; its plain-dict form is stored
+in the checkpoint) and the ``build_model`` arguments, builds the model itself, and keeps an exponential moving
+average (EMA) of the weights that is used for validation, testing and export. Forces and stress come from
+autograd inside the model, so validation and test run with gradients enabled (the Trainer must be created with
+``inference_mode=False``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch import Tensor
 from physml_md.checkpoint import MODEL_KWARGS
 from physml_md.data import keys as K
 from physml_md.models import build_model
-from physml_md.training.losses import COMPONENTS, component_errors, masked_pair
+from physml_md.training.config import Config, config_to_dict
+from physml_md.training.losses import component_errors, masked_pair
 
 __all__ = ["PotentialModule"]
 
@@ -36,7 +38,7 @@ def _metric_names(components) -> List[str]:
 class PotentialModule(lightning.LightningModule):
     """Trains ``build_model(**model_kwargs)`` with the losses, optimizer and scheduler of ``config``.
 
-    config: plain-dict configuration (sections "training" and "trainer" are read here); model_kwargs: the
+    config: the validated configuration (its [training] section is read here); model_kwargs: the
     ``build_model`` arguments (species, cutoff, dtype, self-energies, scale, ...), stored in the checkpoint so
     that ``physml_md.checkpoint.potential_from_checkpoint`` can rebuild the model without Lightning;
     data_sha256: hash of the training split, carried into the exported metadata. periodic: whether the data
@@ -45,34 +47,32 @@ class PotentialModule(lightning.LightningModule):
 
     def __init__(
         self,
-        config: Dict[str, Any],
+        config: Config,
         model_kwargs: Dict[str, Any],
         data_sha256: str | None = None,
         periodic: bool | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(
-            {"config": config, MODEL_KWARGS: model_kwargs, "data_sha256": data_sha256, "periodic": periodic}
+            {
+                "config": config_to_dict(config),
+                MODEL_KWARGS: model_kwargs,
+                "data_sha256": data_sha256,
+                "periodic": periodic,
+            }
         )
-        training = config["training"]
-        loss = training["loss_parameter"]
-        self.components: List[str] = list(loss["loss_components"])
-        unknown = [c for c in self.components if c not in COMPONENTS]
-        if unknown:
-            raise ValueError(f"unknown loss components {unknown}; valid: {', '.join(COMPONENTS)}")
-        self.per_atom_energy = bool(loss.get("per_atom_energy", True))
-        weights = loss.get("weight") or {}
-        self.loss_weights: Dict[str, float] = {c: float(weights.get(c, 1.0)) for c in self.components}
+        training = config.training
+        loss = training.loss_parameter
+        self.components: List[str] = list(loss.loss_components)
+        self.per_atom_energy = loss.per_atom_energy
+        self.loss_weights: Dict[str, float] = dict(loss.weight)
         # val/loss and test/loss weigh the components with the final weights (the targets of loss-weight mixing),
         # fixed for the whole run, so that a monitor on val/loss compares epochs fairly while the training weights
         # move; train/loss is the optimised loss, with the current weights
-        targets = loss.get("target_weight") or {}
-        self.evaluation_weights: Dict[str, float] = {
-            c: float(targets.get(c, self.loss_weights[c])) for c in self.components
-        }
+        self.evaluation_weights: Dict[str, float] = {**loss.weight, **loss.target_weight}
         self.training_config = training
         self.model = build_model(**model_kwargs)
-        decay = float((training.get("ema") or {}).get("decay", 0.0))
+        decay = training.ema.decay
         self.ema_decay = decay
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if decay > 0.0 else None
         self.metrics = torch.nn.ModuleDict()
@@ -195,44 +195,34 @@ class PotentialModule(lightning.LightningModule):
 
     def configure_optimizers(self):
         training = self.training_config
-        lr = float(training["lr"])
-        weight_decay = float(training.get("weight_decay", 0.0))
-        optimizer_name = training.get("optimizer", "adam")
-        optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optimizer_name]
-        optimizer = optimizer_class(self.model.parameters(), lr=lr, weight_decay=weight_decay)
-        scheduler_config = training.get("lr_scheduler") or {}
-        name = scheduler_config.get("name")
-        if name is None:
+        optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[training.optimizer]
+        optimizer = optimizer_class(self.model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+        schedule = training.lr_scheduler
+        if schedule.name is None:
             return optimizer
-        monitor = scheduler_config.get("monitor") or training.get("monitor", "val/loss")
-        interval = scheduler_config.get("interval", "epoch")
-        if name == "reduce_on_plateau":
+        if schedule.name == "reduce_on_plateau":
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer,
                 mode="min",
-                factor=float(scheduler_config.get("factor", 0.5)),
-                patience=int(scheduler_config.get("patience", 10)),
-                min_lr=float(scheduler_config.get("min_lr", 0.0)),
-                cooldown=int(scheduler_config.get("cooldown", 0)),
+                factor=schedule.factor,
+                patience=schedule.patience,
+                min_lr=schedule.min_lr,
+                cooldown=schedule.cooldown,
             )
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": monitor}}
-        if name == "cosine":
-            if interval == "step":
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": schedule.monitor}}
+        if schedule.name == "cosine":
+            if schedule.interval == "step":
                 default_t_max = int(self.trainer.estimated_stepping_batches)
             else:
                 default_t_max = int(self.trainer.max_epochs or 1)
-            t_max = scheduler_config.get("t_max") or default_t_max
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=int(t_max), eta_min=float(scheduler_config.get("eta_min", 0.0))
+                optimizer, T_max=schedule.t_max or default_t_max, eta_min=schedule.eta_min
             )
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
-        if name == "one_cycle":
-            max_lr = scheduler_config.get("max_lr") or 10.0 * lr
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer,
-                max_lr=float(max_lr),
-                total_steps=int(self.trainer.estimated_stepping_batches),
-                pct_start=float(scheduler_config.get("pct_start", 0.3)),
-            )
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        raise ValueError(f"unknown lr_scheduler {name!r}; valid: reduce_on_plateau, cosine, one_cycle")
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": schedule.interval}}
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(  # one_cycle
+            optimizer,
+            max_lr=schedule.max_lr or 10.0 * training.lr,
+            total_steps=int(self.trainer.estimated_stepping_batches),
+            pct_start=schedule.pct_start,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from physml_md.atomic import PathLike, atomic_path
+from physml_md.units import EV_TO_MEV
 
 __all__ = ["parity_plot", "learning_curves", "read_metrics"]
 
@@ -81,7 +82,7 @@ def _parity_panel(ax, ref: np.ndarray, pred: np.ndarray, quantity: str, unit: st
         s=6,
         alpha=0.5 if ref.size > 200 else 0.8,
         linewidths=0,
-        label=f"MAE {1000 * mae:.3g} {milli_unit}\nRMSE {1000 * rmse:.3g} {milli_unit}\nn = {ref.size}",
+        label=f"MAE {EV_TO_MEV * mae:.3g} {milli_unit}\nRMSE {EV_TO_MEV * rmse:.3g} {milli_unit}\nn = {ref.size}",
     )
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)

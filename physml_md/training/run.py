@@ -8,8 +8,6 @@ checkpoints, and ``model.pt``, the exported best model, written beside them), ``
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from physml_md.training.datamodule import AtomsDataModule
 from physml_md.training.md_validation import MDValidation
 from physml_md.training.mixing import LossWeightMixing
 from physml_md.training.module import PotentialModule
+from physml_md.units import EV_TO_MEV
 
 __all__ = ["TrainResult", "train", "EXPORT_NAME"]
 
@@ -51,10 +50,7 @@ class TrainResult:
 
 def datamodule_kwargs(config: Config) -> Dict[str, Any]:
     """The AtomsDataModule arguments of a configuration."""
-    kwargs = dataclasses.asdict(config.data)
-    kwargs["dtype"] = config.model.dtype
-    kwargs["shuffle_seed"] = config.training.seed
-    return kwargs
+    return {"config": config.data, "dtype": config.model.dtype, "shuffle_seed": config.training.seed}
 
 
 def build_model_kwargs(config: Config, datamodule: AtomsDataModule) -> Dict[str, Any]:
@@ -107,51 +103,44 @@ def _resumed_model_kwargs(config: Config, ckpt_path: PathLike) -> Dict[str, Any]
 
 
 def _monitor_training_metrics(config: Config) -> Config:
-    """A copy of ``config`` whose monitored "val/..." metrics are replaced by their "train/..." twins."""
-    config = copy.deepcopy(config)
+    """``config`` with its monitored "val/..." metrics replaced by their "train/..." twins."""
 
-    def swap(name: str | None) -> str | None:
+    def twin(name: str | None) -> str | None:
         return "train/" + name.removeprefix("val/") if name and name.startswith("val/") else name
 
-    training = config.training
-    training.monitor = swap(training.monitor)
-    training.lr_scheduler.monitor = swap(training.lr_scheduler.monitor)
-    training.early_stopping.monitor = swap(training.early_stopping.monitor)
-    checkpoint = config.trainer.get("checkpoint")
-    if checkpoint:
-        checkpoint["monitor"] = swap(checkpoint.get("monitor"))
-    return config
+    training, checkpoint = config.training, config.trainer["checkpoint"]
+    scheduler, stopping = training.lr_scheduler, training.early_stopping
+    training = training.model_copy(
+        update={
+            "monitor": twin(training.monitor),
+            "lr_scheduler": scheduler.model_copy(update={"monitor": twin(scheduler.monitor)}),
+            "early_stopping": stopping.model_copy(update={"monitor": twin(stopping.monitor)}),
+        }
+    )
+    trainer = {**config.trainer, "checkpoint": {**checkpoint, "monitor": twin(checkpoint["monitor"])}}
+    return config.model_copy(update={"training": training, "trainer": trainer})
 
 
 def _callbacks(config: Config, resumed_from: PathLike | None = None) -> List[lightning.Callback]:
-    trainer = config.trainer
-    monitor = config.training.monitor
-    checkpoint_kwargs = {"monitor": monitor, "save_top_k": 1, "save_last": True, "mode": "min"}
-    checkpoint_kwargs.update(trainer.get("checkpoint") or {})
+    training = config.training
+    checkpoint_kwargs = dict(config.trainer["checkpoint"])
     if resumed_from is not None and checkpoint_kwargs.get("dirpath") is None:
         # a resumed run keeps writing checkpoints beside the one it resumed from, so the best checkpoint is
         # chosen over the whole run (Lightning reloads best scores only when the directory is unchanged)
         checkpoint_kwargs["dirpath"] = str(Path(resumed_from).resolve().parent)
     callbacks: List[lightning.Callback] = [ModelCheckpoint(**checkpoint_kwargs)]
-    loss = config.training.loss_parameter
-    weights = {c: float(loss.weight.get(c, 1.0)) for c in loss.loss_components}
-    callbacks.append(
-        LossWeightMixing(weights, loss.target_weight, loss.mixing_steps, loss.mixing_epochs, schedule=loss.schedule)
-    )
+    callbacks.append(LossWeightMixing.from_config(training.loss_parameter))
     callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-    stopping = config.training.early_stopping
+    stopping = training.early_stopping
     if stopping.enabled:
         callbacks.append(
             EarlyStopping(
-                monitor=stopping.monitor or monitor,
-                patience=stopping.patience,
-                min_delta=stopping.min_delta,
-                mode=stopping.mode,
+                monitor=stopping.monitor, patience=stopping.patience, min_delta=stopping.min_delta, mode=stopping.mode
             )
         )
-    if config.training.md_validation.every_n_epochs > 0:
-        callbacks.append(MDValidation.from_config(config.training.md_validation, seed=config.training.seed))
-    callbacks.extend(instantiate_callbacks(trainer.get("callbacks") or []))
+    if training.md_validation.every_n_epochs > 0:
+        callbacks.append(MDValidation(training.md_validation, seed=training.seed))
+    callbacks.extend(instantiate_callbacks(config.trainer["callbacks"]))
     return callbacks
 
 
@@ -210,13 +199,13 @@ def _collect_parity(potential: torch.nn.Module, datamodule: AtomsDataModule, spl
 def format_metrics_table(metrics: Dict[str, float], title: str = "test split") -> str:
     """A table of MAE and RMSE per component (energies in meV, forces in meV/angstrom, stress in meV/angstrom^3)."""
     units = {
-        "per_system_energy": ("meV/structure", 1e3),
-        "per_atom_energy": ("meV/atom", 1e3),
-        "per_atom_force": ("meV/angstrom", 1e3),
-        "per_system_stress": ("meV/angstrom^3", 1e3),
-        "per_system_dipole_moment": ("me*angstrom", 1e3),
-        "per_system_total_charge": ("me", 1e3),
-        "per_atom_charge": ("me", 1e3),
+        "per_system_energy": ("meV/structure", EV_TO_MEV),
+        "per_atom_energy": ("meV/atom", EV_TO_MEV),
+        "per_atom_force": ("meV/angstrom", EV_TO_MEV),
+        "per_system_stress": ("meV/angstrom^3", EV_TO_MEV),
+        "per_system_dipole_moment": ("me*angstrom", EV_TO_MEV),
+        "per_system_total_charge": ("me", EV_TO_MEV),
+        "per_atom_charge": ("me", EV_TO_MEV),
     }
     rows = []
     for component, (unit, factor) in units.items():
@@ -250,8 +239,8 @@ def train(
     """
     lightning.seed_everything(config.training.seed, workers=True, verbose=False)
     if train_data is not None and config.data.source is not None:
-        config = copy.deepcopy(config)
-        config.data.source = None  # data given as arguments replace the configured files
+        # data given as arguments replace the configured files
+        config = config.model_copy(update={"data": config.data.model_copy(update={"source": None})})
     datamodule = AtomsDataModule(
         **datamodule_kwargs(config), train_data=train_data, validation_data=validation_data, test_data=test_data
     )
@@ -266,10 +255,8 @@ def train(
         if verbose:
             print(f"no validation data: checkpoints and schedulers follow {config.training.monitor!r}")
     monitor = config.training.monitor
-    module = PotentialModule(
-        config_to_dict(config), kwargs, data_sha256=datamodule.dataset_sha256(), periodic=datamodule.periodic()
-    )
-    root = Path(config.trainer.get("default_root_dir", "physml_runs"))
+    module = PotentialModule(config, kwargs, data_sha256=datamodule.dataset_sha256(), periodic=datamodule.periodic())
+    root = Path(config.trainer["default_root_dir"])
     loggers = _loggers(root)
     callbacks = _callbacks(config, ckpt_path)
     checkpoint_callback = callbacks[0]
@@ -286,7 +273,10 @@ def train(
     result = TrainResult(run_dir=run_dir, best_checkpoint=best_path, model_path=None)
     md_callback = next((c for c in callbacks if isinstance(c, MDValidation)), None)
     if md_callback is not None and md_callback.last is not None:
-        result.md_validation = {**md_callback.last.summary(), "first_potential_energy": md_callback.last.potential[0]}
+        result.md_validation = {
+            **md_callback.last.summary(),
+            "first_potential_energy": md_callback.last.potential_energies[0],
+        }
 
     if len(datamodule.splits.get("test") or []) > 0 and best_path is not None:
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=str(best_path), weights_only=True, verbose=False)

@@ -14,7 +14,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.geometry import get_distances
 
-from physml_md.md import metrics, structure
+from physml_md.md import arrays, distributions, geometry, metrics, structure
 from physml_md.md.metrics import (
     DEFAULT_MAX_FORCE,
     DEFAULT_MIN_DISTANCE,
@@ -43,7 +43,14 @@ def imports_of(module):
 
 
 def test_modules_import_only_numpy_mdtraj_units_and_stdlib():
-    ours = {metrics: {"physml_md.units"}, structure: {"physml_md.units", "physml_md.md.metrics"}}
+    shared = {"physml_md.units", "physml_md.md.arrays", "physml_md.md.geometry"}
+    ours = {
+        arrays: set(),
+        geometry: {"physml_md.units", "physml_md.md.arrays", "physml_md.data.neighbors", "torch", "ase.cell"},
+        metrics: shared,
+        distributions: {"physml_md.md.arrays", "scipy.spatial.distance"},
+        structure: shared | {"physml_md.md.distributions", "ase.data"},
+    }
     for module, allowed in ours.items():
         imported, top_level = imports_of(module)
         outside = {
@@ -53,9 +60,19 @@ def test_modules_import_only_numpy_mdtraj_units_and_stdlib():
             and name not in allowed
         }
         assert not outside, f"{module.__name__} imports {sorted(outside)}"
-        assert all("mdtraj" not in ast.unparse(n) for n in top_level)  # mdtraj only lazily: not at module level
-    assert "mdtraj" not in imports_of(metrics)[0]  # the run-level numbers need no mdtraj at all
-    assert "mdtraj" in imports_of(structure)[0]
+        at_top = {node.module if isinstance(node, ast.ImportFrom) else node.names[0].name for node in top_level}
+        lazy = ("mdtraj", "torch", "scipy", "ase", "physml_md.data")  # heavy or optional: only inside functions
+        assert not [name for name in at_top if name.startswith(lazy)], module.__name__
+    assert not {"mdtraj", "mdtraj.utils"} & imports_of(metrics)[0]  # the run-level numbers need no mdtraj at all
+    assert "mdtraj" in imports_of(geometry)[0]
+
+
+def test_no_private_name_is_imported_across_md_modules():
+    for path in Path(metrics.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("physml_md"):
+                private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
 
 
 # ---- energy drift
@@ -177,14 +194,20 @@ def test_minimum_distance_non_periodic_and_mixed_pbc_with_zero_vector():
     assert_matches_ase(positions, slab, [True, True, False])
 
 
-def test_minimum_distance_in_blocks(monkeypatch):
+def test_minimum_distance_beyond_the_first_search_radius():
+    # a dilute gas: no pair within the first neighbour-list radius, the search widens until it finds one
     rng = np.random.default_rng(5)
-    cell = np.array([[9.0, 0.0, 0.0], [2.0, 8.0, 0.0], [-1.0, 1.5, 8.5]])
-    positions = rng.uniform(0.0, 1.0, (70, 3)) @ cell
-    whole = minimum_distance(positions, cell)
-    monkeypatch.setattr(metrics, "_BLOCK_PAIRS", 37)  # one or two rows per block
-    assert minimum_distance(positions, cell) == whole
+    cell = np.array([[90.0, 0.0, 0.0], [20.0, 80.0, 0.0], [-10.0, 15.0, 85.0]])
+    positions = rng.uniform(0.0, 1.0, (12, 3)) @ cell
+    assert minimum_distance(positions, cell)[0] > 2 * metrics._SEARCH_RADIUS  # two widenings
     assert_matches_ase(positions, cell, True)
+    assert_matches_ase(positions, None, False)
+
+
+def test_minimum_distance_names_the_first_of_equally_close_pairs():
+    lattice = bulk("Cu", "fcc", a=A_CU, cubic=True).repeat(3)  # 648 pairs at exactly a / sqrt(2)
+    distance, pair = minimum_distance(lattice.positions, lattice.cell[:])
+    assert distance == pytest.approx(A_CU / math.sqrt(2), rel=1e-12) and pair == (0, 1)
 
 
 def test_max_force():

@@ -7,6 +7,7 @@ from ase.geometry import get_distances
 
 from physml_md.md.runner import run_md
 from physml_md.models import build_model
+from physml_md.units import FS_TO_PS
 from tests.integrations.openmm_tools import methanol
 
 
@@ -59,7 +60,7 @@ def test_force_threshold_stops_the_run_at_once(random_cu_model):
 def test_trained_model_holds_300_k(cu_model):
     result = run_md(cu_model.model_path, _cu(1), ensemble="nvt", friction="5/ps", steps=1000, seed=4)
     assert result.stable and result.steps_done == 1000
-    mean = np.mean(result.temperature[len(result.temperature) // 5 :])
+    mean = np.mean(result.temperatures_k[len(result.temperatures_k) // 5 :])
     # 32 atoms: the canonical spread of T is sqrt(2/(3N)) * 300 = 43 K per frame; the mean of ~80 correlated
     # frames is good to ~15 K
     assert abs(mean - 300.0) < 30.0, mean
@@ -78,18 +79,18 @@ def test_ase_and_openmm_follow_the_same_nve_trajectory(cu_model, molecule_model,
     assert len(ase_run.positions) == len(openmm_run.positions) == 9
     for a, b in zip(ase_run.positions, openmm_run.positions):
         assert np.abs(a - b).max() < 1e-8
-    scale = np.abs(ase_run.potential).max()
-    assert np.allclose(ase_run.potential, openmm_run.potential, rtol=0, atol=1e-8 * scale)
-    assert np.allclose(ase_run.kinetic, openmm_run.kinetic, rtol=1e-7, atol=0)
+    scale = np.abs(ase_run.potential_energies).max()
+    assert np.allclose(ase_run.potential_energies, openmm_run.potential_energies, rtol=0, atol=1e-8 * scale)
+    assert np.allclose(ase_run.kinetic_energies, openmm_run.kinetic_energies, rtol=1e-7, atol=0)
     # and the positions did move: the comparison is not of a frozen structure
     assert np.abs(ase_run.positions[-1] - ase_run.positions[0]).max() > 1e-3
 
 
 def test_velocities_start_at_the_temperature_without_drift(cu_model):
     result = run_md(cu_model.model_path, _cu(3), ensemble="nve", steps=1, report_every=1, seed=6, temperature="450 K")
-    assert result.temperature[0] == pytest.approx(450.0, rel=0.35)  # one draw of 96 velocity components
+    assert result.temperatures_k[0] == pytest.approx(450.0, rel=0.35)  # one draw of 96 velocity components
     again = run_md(cu_model.model_path, _cu(3), ensemble="nve", steps=1, report_every=1, seed=6, temperature="450 K")
-    assert again.kinetic[0] == result.kinetic[0]  # seeded
+    assert again.kinetic_energies[0] == result.kinetic_energies[0]  # seeded
 
 
 @pytest.mark.parametrize(
@@ -120,3 +121,41 @@ def test_element_the_model_does_not_know(cu_model):
 def test_progress_bar(cu_model, capsys):
     run_md(cu_model.model_path, _cu(), steps=20, report_every=10, progress=True)
     assert "ns/day" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("third_vector", [0.0, 7.0], ids=["zero-third-vector", "third-vector-shorter-than-slab"])
+def test_slab_runs_with_its_own_pbc(random_cu_model, third_vector):
+    # a slab, periodic along a and b only: the runner must check it with pbc (True, True, False), not pbc=True
+    # (a zero third cell vector then stopped the run; a short one folded the slab onto itself, a false contact)
+    slab = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 3))
+    slab.cell[2] = [0.0, 0.0, third_vector]
+    slab.pbc = (True, True, False)
+    result = run_md(random_cu_model, slab, ensemble="nve", temperature="10 K", steps=2, report_every=1)
+    assert result.stable, result.blow_up.message
+    _, lengths = get_distances(result.positions[0], cell=slab.cell, pbc=slab.pbc)  # independent reference
+    lengths[np.diag_indices(len(slab))] = np.inf
+    assert result.min_distance <= lengths.min() + 1e-9
+
+
+def test_one_record_reaches_the_result_the_log_and_the_trajectory(random_cu_model, tmp_path):
+    """Each reported Frame is stored, logged and written once: the three copies hold the same numbers."""
+    from physml_md.md.writers import read_energy_log, read_trajectory
+
+    result = run_md(
+        random_cu_model, _cu(4), ensemble="nve", temperature="50 K", steps=20, report_every=5,
+        trajectory=tmp_path / "run.traj", log=tmp_path / "run.csv",
+    )  # fmt: skip
+    assert result.stable
+    log, trajectory = read_energy_log(tmp_path / "run.csv"), read_trajectory(tmp_path / "run.traj")
+    assert list(log["step"]) == list(trajectory.steps) == [0, 5, 10, 15, 20]
+    np.testing.assert_array_equal(trajectory.times_fs, result.times_fs)
+    np.testing.assert_array_equal(log["time_ps"], np.asarray(result.times_fs) * FS_TO_PS)
+    np.testing.assert_array_equal(trajectory.potential_energies, result.potential_energies)
+    np.testing.assert_array_equal(log["potential_ev"], result.potential_energies)
+    np.testing.assert_array_equal(log["kinetic_ev"], result.kinetic_energies)
+    np.testing.assert_array_equal(log["total_ev"], result.total_energies)
+    np.testing.assert_array_equal(log["temperature_k"], result.temperatures_k)
+    np.testing.assert_array_equal(trajectory.positions, result.positions)
+    # the thermostat's setting is not the temperature series
+    assert result.target_temperature_k == result.summary()["temperature_k"] == 50.0
+    assert len(result.temperatures_k) == 5 and result.temperatures_k[0] != 50.0

@@ -4,6 +4,7 @@ References: the arrays written; ASE's minimum-image distances (get_all_distances
 parameters; mdtraj's own loader (mdtraj.load with the PDB beside the file) and its periodic distances.
 """
 
+import dataclasses
 import math
 
 import mdtraj
@@ -17,6 +18,7 @@ from physml_md.md.writers import (
     ENERGY_LOG_COLUMNS,
     SUPPORTED_SUFFIXES,
     EnergyLog,
+    Frame,
     TrajectoryWriter,
     read_energy_log,
     read_trajectory,
@@ -89,18 +91,26 @@ def labels(rng, n_atoms):
     }
 
 
+def make_frame(positions, cell, time_fs, step, **quantities):
+    return Frame(step=step, time_fs=time_fs, positions=positions, cell=cell, **quantities)
+
+
+def labelled_frame(positions, cells, data, i):
+    return make_frame(
+        positions[i],
+        None if cells is None else cells[i],
+        data["times"][i],
+        int(data["steps"][i]),
+        potential_energy=data["energies"][i],
+        forces=data["forces"][i],
+        velocities=data["velocities"][i],
+    )
+
+
 def write_frames(path, symbols, positions, cells, pbc, data):
     with TrajectoryWriter(path, symbols, pbc) as writer:
         for i in range(len(positions)):
-            writer.write(
-                positions[i],
-                None if cells is None else cells[i],
-                data["times"][i],
-                int(data["steps"][i]),
-                energy=data["energies"][i],
-                forces=data["forces"][i],
-                velocities=data["velocities"][i],
-            )
+            writer.write(labelled_frame(positions, cells, data, i))
     return writer
 
 
@@ -143,7 +153,7 @@ def test_ase_formats_round_trip(tmp_path, suffix, system):
         np.testing.assert_array_equal(read.cells, cells)
     np.testing.assert_array_equal(read.times_fs, data["times"])
     np.testing.assert_array_equal(read.steps, data["steps"])
-    np.testing.assert_array_equal(read.energies, data["energies"])
+    np.testing.assert_array_equal(read.potential_energies, data["energies"])
     if suffix == ".traj":  # float64 throughout
         np.testing.assert_array_equal(read.positions, positions)
         np.testing.assert_array_equal(read.forces, data["forces"])
@@ -182,7 +192,7 @@ def test_mdtraj_formats_round_trip(tmp_path, suffix, system):
     else:
         assert read.cells is None and not read.pbc.any()
         assert "CRYST1" not in pdb.read_text()
-    assert read.energies is None and read.forces is None and read.velocities is None
+    assert read.potential_energies is None and read.forces is None and read.velocities is None
     if suffix == ".xtc":  # time in float32 ps
         np.testing.assert_allclose(read.times_fs, data["times"], rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(read.steps, data["steps"])
@@ -249,10 +259,10 @@ def test_missing_labels_are_masked(tmp_path):
     symbols, positions, cells = cu_frames(rng)
     path = tmp_path / "run.extxyz"
     with TrajectoryWriter(path, symbols, pbc=True) as writer:
-        writer.write(positions[0], cells[0], 0.0, 0, energy=-3.0)
-        writer.write(positions[1], cells[1], 1.0, 1)
+        writer.write(make_frame(positions[0], cells[0], 0.0, 0, potential_energy=-3.0))
+        writer.write(make_frame(positions[1], cells[1], 1.0, 1))
     read = read_trajectory(path)
-    assert read.energies[0] == -3.0 and np.isnan(read.energies[1])
+    assert read.potential_energies[0] == -3.0 and np.isnan(read.potential_energies[1])
     assert read.forces is None and read.velocities is None
 
 
@@ -265,13 +275,57 @@ def test_a_blown_up_frame_is_kept_with_its_labels(tmp_path, suffix):
     forces = rng.normal(size=(len(symbols), 3)) * 1e3
     path = tmp_path / f"run{suffix}"
     with TrajectoryWriter(path, symbols, pbc=False) as writer:
-        writer.write(positions[0], None, 0.0, 0, energy=-1.0, forces=forces)
-        writer.write(bad, None, 1.0, 1, energy=7.5, forces=forces)
+        writer.write(make_frame(positions[0], None, 0.0, 0, potential_energy=-1.0, forces=forces))
+        writer.write(make_frame(bad, None, 1.0, 1, potential_energy=7.5, forces=forces))
     read = read_trajectory(path)
     assert np.isnan(read.positions[1, 3]).all() and np.isfinite(np.delete(read.positions[1], 3, axis=0)).all()
     if suffix != ".dcd":
-        np.testing.assert_array_equal(read.energies, [-1.0, 7.5])
+        np.testing.assert_array_equal(read.potential_energies, [-1.0, 7.5])
         np.testing.assert_allclose(read.forces[1], forces, rtol=0, atol=EXTXYZ_COLUMN)
+
+
+def test_a_frame_read_back_is_the_frame_written(tmp_path):
+    """The one per-step record goes in and comes out: TrajectoryData.frame(i) is the Frame written (.traj)."""
+    rng = np.random.default_rng(11)
+    symbols, positions, cells = cu_frames(rng, "triclinic")
+    data = labels(rng, len(symbols))
+    path = tmp_path / "run.traj"
+    write_frames(path, symbols, positions, cells, True, data)
+    read = read_trajectory(path)
+    for i in range(N_FRAMES):
+        written, got = labelled_frame(positions, cells, data, i), read.frame(i)
+        assert isinstance(got, Frame)
+        assert (got.step, got.time_fs, got.potential_energy) == (
+            written.step,
+            written.time_fs,
+            written.potential_energy,
+        )
+        for name in ("positions", "cell", "forces"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(written, name))
+        np.testing.assert_allclose(got.velocities, written.velocities, rtol=1e-12, atol=0)  # stored as momenta
+        assert got.kinetic_energy is None and got.temperature_k is None  # a trajectory file keeps neither
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"step": 1.5}, "step must be an integer, got 1.5"),
+        ({"time_fs": float("nan")}, "time_fs must be finite"),
+        ({"cell": np.eye(2)}, r"cell must be a finite \[3, 3\] matrix"),
+        ({"forces": np.zeros((2, 3))}, r"forces must have shape \[9, 3\]"),
+        ({"positions": None}, r"a frame needs positions"),
+    ],
+)
+def test_a_bad_frame_is_named_and_rejected(tmp_path, change, message):
+    rng = np.random.default_rng(12)
+    symbols, positions, _ = ethanol_frames(rng)
+    path = tmp_path / "run.extxyz"
+    with TrajectoryWriter(path, symbols, pbc=False) as writer:
+        good = make_frame(positions[0], None, 0.0, 0)
+        with pytest.raises(ValueError, match=message):
+            writer.write(dataclasses.replace(good, **change))
+        writer.write(good)
+    assert read_trajectory(path).n_frames == 1
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -284,8 +338,8 @@ def test_failure_inside_the_block_leaves_nothing(tmp_path, suffix):
     symbols, positions, cells = cu_frames(rng)
     path = tmp_path / f"run{suffix}"
     with pytest.raises(RuntimeError, match="engine failed"), TrajectoryWriter(path, symbols, True) as writer:
-        writer.write(positions[0], cells[0], 0.0, 0)
-        writer.write(positions[1], cells[1], 1.0, 1)
+        writer.write(make_frame(positions[0], cells[0], 0.0, 0))
+        writer.write(make_frame(positions[1], cells[1], 1.0, 1))
         assert not path.exists()  # a reader never sees a file being written
         assert not topology_path(path).exists()
         raise RuntimeError("engine failed")
@@ -298,13 +352,13 @@ def test_failure_keeps_the_previous_file(tmp_path, suffix):
     symbols, positions, cells = cu_frames(rng)
     path = tmp_path / f"run{suffix}"
     with TrajectoryWriter(path, symbols, True) as writer:
-        writer.write(positions[0], cells[0], 0.0, 0)
+        writer.write(make_frame(positions[0], cells[0], 0.0, 0))
     before = {name: (tmp_path / name).read_bytes() for name in dir_listing(tmp_path)}
     assert path.name in before and (topology_path(path).name in before) == (suffix in (".dcd", ".xtc"))
 
     with pytest.raises(RuntimeError, match="engine failed"), TrajectoryWriter(path, symbols, True) as writer:
         for i in range(N_FRAMES):
-            writer.write(positions[i] + 1.0, cells[i], float(i), i)
+            writer.write(make_frame(positions[i] + 1.0, cells[i], float(i), i))
         assert {name: (tmp_path / name).read_bytes() for name in before} == before  # unchanged while writing
         raise RuntimeError("engine failed")
     assert {name: (tmp_path / name).read_bytes() for name in dir_listing(tmp_path)} == before
@@ -324,14 +378,14 @@ def test_a_rejected_frame_leaves_the_writer_usable(tmp_path):
     symbols, positions, _ = ethanol_frames(rng)
     path = tmp_path / "run.xtc"
     with TrajectoryWriter(path, symbols, pbc=False) as writer:
-        writer.write(positions[0], None, 0.0, 0)
+        writer.write(make_frame(positions[0], None, 0.0, 0))
         with pytest.raises(ValueError, match=r"positions must have shape \[9, 3\]"):
-            writer.write(positions[1][:5], None, 1.0, 1)
+            writer.write(make_frame(positions[1][:5], None, 1.0, 1))
         bad = positions[1].copy()
         bad[2, 0] = np.nan
         with pytest.raises(ValueError, match="not finite"):  # xdrfile would silently write -2147483.6 nm
-            writer.write(bad, None, 1.0, 1)
-        writer.write(positions[2], None, 2.0, 2)
+            writer.write(make_frame(bad, None, 1.0, 1))
+        writer.write(make_frame(positions[2], None, 2.0, 2))
     read = read_trajectory(path)
     np.testing.assert_array_equal(read.steps, [0, 2])
     np.testing.assert_allclose(read.positions, positions[[0, 2]], atol=XTC_ANGSTROM)
@@ -339,7 +393,7 @@ def test_a_rejected_frame_leaves_the_writer_usable(tmp_path):
 
 def test_periodic_writer_needs_a_cell(tmp_path):
     with pytest.raises(ValueError, match="cell is None"), TrajectoryWriter(tmp_path / "a.dcd", ["Cu"], True) as w:
-        w.write(np.zeros((1, 3)), None, 0.0, 0)
+        w.write(make_frame(np.zeros((1, 3)), None, 0.0, 0))
     assert dir_listing(tmp_path) == []
 
 
@@ -359,6 +413,11 @@ def test_bad_suffix(tmp_path, name):
 # energy log
 
 
+def energies_frame(step, time_fs, potential, kinetic, temperature):
+    return make_frame(np.zeros((1, 3)), None, time_fs, step, potential_energy=potential, kinetic_energy=kinetic,
+                 temperature_k=temperature)  # fmt: skip
+
+
 def test_energy_log_round_trip(tmp_path):
     rng = np.random.default_rng(9)
     path = tmp_path / "energy.csv"
@@ -369,7 +428,7 @@ def test_energy_log_round_trip(tmp_path):
     temperature = rng.uniform(250.0, 350.0, len(steps))
     with EnergyLog(path) as log:
         for row in zip(steps, times_fs, potential, kinetic, temperature):
-            log.write(*row)
+            log.write(energies_frame(*row))
         assert not path.exists()
     assert path.read_text().splitlines()[0] == "step,time_ps,potential_ev,kinetic_ev,total_ev,temperature_k"
     columns = read_energy_log(path)
@@ -384,13 +443,24 @@ def test_energy_log_round_trip(tmp_path):
     assert dir_listing(tmp_path) == ["energy.csv"]
 
 
+def test_energy_log_needs_the_energies(tmp_path):
+    path = tmp_path / "energy.csv"
+    no_kinetic = make_frame(np.zeros((1, 3)), None, 1.5, 3, potential_energy=-1.0)
+    with (
+        pytest.raises(ValueError, match="needs the frame's kinetic_energy, temperature_k; step 3"),
+        EnergyLog(path) as log,
+    ):
+        log.write(no_kinetic)
+    assert dir_listing(tmp_path) == []
+
+
 def test_energy_log_failure_keeps_the_previous_log(tmp_path):
     path = tmp_path / "energy.csv"
     with EnergyLog(path) as log:
-        log.write(0, 0.0, -1.0, 0.5, 300.0)
+        log.write(energies_frame(0, 0.0, -1.0, 0.5, 300.0))
     before = path.read_bytes()
     with pytest.raises(RuntimeError, match="blew up"), EnergyLog(path) as log:
-        log.write(0, 0.0, -2.0, 0.5, 300.0)
+        log.write(energies_frame(0, 0.0, -2.0, 0.5, 300.0))
         raise RuntimeError("blew up")
     assert path.read_bytes() == before
     assert dir_listing(tmp_path) == ["energy.csv"]
@@ -405,4 +475,11 @@ def test_read_energy_log_rejects_other_csv(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text("step,time_fs,energy\n0,0.0,1.0\n")
     with pytest.raises(ValueError, match="expected the header step,time_ps,potential_ev"):
+        read_energy_log(path)
+
+
+def test_read_energy_log_names_a_short_line(tmp_path):
+    path = tmp_path / "cut.csv"
+    path.write_text(",".join(ENERGY_LOG_COLUMNS) + "\n0,0.0,-1.0,0.5,-0.5,300.0\n10,0.005\n")
+    with pytest.raises(ValueError, match="line 3 of .* has 2 fields, expected 6"):
         read_energy_log(path)

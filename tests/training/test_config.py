@@ -124,7 +124,7 @@ def project(tmp_path):
 def test_defaults():
     config = _config()
     assert config.model == ModelConfig(cutoff=5.0)  # model.cutoff follows data.cut_off
-    assert config.data.cut_off == 5.0 and config.data.index == ":" and config.data.pre_batch == "in_memory"
+    assert config.data.cutoff == 5.0 and config.data.index == ":" and config.data.pre_batch == "in_memory"
     assert (config.data.train.batch_size, config.data.validation.batch_size, config.data.predict.batch_size) == (
         8,
         16,
@@ -148,6 +148,7 @@ def test_defaults():
         "default_root_dir": "physml_runs",
         "enable_progress_bar": True,
         "precision": "64-true",
+        "inference_mode": False,
         "callbacks": [],
         "checkpoint": {"monitor": "val/loss", "save_top_k": 1, "save_last": True, "mode": "min"},
     }
@@ -301,7 +302,7 @@ def test_yaml_sections_left_empty_count_as_empty(tmp_path):
 
 def test_lengths_accept_units():
     config = _config({"data": {"cut_off": "0.45 nm"}, "model": {"cutoff": "4.5 angstrom"}})
-    assert config.data.cut_off == pytest.approx(4.5, abs=1e-12) and config.model.cutoff == config.data.cut_off
+    assert config.data.cutoff == pytest.approx(4.5, abs=1e-12) and config.model.cutoff == config.data.cutoff
     assert _config({"data": {"cut_off": 6}}).model.cutoff == 6.0
 
 
@@ -313,7 +314,7 @@ def test_length_with_wrong_dimension_names_the_key():
 
 def test_data_cut_off_follows_a_lone_model_cutoff():
     config = _config({"model": {"cutoff": "3.5 angstrom"}})
-    assert config.data.cut_off == config.model.cutoff == 3.5
+    assert config.data.cutoff == config.model.cutoff == 3.5
 
 
 def test_periodic_axis_needs_a_cell_vector():
@@ -358,7 +359,7 @@ def test_precision_is_normalised_and_derived_from_dtype(dtype, precision, expect
         ("float32", "16-mixed", "trainer.precision = '16-mixed' is not supported: forces need float32 or float64"),
         ("float32", "bf16-mixed", "'bf16-mixed' is not supported"),
         ("float32", 16, "trainer.precision = 16 is not supported"),
-        ("float32", "33", "trainer.precision must be 32, 64"),
+        ("float32", "33", "trainer.precision must be one of 32, 64, '32', '64', '32-true', '64-true'"),
     ],
 )
 def test_precision_errors(dtype, precision, message):
@@ -554,7 +555,7 @@ def test_overrides_parse_toml_values_and_create_tables():
     }
     assert out["training"]["loss_parameter"] == {"weight": {"per_atom_force": 10}}
     config = _config(out)
-    assert config.training.loss_parameter.weight["per_atom_force"] == 10.0 and config.data.cut_off == 4.5
+    assert config.training.loss_parameter.weight["per_atom_force"] == 10.0 and config.data.cutoff == 4.5
 
 
 def test_override_errors():
@@ -626,14 +627,9 @@ def test_instantiate_callbacks_builds_lightning_callbacks(project):
             "has no attribute 'LearningRateMonitr'; did you mean 'lightning.pytorch.callbacks.LearningRateMonitor'?",
         ),
         ({"class_path": "collections.OrderedDict"}, "'collections.OrderedDict' is not a lightning Callback class"),
-        ({"class_path": "LearningRateMonitor"}, "trainer.callbacks[0].class_path must be a dotted name"),
         (
             {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"interval": "step"}},
             "trainer.callbacks[0]: LearningRateMonitor(**init_args) failed",
-        ),
-        (
-            {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": [1]},
-            "trainer.callbacks[0].init_args must be a table",
         ),
     ],
 )
@@ -645,5 +641,36 @@ def test_instantiate_callbacks_errors(spec, message):
 def test_callback_specs_are_validated_at_load():
     _fails({"trainer": {"callbacks": {"class_path": "a.B"}}}, "trainer.callbacks must be a list of tables")
     _fails({"trainer": {"callbacks": [{"class_path": 3}]}}, "trainer.callbacks[0].class_path must be a dotted name")
+    _fails(
+        {"trainer": {"callbacks": [{"class_path": "LearningRateMonitor"}]}},
+        "trainer.callbacks[0].class_path must be a dotted name",
+    )
+    monitor = "lightning.pytorch.callbacks.LearningRateMonitor"
+    _fails(
+        {"trainer": {"callbacks": [{"class_path": monitor, "init_args": [1]}]}},
+        "callbacks[0].init_args must be a table",
+    )
     specs = _config({"trainer": {"callbacks": [{"class_path": "a.B"}]}}).trainer["callbacks"]
     assert specs == [{"class_path": "a.B", "init_args": {}}]
+
+
+# ------------------------------------------------------------------------------------------- sections built in Python
+
+
+def test_a_section_alone_is_validated_like_a_config_file():
+    from physml_md.training.config import MDValidationConfig, validate
+
+    section = validate(MDValidationConfig, {"every_n_epochs": 2, "min_distance": "0.06 nm"}, "training.md_validation")
+    assert section.min_distance == pytest.approx(0.6)
+    with pytest.raises(ConfigError, match=re.escape("training.md_validation.steps must be >= 1, got 0")):
+        validate(MDValidationConfig, {"steps": 0}, "training.md_validation")
+    with pytest.raises(ConfigError, match="unknown key 'training.md_validation.step'; did you mean '.*.steps'"):
+        validate(MDValidationConfig, {"step": 10}, "training.md_validation")
+
+
+def test_resolved_values_do_not_change_the_sections_given():
+    loss = LossConfig(loss_components=["per_atom_force"], weight={})
+    assert loss.weight == {"per_atom_force": 1.0}  # every listed component has its weight
+    config = _config({"training": {"monitor": "val/per_atom_force/mae"}, "data": {"cell": [4, 5, 6]}})
+    assert config.training.early_stopping.monitor == config.trainer["checkpoint"]["monitor"] == "val/per_atom_force/mae"
+    assert config.data.cell == [[4.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 6.0]]  # 3 lengths: orthorhombic

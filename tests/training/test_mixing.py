@@ -2,7 +2,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from physml_md.training.config import ConfigError
 from physml_md.training.mixing import LossWeightMixing, mixed_weight
+from physml_md.training.schema import LossConfig
+from physml_md.training.schema_types import validate
 
 
 def test_step_schedule_moves_by_steps_and_stops_at_target():
@@ -22,11 +25,8 @@ def test_components_without_target_keep_their_weight():
 
 
 def test_callback_follows_the_trainer_epoch():
-    callback = LossWeightMixing(
-        {"per_system_energy": 1.0, "per_atom_force": 1.0},
-        target_weight={"per_atom_force": 2.0},
-        mixing_steps={"per_atom_force": 0.25},
-    )
+    loss = {"target_weight": {"per_atom_force": 2.0}, "mixing_steps": {"per_atom_force": 0.25}}
+    callback = LossWeightMixing.from_config(validate(LossConfig, loss, "training.loss_parameter"))
     module = SimpleNamespace(loss_weights=None)
     for epoch, expected in [(0, 1.0), (1, 1.25), (3, 1.75), (9, 2.0)]:
         callback.on_train_epoch_start(SimpleNamespace(current_epoch=epoch), module)
@@ -34,9 +34,10 @@ def test_callback_follows_the_trainer_epoch():
     assert callback.state_dict()["weights"]["per_atom_force"] == pytest.approx(2.0)
 
 
-def test_mixing_without_initial_weight_is_an_error():
-    with pytest.raises(ValueError, match="per_atom_force"):
-        LossWeightMixing({"per_system_energy": 1.0}, target_weight={"per_atom_force": 2.0})
+def test_mixing_of_an_unlisted_component_is_an_error():
+    loss = {"loss_components": ["per_system_energy"], "target_weight": {"per_atom_force": 2.0}}
+    with pytest.raises(ConfigError, match="target_weight.per_atom_force is set but 'per_atom_force' is not in"):
+        validate(LossConfig, loss, "training.loss_parameter")
 
 
 def test_validation_loss_uses_the_final_weights_while_training_weights_move(tiny_config):
