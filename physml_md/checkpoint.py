@@ -13,12 +13,14 @@ moving average, ``ema.*`` (the averaged weights, preferred for evaluation and ex
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
 import torch
 
 from physml_md.atomic import PathLike
+from physml_md.export import METADATA_FILE
 from physml_md.models import Potential, build_model
 
 __all__ = [
@@ -42,19 +44,56 @@ class CheckpointError(ValueError):
 def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> Dict[str, Any]:
     """The checkpoint dict, loaded with ``weights_only=True``; a clear error for anything else."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint: give the .ckpt file that training wrote")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    # torch.save writes a zip archive, whose directory is at its end: a truncated copy has none (torch.load would
+    # fail with "OSError: [Errno 22] Invalid argument"), and bytes that are no archive at all would be read as a
+    # legacy pickle
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (a zip archive): it is damaged or truncated, or another kind of file; "
+            "copy it again from where training wrote it, or give another checkpoint"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable zip archive ({exc}): it is damaged or truncated; copy it again from where "
+            "training wrote it, or give another checkpoint"
+        ) from None
+    if any(name.endswith("/extra/" + METADATA_FILE) for name in names):
+        raise CheckpointError(
+            f"{path} is an exported model, not a training checkpoint: it is ready to use as it is (physml-md "
+            "md / evaluate, PhysMLCalculator, OpenMM); to export again, give the .ckpt file that training wrote"
+        )
+    if any(name.split("/")[1:2] == ["code"] for name in names):
+        raise CheckpointError(
+            f"{path} is a TorchScript file, not a training checkpoint: give the .ckpt file that training wrote"
+        )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line or "global" in line), None)
+        if reason is None:
+            raise CheckpointError(
+                f"{path} is damaged: its data cannot be unpickled ({lines[-1] if lines else type(exc).__name__}); "
+                "copy it again from where training wrote it, or give another checkpoint"
+            ) from None
         raise CheckpointError(
             f"refusing to load {path}: it contains pickled Python objects other than tensors and plain data "
-            f"({first_line}). physml-md loads checkpoints with weights_only=True so that a file cannot run code; "
+            f"({reason}). physml-md loads checkpoints with weights_only=True so that a file cannot run code; "
             "use a checkpoint written by physml-md, or export the model where it was trained"
         ) from None
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from None
+    except (RuntimeError, OSError, EOFError, IndexError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({first_line}): it is damaged or truncated; copy it again "
+            "from where training wrote it, or give another checkpoint"
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
     return checkpoint

@@ -14,13 +14,15 @@ Formats (``FORMATS``; the metadata's "format" names it, files without one are To
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Iterator, Union
 
 import torch
 
@@ -69,6 +71,32 @@ _COMPUTED_KEYS = (
 
 class ExportFormatError(ValueError):
     """The file is not a physml-md export, or one this version cannot read."""
+
+
+# the last line of a torch.jit.Error's message: "builtins.ValueError: <the sentence>" (torch 2.9 to 2.14 alike)
+_SCRIPTED_ERROR = re.compile(r"^builtins\.(ValueError|RuntimeError): (.*)", re.MULTILINE | re.DOTALL)
+
+
+def plain_error(error: Exception) -> Exception | None:
+    """The ValueError (or RuntimeError) that a TorchScript module raised, as Python raises it: the sentence of a
+    ``torch.jit.Error`` without its TorchScript trace; None when ``error`` carries no such exception."""
+    match = _SCRIPTED_ERROR.search(str(error))
+    if match is None:
+        return None
+    return {"ValueError": ValueError, "RuntimeError": RuntimeError}[match.group(1)](match.group(2).strip())
+
+
+@contextlib.contextmanager
+def model_errors() -> Iterator[None]:
+    """Inside: an error raised by a TorchScript module surfaces as the plain ValueError (RuntimeError) it raised,
+    as a torch.export program's does. Wrap every call of a loaded module in it."""
+    try:
+        yield
+    except torch.jit.Error as exc:
+        plain = plain_error(exc)
+        if plain is None:
+            raise
+        raise plain from None
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -157,6 +185,9 @@ def export_potential(
     if not isinstance(model, Potential):
         raise TypeError(f"export_potential needs a physml_md.models.Potential, got {type(model).__name__}")
     path = Path(path)
+    if path.is_dir():
+        example = path / ("model" + SUFFIXES.get(format or "torchscript", ".pt"))
+        raise ValueError(f"{path} is a directory: give the exported file's name, e.g. {example}")
     format = resolve_format(format, path)
     if dtype is not None:
         target = resolve_dtype(dtype)
@@ -184,8 +215,8 @@ def read_metadata(path: PathLike) -> Dict[str, Any]:
         raise FileNotFoundError(f"no exported model at {path}")
     if not zipfile.is_zipfile(path):
         raise ExportFormatError(
-            f"{path} is not a physml-md export (not a zip archive); export a model with "
-            "physml_md.export_potential or `physml-md export`"
+            f"{path} is not a physml-md export (not a zip archive): the file is damaged or truncated (copy it again), "
+            "or not an export; export a model with physml_md.export_potential or `physml-md export`"
         )
     with zipfile.ZipFile(path) as archive:
         names = [n for n in archive.namelist() if n.endswith("/extra/" + METADATA_FILE)]
@@ -244,7 +275,8 @@ class ExportedPotential:
         return getattr(torch, self.metadata["dtype"])
 
     def __call__(self, data: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        return self.module(data)
+        with model_errors():
+            return self.module(data)
 
 
 def import_required_libraries(metadata: Dict[str, Any]) -> None:
@@ -267,15 +299,31 @@ def load_potential(path: PathLike, device: Union[str, torch.device] = "cpu") -> 
         from physml_md.export_program import load_program
 
         return ExportedPotential(module=load_program(path, metadata, device), metadata=metadata, path=path)
-    module = torchscript.load(str(path), map_location=torch.device(device))
+    try:
+        module = torchscript.load(str(path), map_location=torch.device(device))
+    except RuntimeError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportFormatError(
+            f"{path} cannot be read ({first_line}): the file is damaged or truncated; copy it again, or export "
+            "the model again"
+        ) from None
     module.eval()
-    numbers = list(module.species)
+    check_against_module(path, metadata, list(module.species), float(module.cutoff))
+    return ExportedPotential(module=module, metadata=metadata, path=path)
+
+
+def check_against_module(path: Path, metadata: Dict[str, Any], numbers: list, cutoff: float) -> None:
+    """Refuse a file whose metadata (species, cutoff) differ from what its module uses: it was altered."""
     if numbers != list(metadata["atomic_numbers"]) or [CHEMICAL_SYMBOLS[z] for z in numbers] != metadata["species"]:
         raise ExportFormatError(
             f"{path}: the metadata species {metadata['species']} do not match the module's {numbers}; "
             "the file was altered after export: export the model again"
         )
-    return ExportedPotential(module=module, metadata=metadata, path=path)
+    if float(metadata["cutoff"]) != cutoff:
+        raise ExportFormatError(
+            f"{path}: the metadata cutoff {metadata['cutoff']} angstrom does not match the module's {cutoff} angstrom; "
+            "the file was altered after export: export the model again"
+        )
 
 
 def script_potential(model: Potential, metadata: Dict[str, Any] | None = None) -> ExportedPotential:

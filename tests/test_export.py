@@ -217,6 +217,14 @@ def test_species_that_disagree_with_the_module_are_refused(exported, tmp_path):
         physml_md.load_potential(altered)
 
 
+def test_a_cutoff_that_disagrees_with_the_module_is_refused(exported, tmp_path):
+    """`physml-md info` reads the metadata; loading checks it against the module, which uses its own cutoff."""
+    altered = tmp_path / "altered.pt"
+    rewrite_metadata(exported, altered, lambda meta: meta.update(cutoff=meta["cutoff"] + 1.0))
+    with pytest.raises(ExportFormatError, match=r"metadata cutoff .* does not match the module's .* export the model"):
+        physml_md.load_potential(altered)
+
+
 def test_metadata_cannot_override_computed_keys(model, tmp_path):
     with pytest.raises(ValueError, match="'cutoff' is computed by export_potential"):
         physml_md.export_potential(model, tmp_path / "m.pt", {"cutoff": 3.0})

@@ -113,10 +113,10 @@ def test_bad_input_gets_the_torchscript_files_message(model, program_file, tmp_p
     for what, atoms in cases.items():
         messages = []
         for loaded in (program, script):
-            with pytest.raises((ValueError, torch.jit.Error)) as error:
+            with pytest.raises(ValueError) as error:  # the TorchScript file's too, not a torch.jit.Error
                 loaded(inputs(atoms))
             messages.append(str(error.value))
-        assert messages[0].splitlines()[0] in messages[1], what
+        assert messages[0] == messages[1], what
 
 
 def test_charge_head_outputs(tmp_path):

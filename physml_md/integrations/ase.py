@@ -7,11 +7,18 @@ Stress follows ASE: (1/V) dE/d(strain), Voigt order xx, yy, zz, yz, xz, xy; only
 Caching follows ASE's contract: a new calculation runs when positions, atomic numbers, cell, pbc or initial
 charges change (the total initial charge is the model's ``total_charge`` input when it has a charge head), and
 only then.
+
+Threads: ASE's calculators keep one state (the atoms of the last calculation and its results), so one
+calculator shared by threads would hand a thread the results of another's structure. ``PhysMLCalculator``
+serialises its use instead (a lock around each property request and calculation): every thread gets its
+own structure's results. The calls then run one at a time; for parallel throughput give each thread its own
+calculator (``PhysMLCalculator(calc.potential)`` shares the loaded model) or use ``calculate_batch``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
@@ -28,6 +35,12 @@ __all__ = ["PhysMLCalculator"]
 
 _BASE_PROPERTIES = ("energy", "free_energy", "energies", "forces", "stress")
 _CHANGES = tuple(change for change in all_changes if change != "initial_magmoms")
+
+
+def _has_volume(atoms: Atoms) -> bool:
+    """Whether stress is defined: three non-zero cell vectors (ASE's own calculators ask for cell.rank == 3) that
+    span a volume."""
+    return atoms.cell.rank == 3 and atoms.cell.volume > 0.0
 
 
 class PhysMLCalculator(Calculator):
@@ -50,6 +63,7 @@ class PhysMLCalculator(Calculator):
         num_threads: int | None = None,
         **kwargs,
     ):
+        self._lock = threading.RLock()  # one thread at a time: see the module's docstring
         super().__init__(**kwargs)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -78,12 +92,26 @@ class PhysMLCalculator(Calculator):
         """The changes that need a new calculation: all of ASE's except initial magnetic moments."""
         return [change for change in super().check_state(atoms, tol) if change != "initial_magmoms"]
 
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        with self._lock:  # ASE's check_state, calculate and reading self.results, as one step
+            return super().get_property(name, atoms, allow_calculation)
+
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=_CHANGES) -> None:
+        with self._lock:
+            self._calculate(atoms, properties, system_changes)
+
+    def _calculate(self, atoms: Atoms | None, properties, system_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         if "stress" in properties and not self.atoms.pbc.any():
             raise PropertyNotImplementedError(
                 "stress is defined for periodic structures only; this one has pbc=False in every direction "
                 "(set a cell and atoms.pbc = True, or do not ask for stress)"
+            )
+        if "stress" in properties and not _has_volume(self.atoms):
+            raise PropertyNotImplementedError(
+                f"stress needs a cell with a volume, and this one has no volume (cell {self.atoms.cell.tolist()}; a "
+                "slab or wire whose non-periodic cell vectors are zero): give those directions a vacuum, e.g. "
+                "atoms.center(vacuum=10.0, axis=2) for a slab, or do not ask for stress"
             )
         self.results = self._evaluate([self.atoms])[0]
 
@@ -153,7 +181,7 @@ class PhysMLCalculator(Calculator):
                 "energies": out[K.ENERGIES][start:end].copy(),
                 "forces": out[K.FORCES][start:end].copy(),
             }
-            if atoms.pbc.any() and K.STRESS in out:
+            if atoms.pbc.any() and K.STRESS in out and _has_volume(atoms):
                 result["stress"] = full_3x3_to_voigt_6_stress(out[K.STRESS][i])
             if self.has_charges:
                 result["charges"] = out[K.CHARGES][start:end].copy()

@@ -33,7 +33,7 @@ import torch
 
 from physml_md import torchscript
 from physml_md.data.elements import CHEMICAL_SYMBOLS
-from physml_md.export import ExportedPotential, load_model
+from physml_md.export import ExportedPotential, load_model, model_errors
 from physml_md.integrations.openmm_module import OpenMMModule
 
 __all__ = [
@@ -160,7 +160,7 @@ class _Computation:
         self.device = device
 
     def _run(self, positions: torch.Tensor, box: torch.Tensor | None) -> Tuple[torch.Tensor, torch.Tensor]:
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad(), model_errors():  # the model's own ValueError
             return self.module(positions, box)
 
     def _box(self, state) -> torch.Tensor | None:

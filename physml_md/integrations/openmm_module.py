@@ -12,7 +12,8 @@ Three ways to treat periodicity:
 - ``periodic=False, unwrap=False``: an isolated system, no box;
 - ``periodic=False, unwrap=True``: an isolated cluster (a molecule) inside a periodic MM system. OpenMM may
   give positions wrapped into the box, so the cluster is made whole first: every particle is moved to the
-  periodic image nearest the first particle. The cluster must be smaller than half the box.
+  periodic image nearest the first particle. The cluster must be smaller than half the box along each box
+  vector; a larger one raises a ValueError (its nearest images would not all be the right ones).
 """
 
 from __future__ import annotations
@@ -97,7 +98,25 @@ class OpenMMModule(torch.nn.Module):
 
     @staticmethod
     def _make_whole(positions: Tensor, box: Tensor) -> Tensor:
-        """Each particle's periodic image nearest the first particle (OpenMM boxes are reduced triclinic)."""
+        """Each particle's periodic image nearest the first particle (OpenMM boxes are reduced triclinic).
+
+        Raises ValueError when the cluster so made spans half the box or more along a box vector: the nearest
+        image is then not always the right one, and the energy would be silently wrong.
+        """
         delta = positions - positions[0]
         fractional = torch.linalg.solve(box.transpose(0, 1), delta.transpose(0, 1)).transpose(0, 1)
-        return positions - torch.round(fractional) @ box
+        shifts = torch.round(fractional)
+        inside = fractional - shifts
+        extent = inside.max(dim=0).values - inside.min(dim=0).values
+        if bool((extent >= 0.5).any()):
+            axis = int(torch.argmax(extent))
+            raise ValueError(
+                "the ML region spans "
+                + str(float(torch.round(extent[axis] * 100.0)) / 100.0)
+                + " of box vector "
+                + str(axis)
+                + ", more than half the periodic box: as an isolated cluster in a periodic system it is made whole "
+                "from each particle's image nearest the first, which is ambiguous beyond half the box; enlarge the "
+                "box to more than twice the region's size, or evaluate the region as periodic (periodic=True)"
+            )
+        return positions - shifts @ box

@@ -26,6 +26,21 @@ _EMBEDDING_ARGS = ("linkAtomDistances",)
 _OWN_ARGS = ("backend", "periodic", "charge", "device")
 
 
+def _copyable_backend(backend: str) -> str:
+    """A backend whose force survives ``copy.deepcopy``: copying a TorchForce kills the process with openmm-torch
+    1.5 (a segmentation fault in its deserialiser, seen beside torch 2.9.1, even for a one-line module)."""
+    from physml_md.integrations.openmm import available_backends, resolve_backend
+
+    if resolve_backend(backend) != "torchforce":
+        return backend
+    if backend == "torchforce":
+        raise ValueError(
+            "createMixedSystem(interpolate=True) copies the ML force, and copying an openmm-torch TorchForce "
+            "crashes the process (openmm-torch 1.5): use backend='pythonforce' (or 'auto', which takes it here)"
+        )
+    return next(name for name in available_backends() if name != "torchforce")
+
+
 class PhysMLPotentialImplFactory(MLPotentialImplFactory):
     """Creates ``PhysMLPotentialImpl`` objects for ``MLPotential("physml", modelPath=...)``."""
 
@@ -70,14 +85,21 @@ class PhysMLPotentialImpl(MLPotentialImpl):
         indices = range(topology.getNumAtoms()) if particles is None else particles
         system_periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
         periodic, unwrap = force_periodicity(self.model, system_periodic, args.get("periodic"), whole=atoms is None)
+        backend = args.get("backend", "auto")
+        n_particles = system.getNumParticles()
+        if n_particles == 0:
+            # openmm-ml's interpolation (createMixedSystem(interpolate=True)) hands an empty System and copies its
+            # forces (copy.deepcopy) into a CustomCVForce of the real one: the topology counts the particles
+            n_particles = topology.getNumAtoms()
+            backend = _copyable_backend(backend)
         force = create_force(
             self.model,
             topology_numbers(topology, indices),
             particles=particles,
             periodic=periodic,
-            backend=args.get("backend", "auto"),
+            backend=backend,
             unwrap=unwrap,
-            n_particles=system.getNumParticles(),
+            n_particles=n_particles,
             charge=args.get("charge", 0.0),
             device=args.get("device"),
             force_group=forceGroup,

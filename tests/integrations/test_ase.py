@@ -1,6 +1,9 @@
 """PhysMLCalculator, the parts test_ase_calculator.py does not cover: partly periodic cells, the caller's autograd
 mode, more of ASE's caching contract, batches with charges, EMA checkpoints, NEB, threads, CUDA refusal."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -293,3 +296,75 @@ def test_an_unknown_atomic_number_is_named(calc_factory):
     atoms.calc = calc_factory()
     with pytest.raises(ValueError, match=r"element\(s\) 0 not known"):
         atoms.get_potential_energy()
+
+
+class _Slow:
+    """The potential, pausing after each call (releasing the GIL) so that two threads interleave there."""
+
+    def __init__(self, potential):
+        self.potential = potential
+
+    def __call__(self, data):
+        out = self.potential(data)
+        time.sleep(0.002)
+        return out
+
+
+def test_one_calculator_used_from_two_threads_gives_each_thread_its_own_results(calc_factory):
+    """ASE's calculators keep one state (atoms, results); shared by threads, each call must still see its own."""
+    calc = calc_factory()
+    calc.potential = _Slow(calc.potential)
+    seen = {0: [], 1: []}
+    errors = []
+    start = threading.Barrier(2)
+
+    def work(index, atoms):
+        atoms.calc = calc
+        start.wait()
+        try:
+            for step in range(15):
+                atoms.rattle(0.01, seed=100 * index + step)
+                seen[index].append((atoms.copy(), atoms.get_potential_energy(), atoms.get_forces()))
+        except Exception as exc:  # reported below, with the results that were wrong
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i, atoms)) for i, atoms in enumerate((_bulk(), _slab()))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    reference = calc_factory()
+    for index, results in seen.items():
+        assert len(results) == 15
+        for atoms, energy, forces in results:
+            assert atoms.calc is None
+            atoms.calc = reference
+            assert energy == atoms.get_potential_energy(), f"thread {index}: another thread's energy"
+            assert np.array_equal(forces, atoms.get_forces()), f"thread {index}: another thread's forces"
+
+
+def test_a_slab_without_a_third_cell_vector_has_no_stress_as_in_ase(calc_factory):
+    """No volume, no stress: ASE's own calculators (EMT here) raise PropertyNotImplementedError; so do we, and
+    energy and forces still work."""
+    atoms = fcc111("Cu", (2, 2, 3))  # pbc = (True, True, False), third cell vector zero
+    atoms.numbers[0] = 13
+    atoms.rattle(0.05, seed=6)
+    assert not atoms.cell[2].any()
+    emt = atoms.copy()
+    emt.calc = EMT()
+    with pytest.raises(PropertyNotImplementedError):
+        emt.get_stress()
+    atoms.calc = calc_factory()
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    with pytest.raises(PropertyNotImplementedError, match="no volume.*atoms.center\\(vacuum=.*axis=2\\)"):
+        atoms.get_stress()
+    assert "stress" not in atoms.calc.results
+    assert atoms.get_potential_energy() == energy and np.array_equal(atoms.get_forces(), forces)
+    with_vacuum = atoms.copy()
+    with_vacuum.center(vacuum=5.0, axis=2)  # the fix the message names: the same slab, now with a volume
+    with_vacuum.calc = calc_factory()
+    assert_close(with_vacuum.get_potential_energy(), energy, EXACT[torch.float64], "energy with a vacuum")
+    assert with_vacuum.get_stress().shape == (6,)
+    batch = calc_factory().calculate_batch([atoms, with_vacuum])
+    assert "stress" not in batch[0] and "stress" in batch[1]

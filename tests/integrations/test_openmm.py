@@ -148,6 +148,25 @@ def test_molecule_across_the_periodic_boundary_keeps_its_energy(molecule_model, 
 
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
+def test_a_cluster_larger_than_half_the_box_is_refused(molecule_model, backend):
+    """Made whole by nearest images of the first particle, a cluster larger than half the box would come out
+    wrong (some atoms at the wrong image): refused with a sentence, never a silently wrong energy."""
+    atoms = methanol(seed=5)
+    topology, positions = topology_from_atoms(atoms)
+    box = 0.35  # nm; methanol spans 0.2 nm, its hydroxyl hydrogen lies 0.19 nm from the carbon (particle 0)
+    topology.setPeriodicBoxVectors(np.eye(3) * box * unit.nanometer)
+    system = create_system(topology, molecule_model.model_path, periodic=False, backend=backend)
+    context = make_context(system, positions - np.floor(positions / box) * box)
+    with pytest.raises(openmm.OpenMMException) as error:
+        context.getState(getEnergy=True)
+    message = str(error.value)
+    assert "the ML region spans" in message and "more than half the periodic box" in message, message
+    assert "enlarge the box" in message and "periodic=True" in message, message
+    if backend != "torchforce":  # TorchForce's C++ reports the TorchScript trace around the sentence
+        assert message.startswith("the ML region spans") and "\n" not in message, message
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_periodic_crystal_translated_and_wrapped_keeps_its_energy(cu_model, backend):
     atoms = _cu((2, 2, 2), 0.2, seed=5)
     topology, positions = topology_from_atoms(atoms)
