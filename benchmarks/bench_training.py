@@ -148,13 +148,7 @@ def plain_epochs(config: Config, epochs: int) -> PlainRun:
     training = config.training
     loss = training.loss_parameter
     components = list(loss.loss_components)
-    mixing = LossWeightMixing(
-        {c: float(loss.weight.get(c, 1.0)) for c in components},
-        loss.target_weight,
-        loss.mixing_steps,
-        loss.mixing_epochs,
-        schedule=loss.schedule,
-    )
+    mixing = LossWeightMixing.from_config(loss)
     optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[training.optimizer]
     optimizer = optimizer_class(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     clip_value = config.trainer.get("gradient_clip_val")

@@ -11,12 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 
 from physml_md.data.structures import LabelKeys, atoms_to_dict
+from physml_md.models import build_model
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+# the elements and cutoff (angstrom) of the small models of the model tests (ethanol, Cu and Cu/Al structures)
+SPECIES = ["H", "C", "O", "Al", "Cu"]
+CUTOFF = 4.0
 
 # relative tolerances for claims of exactness (agreement of two paths that should be equal)
 EXACT = {torch.float32: 5e-5, torch.float64: 1e-12}
@@ -31,6 +37,23 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     if np.linalg.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return q
+
+
+def small_model(arch: str = "painn", dtype=torch.float64, **kwargs):
+    """A model over SPECIES with CUTOFF, in eval mode; ``kwargs`` go to build_model (width, depth, priors)."""
+    return build_model(arch, species=SPECIES, cutoff=CUTOFF, dtype=dtype, **kwargs).eval()
+
+
+def random_cu_model():
+    """A Cu PaiNN with random weights (seed 2): nothing keeps two Cu atoms apart, so MD with it blows up."""
+    return build_model(species=["Cu"], cutoff=4.0, features=16, n_interactions=2, seed=2)
+
+
+def rattled_cu(seed: int = 0):
+    """32 fcc Cu atoms (a = 3.61 angstrom, cubic cell 2x2x2), rattled by 0.02 angstrom."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.rattle(0.02, seed=seed)
+    return atoms
 
 
 NO_LABELS = LabelKeys(energy=None, forces=None, stress=None, charges=None, total_charge=None, dipole=None)

@@ -224,3 +224,172 @@ def test_command_line_train_from_a_truncated_checkpoint_exits_2(good_checkpoint,
     assert main(["train", str(config), "--ckpt-path", str(cut)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "damaged or truncated" in err, err
+
+
+# ------------------------------------------------------------------ structure files and command options (item 3)
+@pytest.fixture(scope="module")
+def structure_files(tmp_path_factory):
+    """One good structure file (one Cu cell), an empty one and one cut in the middle of its only frame."""
+    root = tmp_path_factory.mktemp("structure_files")
+    good = root / "cu.extxyz"
+    write(good, bulk("Cu", "fcc", a=3.6, cubic=True))
+    empty = root / "empty.extxyz"
+    empty.write_text("")
+    text = good.read_text()
+    truncated = root / "truncated.extxyz"
+    truncated.write_text(text[: len(text) // 2])
+    return {"good": good, "empty": empty, "truncated": truncated}
+
+
+# case -> (command, structure file, extra arguments, what the one line says)
+FILE_CASES = {
+    "md --index 99": ("md", "good", ["--index", "99"], r"index 99 is out of range: '.*cu\.extxyz' holds 1 structure"),
+    "md empty file": ("md", "empty", [], r"'.*empty\.extxyz' is empty: give a file with at least one structure"),
+    "md truncated file": ("md", "truncated", [], r"cannot read '.*truncated\.extxyz'.*truncated or damaged"),
+    "validate --index 99": ("validate", "good", ["--index", "99"], r"index 99 is out of range: .* holds 1 structure"),
+    "validate empty file": ("validate", "empty", [], r"'.*empty\.extxyz' is empty"),
+    "evaluate empty file": ("evaluate", "empty", [], r"'.*empty\.extxyz' is empty: give a file with at least one"),
+    "evaluate --index 99": ("evaluate", "good", ["--index", "99"], r"index 99 is out of range: .* holds 1 structure"),
+    "evaluate --batch-size -1": ("evaluate", "good", ["--batch-size", "-1"], r"--batch-size must be a positive"),
+    "evaluate --batch-size 0": ("evaluate", "good", ["--batch-size", "0"], r"--batch-size must be a positive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+def test_command_line_structure_files_and_options_exit_2_with_one_line(files, structure_files, case, capsys):
+    command, which, extra, expected = FILE_CASES[case]
+    path = str(structure_files[which])
+    if command == "md":
+        argv = ["md", str(files[".pt"]), path, "--steps", "2", "--quiet", *extra]
+    elif command == "validate":
+        argv = ["validate", str(files[".pt"]), "--structures", path, "--nvt-steps", "2", "--nve-steps", "2", *extra]
+    else:
+        argv = ["evaluate", str(files[".pt"]), path, *extra]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"physml-md {command}: error: "), captured.err
+    assert re.search(expected, lines[0]), lines[0]
+    assert "Traceback" not in captured.err and "StopIteration" not in captured.err
+    assert not captured.out.strip()  # nothing printed before the error (evaluate printed a header, then nothing)
+
+
+def test_read_structure_reads_any_ase_file_and_names_the_index(structure_files):
+    from physml_md.data.readers import read_structure
+
+    atoms = read_structure(structure_files["good"], index=-1)
+    assert atoms.get_chemical_formula() == "Cu4"
+    with pytest.raises(ValueError, match=r"index -2 is out of range: .* holds 1 structure \(valid: -1 to 0\)"):
+        read_structure(structure_files["good"], index=-2)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_structure(structure_files["good"].with_name("missing.extxyz"))
+
+
+# ------------------------------------------------------------------------------------- [trainer] (item 4)
+# max_epochs value -> what the sentence says
+EPOCH_CASES = {
+    "two": r"trainer\.max_epochs must be an integer, got 'two'",
+    -1: r"trainer\.max_epochs = -1 .*would train until killed.*give a positive number of epochs",
+    0: r"trainer\.max_epochs = 0 trains nothing.*give a positive number of epochs",
+    None: r"trainer\.max_epochs = null sets no limit.*set trainer\.max_steps or trainer\.max_time",
+    2.5: r"trainer\.max_epochs must be an integer, got 2\.5",
+}
+
+
+@pytest.mark.parametrize("value", list(EPOCH_CASES), ids=str)
+def test_max_epochs_must_be_a_positive_integer(value):
+    from physml_md.training.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match=EPOCH_CASES[value]):
+        config_from_dict({"trainer": {"max_epochs": value}}, require_files=False)
+
+
+def test_max_epochs_may_be_left_open_when_another_limit_stops_training():
+    from physml_md.training.config import ConfigError, config_from_dict
+
+    for limit in ({"max_steps": 20}, {"max_time": "00:00:10:00"}):
+        config = config_from_dict({"trainer": {"max_epochs": None, **limit}}, require_files=False)
+        assert config.trainer["max_epochs"] is None
+    with pytest.raises(ConfigError, match=r"trainer\.max_steps = 0 trains nothing"):
+        config_from_dict({"trainer": {"max_steps": 0}}, require_files=False)
+    with pytest.raises(ConfigError, match=r"trainer\.max_steps = -5.*-1 \(no step limit"):
+        config_from_dict({"trainer": {"max_steps": -5}}, require_files=False)
+
+
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_command_line_train_refuses_max_epochs_before_training(tiny_config, tmp_path, value, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config))
+    assert main(["train", str(config), "--set", f"trainer.max_epochs={value}"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"trainer.max_epochs = {value}" in err, err
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_resuming_a_finished_run_says_how_to_train_longer(tiny_config, tmp_path, capsys):
+    from physml_md.training.config import ConfigError, config_from_dict
+    from physml_md.training.run import train
+
+    tiny_config["trainer"]["max_epochs"] = 1
+    result = train(config_from_dict(tiny_config), verbose=False)
+    last = result.best_checkpoint.parent / "last.ckpt"
+    expected = r"already trained 1 of trainer\.max_epochs = 1 epochs.*raise trainer\.max_epochs"
+    with pytest.raises(ConfigError, match=expected):
+        train(config_from_dict(tiny_config), ckpt_path=last, verbose=False)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config))
+    assert main(["train", str(config), "--ckpt-path", str(last)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "raise trainer.max_epochs" in err and "metrics.csv" not in err, err
+    versions = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert versions == ["version_0"], versions  # no empty run directory was started
+
+
+# ------------------------------------------------------------------------------------- lengths (item 5)
+@pytest.mark.parametrize("key", ["data.cut_off", "model.cutoff"])
+@pytest.mark.parametrize("value", ["5 parsecs", "1000 angstrom", 30.5])
+def test_a_cutoff_no_potential_uses_is_refused_by_the_config(key, value):
+    from physml_md.training.config import ConfigError, config_from_dict
+
+    section, name = key.split(".")
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)} = .* is longer than 30 angstrom.*check the unit"):
+        config_from_dict({section: {name: value}}, require_files=False)
+    assert config_from_dict({section: {name: "3 nm"}}, require_files=False).data.cutoff == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize("cutoff", [30.5, 1.5e27])
+def test_build_model_refuses_a_cutoff_no_potential_uses(cutoff):
+    with pytest.raises(ValueError, match=r"cutoff .* is longer than 30 angstrom"):
+        build_model(species=["Cu"], cutoff=cutoff, features=8, n_interactions=1)
+
+
+def test_a_neighbour_list_too_large_for_memory_is_refused_before_it_is_built(model):
+    """A 1000 angstrom cutoff on a 32-atom cell asked vesin for 23 GB and the process was killed."""
+    from physml_md.data.neighbors import neighbor_list
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    expected = r"neighbour list of 32 atoms .* about 1\.\de\+10 pairs .* more than the bound of"
+    with pytest.raises(ValueError, match=expected):
+        neighbor_list(
+            torch.tensor(atoms.positions), torch.tensor(atoms.cell.array), torch.tensor(atoms.pbc), 1000.0
+        )
+    scripted = torch.jit.script(neighbor_list)
+    with pytest.raises(torch.jit.Error, match=expected):
+        scripted(torch.tensor(atoms.positions), torch.tensor(atoms.cell.array), torch.tensor(atoms.pbc), 1000.0)
+
+
+# ------------------------------------------------------------------------------------- messages (item 10)
+def test_a_nan_energy_label_is_called_nan_not_missing(tmp_path):
+    from physml_md.data.readers import read_dataset
+
+    frames = [bulk("Cu", "fcc", a=3.6), bulk("Cu", "fcc", a=3.7)]
+    frames[0].info["energy"] = -1.0
+    frames[1].info["energy"] = float("nan")
+    path = tmp_path / "nan.extxyz"
+    write(path, frames)
+    with pytest.raises(ValueError) as error:
+        read_dataset(path)
+    message = str(error.value)
+    assert "stored as NaN in 1 of 2 structures" in message and "(indices 1)" in message, message
+    assert "give those structures a finite 'energy' or remove them" in message, message
+    assert "set keys.energy to the name your file uses" not in message, message

@@ -11,7 +11,7 @@ from ase.io import write
 import physml_md
 from physml_md.cli import main
 from physml_md.models import build_model
-from tests.helpers import inputs
+from tests.helpers import inputs, rattled_cu
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------- md and validate
 @pytest.fixture(scope="module")
 def cu_cell(tmp_path_factory):
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    atoms.rattle(0.02, seed=0)
+    atoms = rattled_cu()
     path = tmp_path_factory.mktemp("md") / "cu32.extxyz"
     write(path, atoms)
     return path

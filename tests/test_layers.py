@@ -1,4 +1,4 @@
-"""Imports point down the layers of DESIGN.md."""
+"""Imports point down the layers of DESIGN.md, and tests/ mirrors the package."""
 
 import ast
 import subprocess
@@ -72,3 +72,42 @@ def test_models_load_without_ase_lightning_or_openmm():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+TESTS = PACKAGE.parent / "tests"
+
+# Modules tested through the test file of their user instead of one of their own (module -> that file, why).
+# Each covering file says so at its top. Keep this short: a module that grows tests of its own gets its file.
+TESTED_THROUGH = {
+    "data/keys.py": ("tests/data/test_structures.py", "key names and mask_key only; every data test uses them"),
+    "md/arrays.py": ("tests/md/test_metrics.py", "the input checks and JSON form of md/ results, seen in their users"),
+}
+
+
+def mirror_test_file(module: Path) -> Path:
+    """tests/data/test_neighbors.py for physml_md/data/neighbors.py."""
+    relative = module.relative_to(PACKAGE)
+    return TESTS / relative.parent / f"test_{relative.name}"
+
+
+def test_every_module_has_a_test_file_by_its_name():
+    modules = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
+    assert len(modules) > 40
+    missing = []
+    for module in modules:
+        name = module.relative_to(PACKAGE).as_posix()
+        if not mirror_test_file(module).is_file() and name not in TESTED_THROUGH:
+            missing.append(f"{name}: no {mirror_test_file(module).relative_to(PACKAGE.parent)}")
+    assert not missing, "tests/ mirrors physml_md/; write the test file or add to TESTED_THROUGH:\n" + "\n".join(
+        missing
+    )
+
+
+@pytest.mark.parametrize("name", list(TESTED_THROUGH))
+def test_tested_through_lists_only_what_it_must(name):
+    module = PACKAGE / name
+    covering, _ = TESTED_THROUGH[name]
+    assert module.is_file(), f"TESTED_THROUGH names {name}, which is not a module of physml_md"
+    assert not mirror_test_file(module).is_file(), f"{name} has its own test file now: drop it from TESTED_THROUGH"
+    assert (PACKAGE.parent / covering).is_file(), f"{name}: {covering} does not exist"
+    assert f"physml_md/{name}" in (PACKAGE.parent / covering).read_text(), f"{covering} does not say it tests {name}"

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
@@ -138,3 +139,63 @@ def test_masks_and_species(alloys):
         fit_self_energies(structures, species=[28, 29])
     with pytest.raises(ValueError, match="no structure has an energy"):
         fit_self_energies([atoms_to_dict(bulk("Cu", "fcc", a=3.6))])
+
+
+def _brute_force_shortest(images, cutoff):
+    """Per element pair, the shortest distance over every atom pair and every periodic image within reach, by
+    enumerating cell translations (independent of any neighbour list)."""
+    from physml_md.data.elements import CHEMICAL_SYMBOLS
+
+    shortest = {}
+    for atoms in images:
+        reps = [range(-3, 4) if p else range(1) for p in atoms.pbc]
+        shifts = np.array([[a, b, c] for a in reps[0] for b in reps[1] for c in reps[2]]) @ atoms.cell.array
+        for i, (zi, xi) in enumerate(zip(atoms.numbers, atoms.positions)):
+            for j, (zj, xj) in enumerate(zip(atoms.numbers, atoms.positions)):
+                d = np.linalg.norm(xj - xi + shifts, axis=1)
+                if i == j:
+                    d = d[d > 0]
+                d = d[d < cutoff]
+                if d.size:
+                    low, high = sorted((int(zi), int(zj)))
+                    key = f"{CHEMICAL_SYMBOLS[low]}-{CHEMICAL_SYMBOLS[high]}"
+                    shortest[key] = min(shortest.get(key, np.inf), float(d.min()))
+    return shortest
+
+
+def test_shortest_pair_distances_match_brute_force_with_and_without_stored_edges():
+    from physml_md.data.neighbors import neighbor_list
+    from physml_md.data.statistics import shortest_pair_distances
+
+    images = emt_alloys(count=6)
+    molecule = images[0].copy()
+    molecule.pbc = False
+    images.append(molecule)
+    cutoff = 4.0
+    expected = _brute_force_shortest(images, cutoff)
+    assert set(expected) == {"Al-Al", "Al-Ni", "Al-Cu", "Ni-Ni", "Ni-Cu", "Cu-Cu"}
+    plain = [atoms_to_dict(a, dtype=torch.float64) for a in images]
+    with_edges = []
+    for data in plain:
+        edges = neighbor_list(data[K.POSITIONS], data[K.CELL][0], data[K.PBC][0], cutoff)
+        with_edges.append({**data, K.EDGE_INDEX: edges[0], K.CELL_SHIFTS: edges[1]})
+    for structures in (plain, with_edges, [collate(plain)]):
+        found = shortest_pair_distances(structures, cutoff)
+        assert set(found) == set(expected)
+        for pair, distance in expected.items():
+            assert abs(found[pair] - distance) < TOL, pair
+
+
+def test_pairs_closer_than_names_only_the_pairs_below_the_training_minimum():
+    from physml_md.data.statistics import EXTRAPOLATION_MARGIN, pairs_closer_than
+
+    shortest = {"Cu-Cu": 2.2, "Al-Cu": 2.0}
+    pair = Atoms("CuCu", positions=[[0, 0, 0], [0, 0, 0.1]])
+    found = pairs_closer_than(shortest, [atoms_to_dict(pair, dtype=torch.float64)])
+    assert list(found) == ["Cu-Cu"] and abs(found["Cu-Cu"][0] - 0.1) < TOL and found["Cu-Cu"][1] == 2.2
+    within_margin = Atoms("CuCu", positions=[[0, 0, 0], [0, 0, 2.2 * (1 - EXTRAPOLATION_MARGIN / 2)]])
+    assert pairs_closer_than(shortest, [atoms_to_dict(within_margin, dtype=torch.float64)]) == {}
+    past_margin = Atoms("CuCu", positions=[[0, 0, 0], [0, 0, 2.2 * (1 - EXTRAPOLATION_MARGIN * 1.01)]])
+    assert list(pairs_closer_than(shortest, [atoms_to_dict(past_margin, dtype=torch.float64)])) == ["Cu-Cu"]
+    unjudged = Atoms("NiNi", positions=[[0, 0, 0], [0, 0, 0.1]])  # no entry for Ni-Ni: not judged
+    assert pairs_closer_than(shortest, [atoms_to_dict(unjudged, dtype=torch.float64)]) == {}

@@ -1,4 +1,8 @@
-"""physml_md.data.structures: ase.Atoms <-> structure dictionary, label lookup and masks (data from ASE's EMT)."""
+"""physml_md.data.structures: ase.Atoms <-> structure dictionary, label lookup and masks (data from ASE's EMT).
+
+Also covers physml_md/data/keys.py (names only, and mask_key): the keys, shapes and masks of every dictionary
+made here are checked below (tests/test_layers.py: TESTED_THROUGH).
+"""
 
 import numpy as np
 import pytest

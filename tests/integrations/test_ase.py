@@ -368,3 +368,41 @@ def test_a_slab_without_a_third_cell_vector_has_no_stress_as_in_ase(calc_factory
     assert with_vacuum.get_stress().shape == (6,)
     batch = calc_factory().calculate_batch([atoms, with_vacuum])
     assert "stress" not in batch[0] and "stress" in batch[1]
+
+
+def test_atoms_closer_than_the_training_data_warn_once_per_calculator():
+    import warnings
+
+    from physml_md.export import script_potential
+    from physml_md.integrations.ase import ExtrapolationWarning
+
+    exported = script_potential(_model(), {"shortest_pair_distances": {"Cu-Cu": 2.2, "C-H": 1.0}})
+    calc = PhysMLCalculator(exported)
+    fine = bulk("Cu", "fcc", a=3.6, cubic=True)  # nearest neighbours 2.55 angstrom apart
+    fine.calc = calc
+    fine.get_potential_energy()
+    close = Atoms("CuCu", positions=[[0, 0, 0], [0, 0, 0.1]])
+    close.calc = calc
+    with pytest.warns(ExtrapolationWarning, match=r"Cu-Cu atoms 0\.100 angstrom apart \(training data: 2\.200"):
+        close.get_potential_energy()
+    assert list(calc.extrapolated) == ["Cu-Cu"]
+    close.positions[1, 2] = 0.2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per calculator: no second warning
+        close.get_potential_energy()
+    other = PhysMLCalculator(exported)  # a new calculator warns again, in batches too
+    with pytest.warns(ExtrapolationWarning, match="Cu-Cu"):
+        other.calculate_batch([fine, close])
+
+
+def test_the_training_minimum_travels_from_the_data_to_the_checkpoint_and_the_exported_file(cu_model, cu_data):
+    from ase.io import read
+
+    from physml_md.export import read_metadata
+
+    numbers = [(a.numbers, a.get_all_distances(mic=True)) for a in read(cu_data, ":")]
+    closest = min(float(d[~np.eye(len(z), dtype=bool)].min()) for z, d in numbers)  # training split is a subset
+    exported = read_metadata(cu_model.model_path)["shortest_pair_distances"]
+    from_checkpoint = PhysMLCalculator(cu_model.best_checkpoint).metadata["shortest_pair_distances"]
+    assert list(exported) == ["Cu-Cu"] and from_checkpoint == exported
+    assert closest <= exported["Cu-Cu"] < closest + 0.3

@@ -18,7 +18,7 @@ from physml_md.md.geometry import (
     standard_cells,
     to_mdtraj,
 )
-from tests.md.helpers import random_rotation
+from tests.helpers import random_rotation
 
 FLOAT32_NM = 1e-6  # mdtraj keeps coordinates in float32 nm
 

@@ -1,6 +1,9 @@
 """physml_md.md.metrics: drift, temperature and blow-up checks, against independent references.
 
 References: numpy least squares, ase.geometry.get_distances (minimum image) and forces from ASE's EMT calculator.
+
+Also covers physml_md/md/arrays.py (input checks and the JSON form of the results of md/): the bad inputs and
+the to_dict round trips below go through it (tests/test_layers.py: TESTED_THROUGH).
 """
 
 import ast
@@ -25,7 +28,8 @@ from physml_md.md.metrics import (
     minimum_distance,
     temperature_statistics,
 )
-from tests.md.helpers import A_CU, json_round_trip, random_rotation
+from tests.helpers import random_rotation
+from tests.md.helpers import A_CU, json_round_trip
 
 # ---- layer rule
 

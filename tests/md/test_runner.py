@@ -6,27 +6,20 @@ from ase.build import bulk
 from ase.geometry import get_distances
 
 from physml_md.md.runner import run_md
-from physml_md.models import build_model
 from physml_md.units import FS_TO_PS
-from tests.integrations.openmm_tools import methanol
-
-
-def _cu(seed=0):
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    atoms.rattle(0.02, seed=seed)
-    return atoms
+from tests.helpers import random_cu_model, rattled_cu
 
 
 @pytest.fixture(scope="module")
-def random_cu_model():
+def random_cu():
     """Random weights: nothing keeps two Cu atoms apart."""
-    return build_model(species=["Cu"], cutoff=4.0, features=16, n_interactions=2, seed=2)
+    return random_cu_model()
 
 
-def test_random_model_is_flagged_unstable_with_step_and_atoms(random_cu_model, tmp_path):
+def test_random_model_is_flagged_unstable_with_step_and_atoms(random_cu, tmp_path):
     result = run_md(
-        random_cu_model,
-        _cu(),
+        random_cu,
+        rattled_cu(),
         ensemble="nvt",
         temperature="600 K",
         steps=3000,
@@ -51,14 +44,14 @@ def test_random_model_is_flagged_unstable_with_step_and_atoms(random_cu_model, t
     assert result.summary()["blow_up"]["step"] == result.blow_up_step
 
 
-def test_force_threshold_stops_the_run_at_once(random_cu_model):
-    result = run_md(random_cu_model, _cu(), ensemble="nve", steps=100, max_force=1e-3)
+def test_force_threshold_stops_the_run_at_once(random_cu):
+    result = run_md(random_cu, rattled_cu(), ensemble="nve", steps=100, max_force=1e-3)
     assert result.blow_up.reason == "large_force" and result.blow_up_step == 0 and result.steps_done == 0
     assert "force on atom" in result.blow_up.message
 
 
 def test_trained_model_holds_300_k(cu_model):
-    result = run_md(cu_model.model_path, _cu(1), ensemble="nvt", friction="5/ps", steps=1000, seed=4)
+    result = run_md(cu_model.model_path, rattled_cu(1), ensemble="nvt", friction="5/ps", steps=1000, seed=4)
     assert result.stable and result.steps_done == 1000
     mean = np.mean(result.temperatures_k[len(result.temperatures_k) // 5 :])
     # 32 atoms: the canonical spread of T is sqrt(2/(3N)) * 300 = 43 K per frame; the mean of ~80 correlated
@@ -66,30 +59,14 @@ def test_trained_model_holds_300_k(cu_model):
     assert abs(mean - 300.0) < 30.0, mean
 
 
-@pytest.mark.parametrize("structure", ["periodic", "molecule"])
-def test_ase_and_openmm_follow_the_same_nve_trajectory(cu_model, molecule_model, structure):
-    """Float64, same start and velocities: velocity Verlet (ASE) and leap-frog started half a step back (OpenMM)
-    give the same positions; what is left is the unit constants (ASE's CODATA 2014 against OpenMM's)."""
-    model, atoms = (cu_model, _cu(2)) if structure == "periodic" else (molecule_model, methanol(seed=3))
-    runs = [
-        run_md(model.model_path, atoms, engine=engine, ensemble="nve", steps=40, report_every=5, seed=5)
-        for engine in ("ase", "openmm")
-    ]
-    ase_run, openmm_run = runs
-    assert len(ase_run.positions) == len(openmm_run.positions) == 9
-    for a, b in zip(ase_run.positions, openmm_run.positions):
-        assert np.abs(a - b).max() < 1e-8
-    scale = np.abs(ase_run.potential_energies).max()
-    assert np.allclose(ase_run.potential_energies, openmm_run.potential_energies, rtol=0, atol=1e-8 * scale)
-    assert np.allclose(ase_run.kinetic_energies, openmm_run.kinetic_energies, rtol=1e-7, atol=0)
-    # and the positions did move: the comparison is not of a frozen structure
-    assert np.abs(ase_run.positions[-1] - ase_run.positions[0]).max() > 1e-3
-
-
 def test_velocities_start_at_the_temperature_without_drift(cu_model):
-    result = run_md(cu_model.model_path, _cu(3), ensemble="nve", steps=1, report_every=1, seed=6, temperature="450 K")
+    result = run_md(
+        cu_model.model_path, rattled_cu(3), ensemble="nve", steps=1, report_every=1, seed=6, temperature="450 K"
+    )
     assert result.temperatures_k[0] == pytest.approx(450.0, rel=0.35)  # one draw of 96 velocity components
-    again = run_md(cu_model.model_path, _cu(3), ensemble="nve", steps=1, report_every=1, seed=6, temperature="450 K")
+    again = run_md(
+        cu_model.model_path, rattled_cu(3), ensemble="nve", steps=1, report_every=1, seed=6, temperature="450 K"
+    )
     assert again.kinetic_energies[0] == result.kinetic_energies[0]  # seeded
 
 
@@ -108,41 +85,41 @@ def test_velocities_start_at_the_temperature_without_drift(cu_model):
 )
 def test_bad_input_is_one_clear_error(cu_model, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        run_md(cu_model.model_path, _cu(), **kwargs)
+        run_md(cu_model.model_path, rattled_cu(), **kwargs)
 
 
 def test_element_the_model_does_not_know(cu_model):
-    atoms = _cu()
+    atoms = rattled_cu()
     atoms.symbols[0] = "Ag"
     with pytest.raises(ValueError, match="element\\(s\\) Ag that the model does not know .* trained on Cu"):
         run_md(cu_model.model_path, atoms, steps=5)
 
 
 def test_progress_bar(cu_model, capsys):
-    run_md(cu_model.model_path, _cu(), steps=20, report_every=10, progress=True)
+    run_md(cu_model.model_path, rattled_cu(), steps=20, report_every=10, progress=True)
     assert "ns/day" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("third_vector", [0.0, 7.0], ids=["zero-third-vector", "third-vector-shorter-than-slab"])
-def test_slab_runs_with_its_own_pbc(random_cu_model, third_vector):
+def test_slab_runs_with_its_own_pbc(random_cu, third_vector):
     # a slab, periodic along a and b only: the runner must check it with pbc (True, True, False), not pbc=True
     # (a zero third cell vector then stopped the run; a short one folded the slab onto itself, a false contact)
     slab = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 3))
     slab.cell[2] = [0.0, 0.0, third_vector]
     slab.pbc = (True, True, False)
-    result = run_md(random_cu_model, slab, ensemble="nve", temperature="10 K", steps=2, report_every=1)
+    result = run_md(random_cu, slab, ensemble="nve", temperature="10 K", steps=2, report_every=1)
     assert result.stable, result.blow_up.message
     _, lengths = get_distances(result.positions[0], cell=slab.cell, pbc=slab.pbc)  # independent reference
     lengths[np.diag_indices(len(slab))] = np.inf
     assert result.min_distance <= lengths.min() + 1e-9
 
 
-def test_one_record_reaches_the_result_the_log_and_the_trajectory(random_cu_model, tmp_path):
+def test_one_record_reaches_the_result_the_log_and_the_trajectory(random_cu, tmp_path):
     """Each reported Frame is stored, logged and written once: the three copies hold the same numbers."""
     from physml_md.md.writers import read_energy_log, read_trajectory
 
     result = run_md(
-        random_cu_model, _cu(4), ensemble="nve", temperature="50 K", steps=20, report_every=5,
+        random_cu, rattled_cu(4), ensemble="nve", temperature="50 K", steps=20, report_every=5,
         trajectory=tmp_path / "run.traj", log=tmp_path / "run.csv",
     )  # fmt: skip
     assert result.stable

@@ -31,7 +31,8 @@ from physml_md.md.structure import (
     jensen_shannon,
     radial_distribution,
 )
-from tests.md.helpers import A_CU, json_round_trip, random_rotation
+from tests.helpers import random_rotation
+from tests.md.helpers import A_CU, json_round_trip
 
 FLOAT32_ANGSTROM = 2e-5  # mdtraj computes in float32 nm
 

@@ -15,16 +15,10 @@ from physml_md.export import export_potential
 from physml_md.md import validation
 from physml_md.md.validation import validate
 from physml_md.md.writers import read_energy_log, read_trajectory
-from physml_md.models import build_model
+from tests.helpers import random_cu_model, rattled_cu
 from tests.integrations.openmm_tools import methanol
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _cu(seed=0):
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
-    atoms.rattle(0.02, seed=seed)
-    return atoms
 
 
 def _reference_md(path, atoms, calculator, temperature=300.0, steps=1500, every=10, timestep=2.0, seed=0):
@@ -46,13 +40,15 @@ def _reference_md(path, atoms, calculator, temperature=300.0, steps=1500, every=
 @pytest.fixture(scope="module")
 def emt_reference(tmp_path_factory):
     """1 500 steps (3 ps) of EMT Langevin MD of the 32-atom Cu cell at 300 K, a frame every 10 steps."""
-    return _reference_md(tmp_path_factory.mktemp("emt") / "emt_md.extxyz", _cu(), EMT())
+    return _reference_md(tmp_path_factory.mktemp("emt") / "emt_md.extxyz", rattled_cu(), EMT())
 
 
 def test_trained_cu_model_holds_300_k_and_matches_the_emt_rdf(cu_model, emt_reference, tmp_path):
     model = tmp_path / "model.pt"
     model.write_bytes(cu_model.model_path.read_bytes())
-    report = validate(model, _cu(), reference=emt_reference, nvt_steps=2000, nve_steps=400, out=tmp_path / "report")
+    report = validate(
+        model, rattled_cu(), reference=emt_reference, nvt_steps=2000, nve_steps=400, out=tmp_path / "report"
+    )
     by_name = {c.name: c for c in report.criteria}
     assert report.passed, report.format()
     assert set(by_name) == {
@@ -82,9 +78,8 @@ def test_trained_cu_model_holds_300_k_and_matches_the_emt_rdf(cu_model, emt_refe
 
 
 def test_random_model_fails_and_says_where(tmp_path):
-    model = build_model(species=["Cu"], cutoff=4.0, features=16, n_interactions=2, seed=2)
-    path = export_potential(model, tmp_path / "random.pt")
-    report = validate(path, _cu(), temperature="600 K", nvt_steps=3000, nve_steps=100, out=tmp_path / "report")
+    path = export_potential(random_cu_model(), tmp_path / "random.pt")
+    report = validate(path, rattled_cu(), temperature="600 K", nvt_steps=3000, nve_steps=100, out=tmp_path / "report")
     assert not report.passed
     stable = next(c for c in report.criteria if c.name == "NVT stable")
     assert not stable.passed and "blew up at step" in stable.detail and "are 0." in stable.detail
@@ -105,7 +100,7 @@ def test_report_is_written_atomically(cu_model, tmp_path, monkeypatch):
 
     monkeypatch.setattr("physml_md.md.plots.energy_plot", broken_plot)
     with pytest.raises(RuntimeError, match="disk full"):
-        validate(cu_model.model_path, _cu(), nvt_steps=50, nve_steps=20, out=out)
+        validate(cu_model.model_path, rattled_cu(), nvt_steps=50, nve_steps=20, out=out)
     assert json.loads((out / "report.json").read_text()) == {"previous": True}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
@@ -124,9 +119,9 @@ def test_molecule_is_judged_on_bonds_and_dihedrals(molecule_model, tmp_path):
 
 def test_bad_input(cu_model, emt_reference, tmp_path):
     with pytest.raises(ValueError, match="unknown threshold\\(s\\) \\['drft'\\]"):
-        validate(cu_model.model_path, _cu(), thresholds={"drft": 1.0})
+        validate(cu_model.model_path, rattled_cu(), thresholds={"drft": 1.0})
     other = bulk("Cu", "fcc", a=3.61, cubic=True)
     with pytest.raises(ValueError, match="holds 32 atoms .* not the validated structure's 4"):
         validate(cu_model.model_path, other, reference=emt_reference, nvt_steps=20, nve_steps=10)
     with pytest.raises(ValueError, match="timestep needs a time"):
-        validate(cu_model.model_path, _cu(), timestep="1 angstrom")
+        validate(cu_model.model_path, rattled_cu(), timestep="1 angstrom")

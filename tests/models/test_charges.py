@@ -1,4 +1,6 @@
-"""The charge head (charges, total charge, dipole) and PhysNet's damped Coulomb energy."""
+"""The charge head (charges, total charge, dipole) and PhysNet's damped Coulomb energy in the potential.
+
+(The Coulomb kernel and module alone: test_coulomb.py.)"""
 
 import numpy as np
 import pytest
@@ -9,26 +11,22 @@ from ase.build import bulk, molecule
 from physml_md.data import keys as K
 from physml_md.export import export_potential, load_potential
 from physml_md.models import PaiNN, Potential, build_model
-from physml_md.models.coulomb import COULOMB_EV_ANGSTROM, DampedCoulomb, damped_coulomb_kernel
-from tests.helpers import EXACT, SYMMETRY, assert_close, assert_matches_finite_differences, inputs, random_rotation
-
-SPECIES = ["H", "C", "O", "Al", "Cu"]
-CUTOFF = 4.0
+from tests.helpers import (
+    CUTOFF,
+    EXACT,
+    SPECIES,
+    SYMMETRY,
+    assert_close,
+    assert_matches_finite_differences,
+    inputs,
+    random_rotation,
+    small_model,
+)
+from tests.models.helpers import reference_kernel
 
 
 def make_model(dtype=torch.float64, coulomb=True, **kw):
-    model = build_model(
-        species=SPECIES,
-        cutoff=CUTOFF,
-        dtype=dtype,
-        features=8,
-        n_interactions=1,
-        n_rbf=4,
-        charges=True,
-        coulomb=coulomb,
-        **kw,
-    )
-    return model.eval()
+    return small_model(dtype=dtype, features=8, n_interactions=1, n_rbf=4, charges=True, coulomb=coulomb, **kw)
 
 
 def systems():
@@ -53,24 +51,6 @@ def charged_inputs(atoms, total_charge, dtype=torch.float64):
 
 def evaluate(model, data):
     return {k: v.detach().double().numpy() for k, v in model(data).items()}
-
-
-def reference_kernel(r, cutoff):
-    """chi(r) written independently, with PhysNet's switch (smoothstep 0 -> 1 on [0, r_c/2]) complemented."""
-    r = np.asarray(r, dtype=np.float64)
-    x = r / (cutoff / 2)
-    switch = np.where(x < 1, 6 * x**5 - 15 * x**4 + 10 * x**3, 1.0)
-    phi = 1.0 - switch
-    chi = phi / np.sqrt(r**2 + 1) + switch * (1 / r + r / cutoff**2 - 2 / cutoff)
-    return np.where(r < cutoff, chi, 0.0)
-
-
-def test_coulomb_constant_from_codata():
-    elementary_charge = 1.602176634e-19  # C (exact, SI 2019)
-    vacuum_permittivity = 8.8541878128e-12  # F/m (CODATA 2018)
-    k_e = elementary_charge / (4 * np.pi * vacuum_permittivity) / 1e-10  # eV * angstrom
-    assert COULOMB_EV_ANGSTROM == pytest.approx(k_e, rel=1e-12)
-    assert COULOMB_EV_ANGSTROM == pytest.approx(14.399645, abs=1e-6)
 
 
 @pytest.mark.parametrize("total_charge", [0.0, 1.0, -2.0])
@@ -162,37 +142,6 @@ def test_forces_and_stress_with_coulomb_match_finite_differences(name, total_cha
     # the Coulomb term takes part in the forces
     without = evaluate(make_model(coulomb=False), charged_inputs(SYSTEMS[name], total_charge))
     assert np.abs(forces - without["forces"]).max() > 1e-4
-
-
-def test_kernel_against_numpy():
-    r = np.concatenate([np.linspace(0.05, 6.0, 200), [CUTOFF / 2, CUTOFF - 1e-9, CUTOFF]])
-    chi = damped_coulomb_kernel(torch.tensor(r, dtype=torch.float64), CUTOFF).numpy()
-    assert_close(chi, reference_kernel(r, CUTOFF), 1e-12, "chi(r)")
-    # short range damped (about 1/sqrt(r^2 + 1), not 1/r = 20 at 0.05 angstrom), beyond rc/2 the shifted Coulomb
-    assert chi[0] < 1.01
-    far = (r > CUTOFF / 2) & (r < CUTOFF)
-    assert_close(chi[far], 1 / r[far] + r[far] / CUTOFF**2 - 2 / CUTOFF, 1e-12, "chi beyond rc/2")
-
-
-def test_kernel_and_its_derivative_vanish_at_the_cutoff():
-    r = torch.tensor([CUTOFF - 1e-6, CUTOFF - 0.5], dtype=torch.float64, requires_grad=True)
-    chi = damped_coulomb_kernel(r, CUTOFF)
-    (slope,) = torch.autograd.grad(chi.sum(), r)
-    chi = chi.detach()
-    assert abs(float(chi[0])) < 1e-12 and abs(float(slope[0])) < 1e-6
-    assert float(chi[1]) > 1e-3 and abs(float(slope[1])) > 1e-3  # and both are not zero everywhere
-
-
-def test_damped_coulomb_module_on_two_point_charges():
-    coulomb = DampedCoulomb(CUTOFF)
-    charges = torch.tensor([0.7, -0.4], dtype=torch.float64)
-    edge_index = torch.tensor([[0, 1], [1, 0]])
-    for r in (0.8, 3.1):
-        lengths = torch.tensor([r, r], dtype=torch.float64)
-        energies = coulomb(charges, edge_index, lengths).numpy()
-        expected = 14.399645478425668 * 0.7 * -0.4 * reference_kernel(r, CUTOFF)
-        assert_close(energies.sum(), expected, 1e-12, f"pair energy at {r} angstrom")
-        assert_close(energies[0], energies[1], 1e-15, "each atom gets half the pair energy")
 
 
 @pytest.mark.parametrize("distance", [1.2, 2.5, 3.4])

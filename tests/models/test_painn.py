@@ -15,11 +15,9 @@ from ase.build import bulk, molecule
 
 from physml_md.data.collate import collate
 from physml_md.models import build_model
-from tests.helpers import EXACT, assert_close, inputs, requires_cuda
+from tests.helpers import CUTOFF, EXACT, SPECIES, assert_close, inputs, requires_cuda
 from tests.models.reference_painn import PaiNN as ReferencePaiNN
 
-SPECIES = ["H", "C", "O", "Al", "Cu"]
-CUTOFF = 4.0
 FEATURES = 16
 SECOND_DERIVATIVE = 1e-10  # relative, float64: a longer chain of roundings than the forces
 # n_rbf 4: 5 species x 5 basis functions <= 2 x 16 features, so the first interaction is folded over species;

@@ -13,22 +13,21 @@ from ase.build import bulk, fcc111, molecule
 from physml_md.data import keys as K
 from physml_md.models import MODEL_NAMES, build_model
 from tests.helpers import (
+    CUTOFF,
     EXACT,
+    SPECIES,
     SYMMETRY,
     assert_close,
     assert_matches_finite_differences,
     inputs,
     random_rotation,
     requires_cuda,
+    small_model,
 )
-
-SPECIES = ["H", "C", "O", "Al", "Cu"]
-CUTOFF = 4.0
 
 
 def make_model(dtype, zbl=True, arch="painn", **kw):
-    model = build_model(arch, species=SPECIES, cutoff=CUTOFF, dtype=dtype, features=16, n_interactions=2, zbl=zbl, **kw)
-    return model.eval()
+    return small_model(arch, dtype, features=16, n_interactions=2, zbl=zbl, **kw)
 
 
 def systems():
@@ -212,30 +211,6 @@ def test_shift_and_scale_are_per_element():
     expected = base["energy"][0] - 13.6 * counts[1] - 1000.0 * counts[6] - 2000.0 * counts[8]
     assert_close(shifted["energy"][0], expected, 1e-12, "energy with self-energies")
     assert_close(shifted["forces"], base["forces"], 1e-12, "forces do not depend on the shift")
-
-
-def test_zbl_adds_the_screened_coulomb_pair_energy():
-    """Independent check of the ZBL prior on a dimer against the published formula."""
-    with_zbl = make_model(torch.float64, zbl=True)
-    without = make_model(torch.float64, zbl=False)
-    r = 1.0
-    dimer = Atoms("CuAl", positions=[[0, 0, 0], [r, 0, 0]])
-    difference = (
-        evaluate(with_zbl, dimer, torch.float64)["energy"][0] - evaluate(without, dimer, torch.float64)["energy"][0]
-    )
-    z1, z2 = 29, 13
-    a = 0.8854 * 0.529177210903 / (z1**0.23 + z2**0.23)
-    x = r / a
-    phi = (
-        0.18175 * np.exp(-3.1998 * x)
-        + 0.50986 * np.exp(-0.94229 * x)
-        + 0.28022 * np.exp(-0.4029 * x)
-        + 0.02817 * np.exp(-0.20162 * x)
-    )
-    coulomb = 14.399645 * z1 * z2 / r
-    fcut = 0.5 * (np.cos(np.pi * r / CUTOFF) + 1)
-    assert difference == pytest.approx(coulomb * phi * fcut, rel=1e-7)  # 1e-7: k_e above is rounded to 7 digits
-    assert difference > 10.0  # strongly repulsive at 1 angstrom
 
 
 @pytest.mark.parametrize("arch", MODEL_NAMES)

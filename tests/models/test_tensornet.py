@@ -11,7 +11,6 @@ from ase.build import bulk, molecule
 from ase.neighborlist import neighbor_list
 
 from physml_md.models import TensorNet, build_model
-from physml_md.models.radial import ExpNormalBasis
 from physml_md.models.tensornet import (
     component_basis,
     edge_components,
@@ -21,9 +20,7 @@ from physml_md.models.tensornet import (
     to_matrices,
     to_parts,
 )
-from tests.helpers import SYMMETRY, assert_close, inputs, random_rotation
-
-CUTOFF = 4.0
+from tests.helpers import CUTOFF, SYMMETRY, assert_close, inputs, random_rotation
 
 
 def _random_matrices(n=4, features=3, seed=0):
@@ -193,21 +190,6 @@ def test_build_model_records_the_architecture():
     assert isinstance(model.energy_model, TensorNet) and len(model.energy_model.interactions) == 1
     assert model.hyperparameters["name"] == "tensornet"
     assert model.energy_model.rbf.means.shape == (6,)
-
-
-def test_exponential_normal_basis_peaks_cover_the_cutoff():
-    n, cutoff = 8, 5.0
-    basis = ExpNormalBasis(n, cutoff)
-    alpha = 5.0 / cutoff
-    centres = np.linspace(np.exp(-alpha * cutoff), 1.0, n)
-    peaks = -np.log(centres) / alpha  # where exp(-alpha r) = mu_k
-    assert peaks[0] == pytest.approx(cutoff) and peaks[-1] == pytest.approx(0.0, abs=1e-15)
-    values = basis(torch.tensor(peaks)).numpy()
-    assert_close(np.diag(values), np.ones(n), 1e-14, "each function is 1 at its peak")
-    width = 2.0 * (1.0 - np.exp(-alpha * cutoff)) / n
-    expected = np.exp(-(((np.exp(-alpha * peaks)[:, None] - centres[None, :]) / width) ** 2))
-    assert_close(values, expected, 1e-14, "exp(-beta (exp(-alpha r) - mu_k)^2)")
-    assert 0.7 < values[3, 4] < 0.85  # neighbours overlap: about exp(-1/4) at each other's peaks
 
 
 def test_padded_edges_sum_like_a_scatter():

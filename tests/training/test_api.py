@@ -1,18 +1,39 @@
-"""A charge head trained on GFN2-xTB charges and dipoles (tblite): every charge-related loss is wired through."""
-
-import csv
+"""physml_md.training.api: PhysMLModel, a model object built from a configuration, trained on Atoms lists."""
 
 import numpy as np
 import pytest
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import read
 
 from physml_md.training.api import PhysMLModel
+from tests.training.helpers import metric_column
 
-tblite_ase = pytest.importorskip("tblite.ase")
+
+def test_python_api_takes_atoms_lists(tiny_config, cu_data):
+    frames = read(cu_data, ":")
+    del tiny_config["data"]["source"]
+    tiny_config["trainer"]["max_epochs"] = 1
+    model = PhysMLModel(tiny_config)
+    assert model.model_path is None
+    result = model.train(train_data=frames[:8], validation_data=frames[8:12], verbose=False)
+    assert model.model_path == result.model_path and result.model_path.is_file()
+    assert result.test_metrics == {}
+
+
+def test_python_api_without_data_is_an_error(tiny_config):
+    del tiny_config["data"]["source"]
+    with pytest.raises(ValueError, match="no training data"):
+        PhysMLModel(tiny_config).train()
+
+
+# ----------------------------------------------------------------------------- a charge head
+# A charge head trained on GFN2-xTB charges and dipoles (tblite): every charge-related loss is wired through.
 
 
 def _xtb_frames(n_per_molecule=4, seed=0):
+    """Small molecules labelled by GFN2-xTB (tblite): energy, forces, charges and dipole."""
+    tblite_ase = pytest.importorskip("tblite.ase")
     rng = np.random.default_rng(seed)
     frames = []
     for name in ("H2O", "NH3", "CH3OH"):
@@ -48,12 +69,9 @@ def test_charge_dipole_and_coulomb_training_runs(tmp_path):
         },
     }
     result = PhysMLModel(config).train(train_data=frames[::2], validation_data=frames[1::2], verbose=False)
-    with open(result.run_dir / "metrics.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    metrics_csv = result.run_dir / "metrics.csv"
     for name in components:
-        values = [float(r[f"val/{name}/rmse"]) for r in rows if r.get(f"val/{name}/rmse")]
+        values = metric_column(metrics_csv, f"val/{name}/rmse")
         assert len(values) == 4 and all(np.isfinite(values)), name
-    dipole = [
-        float(r["train/per_system_dipole_moment/loss"]) for r in rows if r.get("train/per_system_dipole_moment/loss")
-    ]
+    dipole = metric_column(metrics_csv, "train/per_system_dipole_moment/loss")
     assert dipole[-1] < dipole[0]

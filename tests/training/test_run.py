@@ -1,6 +1,9 @@
-"""End to end: `train(config)` trains, tests, exports and plots; the exported file equals the checkpoint."""
+"""physml_md.training.run, end to end: `train(config)` trains, tests, exports and plots; the exported file equals
+the checkpoint; a run resumed mid-epoch ends where an uninterrupted one does; two DDP processes train like one."""
 
-import csv
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,15 +15,12 @@ from physml_md.checkpoint import load_checkpoint, potential_from_checkpoint
 from physml_md.cli import main as cli
 from physml_md.data import LabelKeys, atoms_to_dict, collate
 from physml_md.export import load_potential, read_metadata
-from physml_md.training.api import PhysMLModel
 from physml_md.training.config import config_from_dict
 from physml_md.training.run import train
 from tests.helpers import PicklePayload
+from tests.training.helpers import SimulatedCrash, metric_column
 
-
-def _column(metrics_csv, name):
-    with open(metrics_csv, newline="") as handle:
-        return [float(row[name]) for row in csv.DictReader(handle) if row.get(name)]
+CLI = [sys.executable, "-m", "physml_md.cli"]
 
 
 def test_train_writes_checkpoint_export_plots_and_test_metrics(tiny_config, cu_data):
@@ -33,9 +33,9 @@ def test_train_writes_checkpoint_export_plots_and_test_metrics(tiny_config, cu_d
     for name in ("per_atom_energy", "per_system_energy", "per_atom_force", "per_system_stress"):
         assert result.test_metrics[f"test/{name}/rmse"] >= result.test_metrics[f"test/{name}/mae"] > 0
     metrics_csv = result.run_dir / "metrics.csv"
-    assert len(_column(metrics_csv, "val/per_atom_force/rmse")) == 3
-    assert len(_column(metrics_csv, "train/per_system_stress/loss")) == 3
-    assert _column(metrics_csv, "weight/per_system_stress") == [100.0] * 3
+    assert len(metric_column(metrics_csv, "val/per_atom_force/rmse")) == 3
+    assert len(metric_column(metrics_csv, "train/per_system_stress/loss")) == 3
+    assert metric_column(metrics_csv, "weight/per_system_stress") == [100.0] * 3
 
     # the exported file is the checkpoint's EMA model, with the training data hash
     meta = read_metadata(result.model_path)
@@ -50,32 +50,6 @@ def test_train_writes_checkpoint_export_plots_and_test_metrics(tiny_config, cu_d
         np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-12, atol=1e-12)
 
 
-def test_training_lowers_energy_force_and_stress_losses(tiny_config):
-    tiny_config["trainer"]["max_epochs"] = 8
-    result = train(config_from_dict(tiny_config), verbose=False)
-    metrics_csv = result.run_dir / "metrics.csv"
-    for name, factor in (("per_system_energy", 1.0), ("per_atom_force", 0.5), ("per_system_stress", 0.7)):
-        losses = _column(metrics_csv, f"train/{name}/loss")
-        assert losses[-1] < factor * losses[0], (name, losses)
-
-
-def test_python_api_takes_atoms_lists(tiny_config, cu_data):
-    frames = read(cu_data, ":")
-    del tiny_config["data"]["source"]
-    tiny_config["trainer"]["max_epochs"] = 1
-    model = PhysMLModel(tiny_config)
-    assert model.model_path is None
-    result = model.train(train_data=frames[:8], validation_data=frames[8:12], verbose=False)
-    assert model.model_path == result.model_path and result.model_path.is_file()
-    assert result.test_metrics == {}
-
-
-def test_python_api_without_data_is_an_error(tiny_config):
-    del tiny_config["data"]["source"]
-    with pytest.raises(ValueError, match="no training data"):
-        PhysMLModel(tiny_config).train()
-
-
 def test_disabled_validation_monitors_training_metrics(tiny_config):
     tiny_config["trainer"]["max_epochs"] = 2
     tiny_config["trainer"]["limit_val_batches"] = 0
@@ -85,7 +59,7 @@ def test_disabled_validation_monitors_training_metrics(tiny_config):
     assert result.best_checkpoint.is_file()
     checkpoint = load_checkpoint(result.best_checkpoint)
     assert checkpoint["hyper_parameters"]["config"]["training"]["monitor"] == "train/loss"
-    assert _column(result.run_dir / "metrics.csv", "val/loss") == []
+    assert metric_column(result.run_dir / "metrics.csv", "val/loss") == []
 
 
 def test_cli_trains_from_a_file_and_exports_a_checkpoint(tiny_config, tmp_path, capsys):
@@ -156,5 +130,98 @@ def test_tensornet_trains_through_the_cli_and_exports_its_architecture(tiny_conf
     a, b = load_potential(model_path)(batch), eager(batch)
     for key in ("energy", "forces", "stress"):
         np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-12, atol=1e-12)
-    losses = _column(tmp_path / "runs" / "version_0" / "metrics.csv", "train/per_atom_force/loss")
+    losses = metric_column(tmp_path / "runs" / "version_0" / "metrics.csv", "train/per_atom_force/loss")
     assert len(losses) == 4 and losses[-1] < 0.75 * losses[0], losses  # it learns (measured: 0.39 -> 0.23)
+
+
+# ----------------------------------------------------------------------------- resumed mid-epoch
+# A run interrupted mid-epoch and resumed from its checkpoint ends with the same weights as an uninterrupted run.
+
+
+def _restart_config(tiny_config, root: Path, callbacks):
+    tiny_config["trainer"]["default_root_dir"] = str(root)
+    tiny_config["trainer"]["checkpoint"] = {"monitor": None, "every_n_train_steps": 2, "save_last": True}
+    tiny_config["trainer"]["callbacks"] = callbacks
+    tiny_config["training"]["ema"] = {"decay": 0.7}
+    # the plateau scheduler follows the mixed force weight, which only grows: it must act after every epoch
+    tiny_config["training"]["lr_scheduler"] = {
+        "name": "reduce_on_plateau",
+        "patience": 0,
+        "factor": 0.5,
+        "monitor": "weight/per_atom_force",
+    }
+    tiny_config["training"]["loss_parameter"]["target_weight"] = {"per_atom_force": 3.0}
+    tiny_config["training"]["loss_parameter"]["mixing_steps"] = {"per_atom_force": 0.75}
+    return config_from_dict(tiny_config)
+
+
+def _final_weights(path):
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_matches_uninterrupted_run(tiny_config, tmp_path):
+    save = "tests.training.helpers.SaveFinalWeights"
+    crash = "tests.training.helpers.CrashAtStep"
+    # 12 training structures, batch 4: 3 steps per epoch, 9 in all; checkpoints every 2 steps
+    reference = _restart_config(
+        tiny_config, tmp_path / "a", [{"class_path": save, "init_args": {"path": str(tmp_path / "a.pt")}}]
+    )
+    train(reference, verbose=False)
+
+    crashing = _restart_config(tiny_config, tmp_path / "b", [{"class_path": crash, "init_args": {"step": 5}}])
+    with pytest.raises(SimulatedCrash):
+        train(crashing, verbose=False)
+    (last,) = (tmp_path / "b").glob("version_*/checkpoints/last.ckpt")  # written after step 4, mid-epoch 2
+    resumed = _restart_config(
+        tiny_config, tmp_path / "c", [{"class_path": save, "init_args": {"path": str(tmp_path / "c.pt")}}]
+    )
+    train(resumed, ckpt_path=last, verbose=False)
+
+    full, rest = _final_weights(tmp_path / "a.pt"), _final_weights(tmp_path / "c.pt")
+    assert full["batches"] == 9 and rest["batches"] == 5  # the resumed run did only the missing steps
+    assert rest["lr"] == full["lr"] < 0.02  # the plateau scheduler acted and its state was restored
+    assert full["state"].keys() == rest["state"].keys()
+    assert any(k.startswith("ema.") for k in full["state"])
+    for name, value in full["state"].items():
+        assert torch.equal(value, rest["state"][name]), name
+
+
+# ----------------------------------------------------------------------------- two processes
+# `strategy="ddp"` with two CPU processes (gloo) trains like one process with the same total batch size.
+
+
+def _cli_train(tmp_path, tiny_config, name, overrides):
+    tiny_config["trainer"]["default_root_dir"] = str(tmp_path / name)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    result = subprocess.run(
+        [*CLI, "train", str(path), *[f"--set={o}" for o in overrides]],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (tmp_path / name).glob("version_*")
+    return run_dir, result.stdout
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_single_process(tmp_path, tiny_config, cu_data):
+    tiny_config["trainer"]["max_epochs"] = 2
+    single_dir, _ = _cli_train(tmp_path, tiny_config, "single", ["data.train.batch_size=4"])
+    ddp_dir, stdout = _cli_train(
+        tmp_path, tiny_config, "ddp", ["data.train.batch_size=2", "trainer.devices=2", "trainer.strategy=ddp"]
+    )
+    assert "test split" in stdout
+    names = ("val/loss", "val/per_atom_force/rmse", "val/per_system_stress/rmse", "train/loss")
+    for name in names:
+        a, b = metric_column(single_dir / "metrics.csv", name), metric_column(ddp_dir / "metrics.csv", name)
+        assert len(a) == len(b) == 2
+        np.testing.assert_allclose(b, a, rtol=1e-8, err_msg=name)
+    frames = read(cu_data, ":4")
+    batch = collate([atoms_to_dict(a, LabelKeys(), dtype=torch.float64) for a in frames])
+    single = load_potential(single_dir / "checkpoints" / "model.pt")(batch)
+    ddp = load_potential(ddp_dir / "checkpoints" / "model.pt")(batch)
+    np.testing.assert_allclose(ddp["energy"].numpy(), single["energy"].numpy(), rtol=1e-9)
+    np.testing.assert_allclose(ddp["forces"].numpy(), single["forces"].numpy(), rtol=1e-7, atol=1e-9)
