@@ -116,7 +116,8 @@ def potential_from_checkpoint(path: PathLike, use_ema: bool = True) -> Potential
 
 def exportable_from_checkpoint(path: PathLike, use_ema: bool = True) -> Tuple[Potential, Dict[str, Any]]:
     """(potential, extra export metadata) of a checkpoint, read once: the metadata names the checkpoint, whether
-    the EMA weights were used, and carries the training data hash and periodicity when the checkpoint has them."""
+    the EMA weights were used, and carries the training data hash, periodicity and shortest distance per element
+    pair when the checkpoint has them."""
     checkpoint = load_checkpoint(path)
     model = build_model(**model_kwargs(checkpoint, path))
     state = checkpoint["state_dict"]
@@ -135,4 +136,6 @@ def exportable_from_checkpoint(path: PathLike, use_ema: bool = True) -> Tuple[Po
         metadata["data_sha256"] = hyper_parameters["data_sha256"]
     if hyper_parameters.get("periodic") is not None:
         metadata["periodic"] = bool(hyper_parameters["periodic"])
+    if hyper_parameters.get("shortest_pair_distances"):
+        metadata["shortest_pair_distances"] = dict(hyper_parameters["shortest_pair_distances"])
     return model.eval(), metadata

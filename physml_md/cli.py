@@ -3,7 +3,8 @@
 Commands: ``train`` (train from a TOML/YAML config, test, export, plot), ``export`` (a checkpoint to an
 exported file), ``info`` (what an exported file is), ``evaluate`` (run an exported file on structures and
 compare with their reference labels), ``md`` (molecular dynamics in ASE or OpenMM) and ``validate`` (the MD
-validation suite and its report). Exit status: 0 done, 1 the MD blew up or the validation failed, 2 bad input.
+validation suite and its report). Exit status: 0 done, 1 the MD blew up or the validation failed, 2 bad input,
+130 / 143 `md` interrupted by SIGINT / SIGTERM (the files keep every frame up to it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from physml_md.units import EV_TO_MEV, FS_TO_PS
 
 
 def _info(args: argparse.Namespace) -> int:
-    from physml_md.export import read_metadata
+    from physml_md.export import agreement_summary, read_metadata
 
     meta = read_metadata(args.model)
     if args.json:
@@ -48,6 +49,11 @@ def _info(args: argparse.Namespace) -> int:
         ("needs", ", ".join(f"{k} {v}" for k, v in meta.get("requires", {}).items())),
         ("weights sha256", meta.get("weights_sha256", "")),
         ("data sha256", str(meta.get("data_sha256"))),
+        ("agreement", agreement_summary(meta.get("agreement"))),
+        (
+            "closest pairs",
+            ", ".join(f"{k}: {v:.3f}" for k, v in (meta.get("shortest_pair_distances") or {}).items()) or "unknown",
+        ),
         ("created", meta.get("created", "")),
     ]
     width = max(len(name) for name, _ in rows)
@@ -62,8 +68,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from physml_md.data.structures import LabelKeys, atoms_to_dict
     from physml_md.export import load_potential
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive number of structures, got {args.batch_size}")
     potential = load_potential(args.model, device=args.device)
     structures = read_structures(args.structures, index=args.index)
+    if not structures:
+        raise ValueError(f"{args.structures!r} holds no structures: give a file with at least one")
     keys = LabelKeys(energy=args.energy_key, forces=args.forces_key)
     columns = ("E model / eV", "E ref / eV", "dE / meV/atom", "F RMSE / eV/A")
     print(f"{'#':>4} {'formula':<14} {'atoms':>6} {columns[0]:>16} {columns[1]:>16} {columns[2]:>14} {columns[3]:>14}")
@@ -113,20 +123,25 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from physml_md.checkpoint import exportable_from_checkpoint
     from physml_md.export import export_potential
+    from physml_md.integrations.agreement import add_engine_agreement
 
     potential, metadata = exportable_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
     path = export_potential(potential, args.output, metadata, dtype=args.dtype, format=args.format)
-    print(f"exported {args.checkpoint} -> {path}")
+    try:  # the file against the ASE calculator and each OpenMM backend that loads here, recorded in its metadata
+        add_engine_agreement(path)
+    except Exception:
+        path.unlink()  # an export that an engine disagrees with is no export
+        raise
+    print(f"exported {args.checkpoint} -> {path} (agreement with every engine recorded: physml-md info)")
     return 0
 
 
 def _md(args: argparse.Namespace) -> int:
-    from ase.io import read
-
+    from physml_md.data.readers import read_structure
     from physml_md.md.metrics import energy_drift
     from physml_md.md.runner import run_md
 
-    atoms = read(args.structure, index=args.index)
+    atoms = read_structure(args.structure, index=args.index)
     log = args.log
     if log is None and args.out is not None:
         log = str(Path(args.out).with_suffix(".csv"))
@@ -151,7 +166,11 @@ def _md(args: argparse.Namespace) -> int:
         device=args.device,
         platform=args.platform,
         backend=args.backend,
+        periodic=args.periodic,
     )
+    if result.interrupted and not len(result.temperatures_k):
+        print(result.interruption, file=sys.stderr)
+        return 130 if result.interrupted == "SIGINT" else 143
     print(
         f"{result.engine} {result.ensemble}: {result.steps_done} of {result.steps_requested} steps "
         f"({result.steps_done * result.timestep_fs * FS_TO_PS:g} ps), {result.ns_per_day:.3g} ns/day, "
@@ -165,10 +184,14 @@ def _md(args: argparse.Namespace) -> int:
     if not result.stable:
         print(f"blow-up at step {result.blow_up_step}: {result.blow_up.message}", file=sys.stderr)
         return 1
+    if result.interrupted:  # the shell's convention for a signal: 128 + its number
+        print(result.interruption, file=sys.stderr)
+        return 130 if result.interrupted == "SIGINT" else 143
     return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from physml_md.data.readers import read_structure
     from physml_md.md.validation import validate
 
     thresholds = {
@@ -187,7 +210,7 @@ def _validate(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.model).with_suffix("")) + "_validation"
     report = validate(
         args.model,
-        args.structures,
+        read_structure(args.structures, index=args.index),
         reference=args.reference,
         engine=args.engine,
         temperature=args.temperature,
@@ -204,6 +227,7 @@ def _validate(args: argparse.Namespace) -> int:
         device=args.device,
         platform=args.platform,
         backend=args.backend,
+        periodic=args.periodic,
     )
     print(report.format())
     print(f"report: {report.files['report']}")
@@ -223,6 +247,13 @@ def _add_md_options(parser: argparse.ArgumentParser) -> None:
         "--backend",
         default="auto",
         help="OpenMM backend (auto: torchforce where openmm-torch loads, else pythonforce; torchforce, pythonforce)",
+    )
+    parser.add_argument(
+        "--periodic",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="OpenMM: evaluate the model in the periodic box (--periodic) or as an isolated system "
+        "(--no-periodic); default: from the model and the structure (the ASE engine follows the structure's pbc)",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda")
     parser.add_argument("--platform", default=None, help="OpenMM platform (default CPU, CUDA with --device cuda)")

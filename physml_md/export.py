@@ -22,7 +22,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Union
+from typing import Any, Dict, Iterator, List, Sequence, Union
 
 import torch
 
@@ -66,11 +66,26 @@ _COMPUTED_KEYS = (
     "outputs",
     "format",
     "device",
+    "agreement",
 )
 
 
 class ExportFormatError(ValueError):
     """The file is not a physml-md export, or one this version cannot read."""
+
+
+class AgreementError(ValueError):
+    """The exported file does not give the numbers of the model it was exported from."""
+
+
+# The agreement report ("agreement" in the metadata): the largest difference, relative to the scale of the reference
+# (max |a - b| / max(1, max |b|), in eV, eV/angstrom, eV/angstrom^3), of energy, forces and stress between the
+# model as exported (eager) and the written file, on a few structures; engines add their own rows
+# (physml_md.integrations.agreement). Over the tolerance of the file's dtype the export fails.
+AGREEMENT_TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
+AGREEMENT_QUANTITIES = ("energy", "forces", "stress")
+AGREEMENT_INPUTS = ("positions", "atomic_numbers", "cell", "pbc")
+MAX_AGREEMENT_STRUCTURES = 3
 
 
 # the last line of a torch.jit.Error's message: "builtins.ValueError: <the sentence>" (torch 2.9 to 2.14 alike)
@@ -167,12 +182,146 @@ def resolve_format(format: str | None, path: Path) -> str:
     return format
 
 
+def builtin_structures(species: Sequence[int], cutoff: float, dtype: torch.dtype) -> List[Dict[str, torch.Tensor]]:
+    """Two small structures over ``species`` for the agreement check when no training structures are given: a
+    6-atom cluster and an 8-atom periodic, slightly sheared cell, atoms about ``min(0.45 cutoff, 2.5)`` angstrom
+    apart and displaced at random (fixed seed) so that forces and stress are not zero by symmetry."""
+    generator = torch.Generator().manual_seed(0)
+    spacing = min(0.45 * cutoff, 2.5)
+    structures = []
+    for shape, periodic in (((3, 2, 1), False), ((2, 2, 2), True)):
+        grid = torch.stack(
+            torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in shape), indexing="ij"), dim=-1
+        ).reshape(-1, 3)
+        positions = spacing * (grid + 0.1 * torch.randn(grid.shape, generator=generator, dtype=torch.float64))
+        cell = torch.zeros(3, 3, dtype=torch.float64)
+        if periodic:
+            cell = 2.0 * spacing * torch.eye(3, dtype=torch.float64)
+            cell[1, 0] = 0.15 * spacing
+        numbers = torch.tensor([species[i % len(species)] for i in range(len(grid))], dtype=torch.long)
+        structures.append(
+            {
+                "positions": positions.to(dtype),
+                "atomic_numbers": numbers,
+                "cell": cell.to(dtype).unsqueeze(0),
+                "pbc": torch.full((1, 3), periodic, dtype=torch.bool),
+            }
+        )
+    return structures
+
+
+def agreement_inputs(
+    structures: Sequence[Dict[str, torch.Tensor]], dtype: torch.dtype, device: torch.device
+) -> List[Dict[str, torch.Tensor]]:
+    """The model inputs (positions, atomic numbers, cell, pbc; one structure each) of the first
+    ``MAX_AGREEMENT_STRUCTURES`` structure dicts, in ``dtype`` on ``device``."""
+    inputs = []
+    for index in range(min(len(structures), MAX_AGREEMENT_STRUCTURES)):
+        data = structures[index]
+        missing = [key for key in AGREEMENT_INPUTS if key not in data]
+        if missing:
+            raise ValueError(
+                f"a structure for the agreement check lacks {missing}; give structure dicts with keys "
+                f"{', '.join(AGREEMENT_INPUTS)} (physml_md.data.structures.atoms_to_dict makes them)"
+            )
+        one = {key: data[key].detach().to(device) for key in AGREEMENT_INPUTS}
+        one["positions"] = one["positions"].to(dtype)
+        one["cell"] = one["cell"].to(dtype).reshape(1, 3, 3)
+        one["pbc"] = one["pbc"].reshape(1, 3)
+        inputs.append(one)
+    return inputs
+
+
+def relative_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |a - b| / max(1, max |b|), in float64."""
+    actual, expected = actual.detach().to("cpu", torch.float64), expected.detach().to("cpu", torch.float64)
+    if expected.numel() == 0:
+        return 0.0
+    return float((actual - expected).abs().max() / max(1.0, float(expected.abs().max())))
+
+
+def largest_differences(outputs: Sequence[Dict[str, torch.Tensor]], references: Sequence[Dict[str, torch.Tensor]]):
+    """{quantity: largest ``relative_difference`` over the structures} for energy, forces and stress (stress
+    where both give it)."""
+    found: Dict[str, float] = {}
+    for out, reference in zip(outputs, references, strict=True):
+        for key in AGREEMENT_QUANTITIES:
+            if key in out and key in reference:
+                found[key] = max(found.get(key, 0.0), relative_difference(out[key], reference[key]))
+    return found
+
+
+def check_agreement(
+    pair: str, differences: Dict[str, float], tolerance: float, path: PathLike, consequence: str | None = None
+) -> None:
+    """Refuse (``AgreementError``) differences above ``tolerance``, naming the pair compared (``"X and Y"``), the
+    quantity and ``consequence`` (default: the file was not written)."""
+    consequence = consequence or "the exported file is not faithful, so it was not written"
+    for key, value in differences.items():
+        if not value <= tolerance:  # NaN fails too
+            raise AgreementError(
+                f"{path}: {pair} disagree on {key} by {value:.3g} (relative; the tolerance for this dtype is "
+                f"{tolerance:g}): {consequence}. Report this with the model and the torch version"
+            )
+
+
+def _evaluate_all(module, inputs: Sequence[Dict[str, torch.Tensor]]) -> List[Dict[str, torch.Tensor]]:
+    # TorchScript's profiling executor spends its first two calls profiling and optimising the graph (0.7 s for a
+    # small PaiNN here, against 35 ms without): the check runs the file's code and weights without that, and the
+    # engines' own rows (physml_md.integrations.agreement) run it as the engines do
+    with torch.inference_mode(False), torch.enable_grad(), torch.jit.optimized_execution(False):
+        return [{k: v.detach() for k, v in module(dict(data)).items()} for data in inputs]
+
+
+def file_agreement(
+    model: Potential, path: Path, structures: Sequence[Dict[str, torch.Tensor]] | None, source: str, name: Path
+) -> Dict[str, Any]:
+    """Evaluate the written file ``path`` (to be called ``name``) and ``model`` (eager) on the agreement
+    structures; the report, or an ``AgreementError`` over the tolerance."""
+    dtype, device = model.shift.dtype, model.shift.device
+    inputs = agreement_inputs(structures or builtin_structures(list(model.species), model.cutoff, dtype), dtype, device)
+    tolerance = AGREEMENT_TOLERANCE[str(dtype).removeprefix("torch.")]
+    was_training = model.training
+    model.eval()
+    try:
+        eager = _evaluate_all(model, inputs)
+    finally:
+        model.train(was_training)
+    exported = load_potential(path, device)
+    differences = largest_differences(_evaluate_all(exported, inputs), eager)
+    check_agreement(
+        f"the exported {exported.format} file and the model it was exported from", differences, tolerance, name
+    )
+    return {
+        "structures": len(inputs),
+        "source": source,
+        "tolerance": tolerance,
+        "measure": "max |a - b| / max(1, max |b|)",
+        "differences": {"file vs eager": differences},
+    }
+
+
+def agreement_summary(report: Dict[str, Any] | None) -> str:
+    """One line for ``physml-md info``: the largest difference of each comparison."""
+    if not report:
+        return "not measured (exported before physml-md checked it)"
+    parts = []
+    for name, differences in report.get("differences", {}).items():
+        values = ", ".join(f"{key} {value:.1e}" for key, value in differences.items())
+        parts.append(f"{name}: {values}")
+    return (
+        f"{'; '.join(parts)} (largest relative difference, {report.get('structures')} {report.get('source')} "
+        f"structures; tolerance {report.get('tolerance'):g})"
+    )
+
+
 def export_potential(
     model: Potential,
     path: PathLike,
     metadata: Dict[str, Any] | None = None,
     dtype: Union[str, torch.dtype, None] = None,
     format: str | None = None,
+    structures: Sequence[Dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write ``model`` with its metadata to ``path`` (atomically: temporary name, then rename).
 
@@ -181,6 +330,11 @@ def export_potential(
     float64 file for MD (the metadata then records ``trained_dtype``); default: the model's own. ``format``:
     "torchscript" (``.pt``, what TorchForce runs), "export" (a ``torch.export`` program, ``.pt2``) or
     "aotinductor" (that program compiled, ``.pt2``); default: from the file name. Returns the path written.
+
+    Before the file takes its name, it is loaded again and evaluated beside ``model`` on a few structures (the
+    first ``MAX_AGREEMENT_STRUCTURES`` of ``structures``, structure dicts such as the training data's; else
+    ``builtin_structures``); the largest differences of energy, forces and stress go into the metadata
+    ("agreement"), and a difference over ``AGREEMENT_TOLERANCE`` raises ``AgreementError`` (nothing is written).
     """
     if not isinstance(model, Potential):
         raise TypeError(f"export_potential needs a physml_md.models.Potential, got {type(model).__name__}")
@@ -194,18 +348,44 @@ def export_potential(
         if target != model.shift.dtype:
             metadata = dict(metadata or {}, trained_dtype=str(model.shift.dtype).removeprefix("torch."))
             model = model.cast(target)
+    source = "training" if structures else "built-in"
     if format != "torchscript":
         from physml_md.export_program import save_program
 
-        document = json.dumps(build_metadata(model, metadata, format), indent=2, sort_keys=True)
+        document = build_metadata(model, metadata, format)
         with atomic_path(path) as tmp:
-            save_program(model, tmp, document, format, model.shift.device)
+            save_program(model, tmp, json.dumps(document, indent=2, sort_keys=True), format, model.shift.device)
+            document["agreement"] = file_agreement(model, tmp, structures, source, path)
+            replace_metadata(tmp, document)
         return path
     scripted = script_potential(model, metadata)
-    document = json.dumps(scripted.metadata, indent=2, sort_keys=True)
     with atomic_path(path) as tmp:
+        torchscript.save(scripted.module, str(tmp), {METADATA_FILE: json.dumps(scripted.metadata)})
+        scripted.metadata["agreement"] = file_agreement(model, tmp, structures, source, path)
+        document = json.dumps(scripted.metadata, indent=2, sort_keys=True)
         torchscript.save(scripted.module, str(tmp), {METADATA_FILE: document})
     return path
+
+
+def replace_metadata(path: PathLike, metadata: Dict[str, Any]) -> None:
+    """Rewrite the metadata member of an exported zip archive in place (every other member is copied unchanged,
+    in order, stored uncompressed as torch writes them)."""
+    import shutil
+
+    path = Path(path)
+    document = json.dumps(metadata, indent=2, sort_keys=True).encode()
+    rewritten = path.with_name(path.name + ".metadata")
+    try:
+        with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w", zipfile.ZIP_STORED) as target:
+            for info in source.infolist():
+                if info.filename.endswith("/extra/" + METADATA_FILE):
+                    target.writestr(info.filename, document)
+                else:
+                    with source.open(info) as member, target.open(info, "w") as copy:
+                        shutil.copyfileobj(member, copy)
+        rewritten.replace(path)
+    finally:
+        rewritten.unlink(missing_ok=True)
 
 
 def read_metadata(path: PathLike) -> Dict[str, Any]:

@@ -244,11 +244,11 @@ def structure_files(tmp_path_factory):
 # case -> (command, structure file, extra arguments, what the one line says)
 FILE_CASES = {
     "md --index 99": ("md", "good", ["--index", "99"], r"index 99 is out of range: '.*cu\.extxyz' holds 1 structure"),
-    "md empty file": ("md", "empty", [], r"'.*empty\.extxyz' is empty: give a file with at least one structure"),
+    "md empty file": ("md", "empty", [], r"'.*empty\.extxyz' holds no structures \(the file is empty\)"),
     "md truncated file": ("md", "truncated", [], r"cannot read '.*truncated\.extxyz'.*truncated or damaged"),
     "validate --index 99": ("validate", "good", ["--index", "99"], r"index 99 is out of range: .* holds 1 structure"),
-    "validate empty file": ("validate", "empty", [], r"'.*empty\.extxyz' is empty"),
-    "evaluate empty file": ("evaluate", "empty", [], r"'.*empty\.extxyz' is empty: give a file with at least one"),
+    "validate empty file": ("validate", "empty", [], r"'.*empty\.extxyz' holds no structures"),
+    "evaluate empty file": ("evaluate", "empty", [], r"'.*empty\.extxyz' holds no structures \(the file is empty"),
     "evaluate --index 99": ("evaluate", "good", ["--index", "99"], r"index 99 is out of range: .* holds 1 structure"),
     "evaluate --batch-size -1": ("evaluate", "good", ["--batch-size", "-1"], r"--batch-size must be a positive"),
     "evaluate --batch-size 0": ("evaluate", "good", ["--batch-size", "0"], r"--batch-size must be a positive"),
@@ -275,12 +275,15 @@ def test_command_line_structure_files_and_options_exit_2_with_one_line(files, st
 
 
 def test_read_structure_reads_any_ase_file_and_names_the_index(structure_files):
-    from physml_md.data.readers import read_structure
+    from physml_md.data.readers import read_structure, read_structures
 
     atoms = read_structure(structure_files["good"], index=-1)
     assert atoms.get_chemical_formula() == "Cu4"
+    # ase.io.read itself returns the first structure for any index below -N
     with pytest.raises(ValueError, match=r"index -2 is out of range: .* holds 1 structure \(valid: -1 to 0\)"):
         read_structure(structure_files["good"], index=-2)
+    with pytest.raises(ValueError, match=r"index -2 is out of range: .* holds 1 structure \(valid: -1 to 0\)"):
+        read_structures(structure_files["good"], index=-2)
     with pytest.raises(FileNotFoundError, match="no such file"):
         read_structure(structure_files["good"].with_name("missing.extxyz"))
 
@@ -352,8 +355,10 @@ def test_a_cutoff_no_potential_uses_is_refused_by_the_config(key, value):
     from physml_md.training.config import ConfigError, config_from_dict
 
     section, name = key.split(".")
-    with pytest.raises(ConfigError, match=rf"{re.escape(key)} = .* is longer than 30 angstrom.*check the unit"):
+    expected = r"^the cut-off \(data\.cut_off, model\.cutoff\) = .* is longer than 30 angstrom.*check the unit"
+    with pytest.raises(ConfigError, match=expected) as error:
         config_from_dict({section: {name: value}}, require_files=False)
+    assert "\n" not in str(error.value)  # one sentence, though the value is copied to both keys
     assert config_from_dict({section: {name: "3 nm"}}, require_files=False).data.cutoff == pytest.approx(30.0)
 
 
@@ -370,9 +375,7 @@ def test_a_neighbour_list_too_large_for_memory_is_refused_before_it_is_built(mod
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     expected = r"neighbour list of 32 atoms .* about 1\.\de\+10 pairs .* more than the bound of"
     with pytest.raises(ValueError, match=expected):
-        neighbor_list(
-            torch.tensor(atoms.positions), torch.tensor(atoms.cell.array), torch.tensor(atoms.pbc), 1000.0
-        )
+        neighbor_list(torch.tensor(atoms.positions), torch.tensor(atoms.cell.array), torch.tensor(atoms.pbc), 1000.0)
     scripted = torch.jit.script(neighbor_list)
     with pytest.raises(torch.jit.Error, match=expected):
         scripted(torch.tensor(atoms.positions), torch.tensor(atoms.cell.array), torch.tensor(atoms.pbc), 1000.0)
@@ -393,3 +396,19 @@ def test_a_nan_energy_label_is_called_nan_not_missing(tmp_path):
     assert "stored as NaN in 1 of 2 structures" in message and "(indices 1)" in message, message
     assert "give those structures a finite 'energy' or remove them" in message, message
     assert "set keys.energy to the name your file uses" not in message, message
+
+
+# ------------------------------------------------------------------------------ md command (issue 15, item 1 + 6)
+@pytest.mark.parametrize("engine", ["ase", "openmm"])
+@pytest.mark.parametrize("case", ["NaN positions", "two atoms at one position"])
+def test_command_line_md_exits_2_with_the_sentence(files, case, engine, tmp_path, capsys):
+    """NaN positions were 'Eigenvalues did not converge' (the velocity draw); OpenMM printed the model's trace."""
+    make, start, fix = CASES[case]
+    structure = tmp_path / "structure.extxyz"
+    write(structure, make())
+    for ensemble in ("nve", "nvt"):
+        args = [str(files[".pt"]), str(structure), "--engine", engine, "--ensemble", ensemble, "--steps", "10"]
+        assert main(["md", *args, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "TorchScript" not in err and "HERE" not in err, err
+        assert start in err and fix in err, err

@@ -113,3 +113,64 @@ def test_validate_writes_the_report_and_exits_by_the_verdict(cu_model, cu_cell, 
     # an impossible drift threshold fails the validation: exit 1
     assert main([*args, "--nvt-steps", "50", "--nve-steps", "50", "--drift", "1e-12"]) == 1
     assert json.loads((out / "report.json").read_text())["passed"] is False
+
+
+def test_info_shows_the_agreement_report_and_the_closest_training_pairs(cu_model, files, capsys):
+    assert main(["info", str(cu_model.model_path)]) == 0
+    rows = {line[:14].strip(): line[16:] for line in capsys.readouterr().out.splitlines()}
+    meta = physml_md.read_metadata(cu_model.model_path)
+    largest = meta["agreement"]["differences"]["file vs eager"]
+    assert rows["agreement"].startswith(
+        f"file vs eager: energy {largest['energy']:.1e}, forces {largest['forces']:.1e}"
+    )
+    assert "3 training structures; tolerance 1e-10" in rows["agreement"]
+    assert rows["closest pairs"] == f"Cu-Cu: {meta['shortest_pair_distances']['Cu-Cu']:.3f}"
+    assert main(["info", str(files[0])]) == 0  # exported without training data: built-in structures, no pairs
+    rows = {line[:14].strip(): line[16:] for line in capsys.readouterr().out.splitlines()}
+    assert "2 built-in structures" in rows["agreement"] and rows["closest pairs"] == "unknown"
+
+
+@pytest.mark.parametrize(("signal_name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_md_interrupted_by_a_signal_says_so_and_exits_128_plus_its_number(
+    files, cu_cell, tmp_path, capsys, monkeypatch, signal_name, code
+):
+    """The run itself is tested in tests/md/test_interrupt.py; here: what the command makes of its result."""
+    from physml_md.md import runner
+
+    real = runner.run_md
+
+    def interrupted_run(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.interrupted = signal_name
+        return result
+
+    monkeypatch.setattr(runner, "run_md", interrupted_run)
+    args = [str(files[0]), str(cu_cell), "--ensemble", "nve", "--time", "2 fs", "--timestep", "0.5 fs"]
+    assert main(["md", *args, "--report-every", "1", "--out", str(tmp_path / "run.extxyz"), "--quiet"]) == code
+    captured = capsys.readouterr()
+    assert f"interrupted by {signal_name} at step 4 of 4" in captured.err
+    assert "4 of 4 steps" in captured.out  # the frames it kept are still reported
+
+
+def test_md_no_periodic_runs_a_periodic_model_on_a_cluster_in_openmm(cu_model, tmp_path, capsys):
+    """A model trained on periodic cells only is refused on a cluster (no box) unless --no-periodic says so; then
+    the first frame's energy is the model's on the isolated cluster."""
+    from ase.cluster import Octahedron
+    from ase.io import write
+
+    import physml_md
+
+    cluster = Octahedron("Cu", 3)
+    cluster.rattle(0.02, seed=1)
+    path = tmp_path / "cluster.extxyz"
+    write(path, cluster)
+    log = tmp_path / "run.csv"
+    args = [str(cu_model.model_path), str(path), "--engine", "openmm", "--ensemble", "nve", "--steps", "1"]
+    args += ["--report-every", "1", "--out", str(tmp_path / "run.dcd"), "--quiet"]
+    assert main(["md", *args]) == 2
+    assert "--no-periodic" in capsys.readouterr().err
+    assert main(["md", *args, "--no-periodic"]) == 0
+    header = log.read_text().splitlines()[0].split(",")
+    first = np.loadtxt(log, delimiter=",", skiprows=1, ndmin=2)[0]
+    expected = float(physml_md.load_potential(cu_model.model_path)(inputs(cluster))["energy"][0])
+    assert first[header.index("potential_ev")] == pytest.approx(expected, rel=1e-9)

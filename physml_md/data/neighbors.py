@@ -12,11 +12,18 @@ Conventions (the same as ``ase.neighborlist.neighbor_list("ijS", atoms, cutoff, 
   used: it may be zero (an ASE slab with ``cell[2] == 0`` and ``pbc = (True, True, False)`` is fine).
   Positions need not be wrapped into the cell.
 
+Memory bound: before building a list, ``estimated_pairs`` estimates its length from the number density and the
+volume of the cutoff sphere, periodic images included; above ``MAX_PAIRS`` (10^8 pairs: about 5.6 GB for the
+list alone, 56 bytes a pair, and a model needs far more per pair) the list is refused with a ValueError that
+says how large it would be. Real systems stay far below: 10^6 Cu atoms at 5 angstrom make ~4.4e7 pairs, while a
+1000 angstrom cutoff on a 32-atom cell would make ~1e10 (and killed the process before the bound existed).
+
 The list carries indices only: it is computed on detached tensors and no gradient flows through it. Models
 recompute ``r_ij`` differentiably from ``edge_index`` and ``cell_shifts``. Outputs are on the device of
 ``positions``. Both public functions compile with ``torch.jit.script`` (they run inside exported models).
 """
 
+import math
 from typing import List, Tuple
 
 import torch
@@ -60,7 +67,52 @@ def _check_structure(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float
             )
 
 
-def neighbor_list(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float) -> Tuple[Tensor, Tensor]:
+MAX_PAIRS = 100_000_000  # the longest neighbour list built (see the module docstring)
+# a pair costs 56 bytes in the list: edge_index (2 x int64) + its transposed copy + cell_shifts (3 x int64)
+
+
+def _scientific(x: float) -> str:
+    """``x`` > 0 as "1.2e+10" (TorchScript has no format specifications)."""
+    exponent = int(math.floor(math.log10(x)))
+    tenths = int(x / 10.0**exponent * 10.0 + 0.5)  # the mantissa in tenths, 10..100
+    if tenths >= 100:
+        tenths, exponent = tenths // 10, exponent + 1
+    return f"{tenths // 10}.{tenths % 10}e+{exponent}"
+
+
+def estimated_pairs(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float) -> float:
+    """About how many (i, j, S) pairs the list of one structure holds: N^2 times the fraction of the periodic
+    cell (its length, area or volume for 1, 2 or 3 periodic directions) covered by the cutoff sphere's
+    projection, times, for each non-periodic direction, the fraction of the atoms' extent within 2 cutoffs.
+    Close for bulk (within 10 % for fcc Cu at 5 and 12 angstrom); more for molecules, clusters and slabs, where it
+    counts the sphere as a box (~2-3x) and every pair of a molecule smaller than the cutoff sphere.
+    ``cell`` and ``pbc`` are CPU float64 / bool; the cell is checked (not singular in its periodic directions).
+    """
+    n = float(positions.shape[0])
+    periodic = cell[pbc]  # [P, 3]
+    n_periodic = periodic.shape[0]
+    fraction = 1.0
+    if n_periodic > 0:
+        measure = float(torch.sqrt(torch.linalg.det(periodic @ periodic.T).abs()))  # length, area or volume
+        ball = [2.0 * cutoff, math.pi * cutoff**2, 4.0 / 3.0 * math.pi * cutoff**3][n_periodic - 1]
+        fraction = ball / measure
+    if n_periodic < 3 and positions.shape[0] > 1:
+        # extent of the atoms along an orthonormal basis of the non-periodic directions
+        projector = torch.eye(3, dtype=torch.float64)
+        if n_periodic > 0:
+            projector = projector - periodic.T @ torch.linalg.solve(periodic @ periodic.T, periodic)
+        basis = torch.linalg.eigh(projector)[1][:, n_periodic:]  # eigenvalues 0 (periodic) then 1
+        along = positions.detach().to(torch.float64) @ basis.to(positions.device)  # only 3 extents leave the device
+        extents: List[float] = (along.max(dim=0).values - along.min(dim=0).values).tolist()
+        for extent in extents:
+            if extent > 2.0 * cutoff:
+                fraction *= 2.0 * cutoff / extent
+    return n * n * fraction
+
+
+def neighbor_list(
+    positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float, max_pairs: int = MAX_PAIRS
+) -> Tuple[Tensor, Tensor]:
     """Full neighbour list of one structure.
 
     Args:
@@ -68,15 +120,16 @@ def neighbor_list(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float) -
         cell: [3, 3] float, angstrom, rows are the lattice vectors (one structure of keys.CELL).
         pbc: [3] bool (one structure of keys.PBC).
         cutoff: angstrom; pairs with ``|r_ij| < cutoff`` are listed.
+        max_pairs: refuse a list estimated (``estimated_pairs``) to hold more pairs than this.
 
     Returns:
         ``edge_index`` [2, E] int64 and ``cell_shifts`` [E, 3] int64, with
         ``r_ij = positions[j] - positions[i] + cell_shifts @ cell`` (see the module docstring).
 
     Raises:
-        ValueError: for cutoff <= 0, non-finite positions, a singular cell in a periodic direction, or wrong
-        shapes. Under TorchScript it surfaces as ``torch.jit.Error`` (an Exception, not a ValueError) whose
-        message ends with the same text.
+        ValueError: for cutoff <= 0, non-finite positions, a singular cell in a periodic direction, wrong
+        shapes, or a list estimated longer than ``max_pairs``. Under TorchScript it surfaces as
+        ``torch.jit.Error`` (an Exception, not a ValueError) whose message ends with the same text.
     """
     device = positions.device
     # The checks run on CPU float64 copies: cell and pbc are tiny, and vesin reads pbc on the CPU anyway.
@@ -87,6 +140,14 @@ def neighbor_list(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float) -
     if positions.shape[0] == 0:  # vesin refuses an empty array
         no_edges = torch.zeros((2, 0), dtype=torch.long, device=device)
         return no_edges, torch.zeros((0, 3), dtype=torch.long, device=device)
+    pairs_estimate = estimated_pairs(positions, cell_cpu, pbc_cpu, cutoff)
+    if pairs_estimate > max_pairs:
+        raise ValueError(
+            f"the neighbour list of {positions.shape[0]} atoms at a {cutoff} angstrom cutoff would hold about "
+            f"{_scientific(pairs_estimate)} pairs (~{_scientific(pairs_estimate * 56.0)} bytes), more "
+            f"than the bound of {_scientific(float(max_pairs))} (physml_md.data.neighbors.MAX_PAIRS): use a "
+            "shorter cutoff (check its unit) or a smaller system"
+        )
     calculator = NeighborList(cutoff=cutoff, full_list=True)
     pairs, shifts = calculator.compute(
         points=positions.detach().to(torch.float64),
@@ -99,7 +160,7 @@ def neighbor_list(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float) -
 
 
 def batch_neighbor_list(
-    positions: Tensor, cell: Tensor, pbc: Tensor, n_atoms: Tensor, cutoff: float
+    positions: Tensor, cell: Tensor, pbc: Tensor, n_atoms: Tensor, cutoff: float, max_pairs: int = MAX_PAIRS
 ) -> Tuple[Tensor, Tensor]:
     """Full neighbour lists of B structures, concatenated, in global atom indices.
 
@@ -107,7 +168,7 @@ def batch_neighbor_list(
         positions: [N, 3] float, angstrom (keys.POSITIONS); structure b owns the contiguous block
             ``offsets[b] : offsets[b] + n_atoms[b]`` with ``offsets = cumsum(n_atoms) - n_atoms``.
         cell: [B, 3, 3] float (keys.CELL). pbc: [B, 3] bool (keys.PBC). n_atoms: [B] int64 (keys.N_ATOMS).
-        cutoff: angstrom.
+        cutoff: angstrom. max_pairs: the bound of each structure's list (see :func:`neighbor_list`).
 
     Returns:
         ``edge_index`` [2, E] int64 (global indices, edges of structure 0 first) and ``cell_shifts`` [E, 3]
@@ -128,7 +189,7 @@ def batch_neighbor_list(
     shifts: List[Tensor] = [torch.zeros((0, 3), dtype=torch.long, device=device)]
     offset = 0
     for b, count in enumerate(counts):
-        edge_index, cell_shifts = neighbor_list(positions[offset : offset + count], cell[b], pbc[b], cutoff)
+        edge_index, cell_shifts = neighbor_list(positions[offset : offset + count], cell[b], pbc[b], cutoff, max_pairs)
         edges.append(edge_index + offset)
         shifts.append(cell_shifts)
         offset += count

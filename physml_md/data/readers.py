@@ -2,7 +2,9 @@
 
 ``read_structures`` gives ``ase.Atoms`` (labels attached as calculator results, ``info`` and ``arrays``);
 ``read_dataset`` converts them to structure dictionaries (see ``physml_md.data.structures``) and checks that
-every structure carries the required labels. Units are taken as stored: angstrom, eV, e (ASE's).
+every structure carries the required labels. ``read_structure`` reads one structure (an MD start) from any file
+ASE reads. Units are taken as stored: angstrom, eV, e (ASE's). An empty file, a damaged one and an index past the
+end are each one ValueError that says so.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ase.io.formats import UnknownFileTypeError, string2index
 from torch import Tensor
 
 from physml_md.data import keys as K
-from physml_md.data.structures import DEFAULT_KEYS, LabelKeys, atoms_to_dict
+from physml_md.data.structures import DEFAULT_KEYS, LabelKeys, atoms_to_dict, find_label
 
 # file suffix -> how it is read
 _FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".db": "db", ".json": "db"}
@@ -74,13 +76,78 @@ def read_structures(path: Union[str, Path], index: Index = ":") -> List[ase.Atom
     if not isinstance(selection, (int, slice)):
         raise ValueError(f"index {index!r} is not a structure index; use an int, a slice or a string like '-10:'")
     index = selection
+    _check_not_empty(path)
     try:
         if fmt == "db":
-            return _read_db(path, index)
-        images = ase.io.read(str(path), index=index, format=fmt)
-    except (ValueError, KeyError, IndexError, StopIteration, OSError, UnknownFileTypeError, sqlite3.Error) as exc:
+            images = _read_db(path, index)
+        elif isinstance(index, int) and index < 0:  # ase.io.read gives the first structure for any index below -N
+            images = ase.io.read(str(path), index=":", format=fmt)[index]
+        else:
+            images = ase.io.read(str(path), index=index, format=fmt)
+    except (IndexError, StopIteration):  # an int index past the end
+        count = len(read_structures(path))
+        raise ValueError(
+            f"cannot read {str(path)!r} as {fmt} (index={index!r}): {_out_of_range(path, index, count)}"
+        ) from None
+    except (ValueError, KeyError, OSError, UnknownFileTypeError, sqlite3.Error) as exc:
         raise ValueError(f"cannot read {str(path)!r} as {fmt} (index={index!r}): {type(exc).__name__}: {exc}") from exc
-    return images if isinstance(images, list) else [images]
+    images = images if isinstance(images, list) else [images]
+    if not images and index != slice(None):
+        raise ValueError(
+            f"index {index!r} selects no structures of {str(path)!r}, which holds {len(read_structures(path))}"
+        )
+    return images
+
+
+def _check_not_empty(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise ValueError(f"{str(path)!r} holds no structures (the file is empty): give a file with at least one")
+
+
+def _out_of_range(path: Path, index: int, count: int) -> str:
+    plural = "" if count == 1 else "s"
+    valid = f"valid: {-count} to {count - 1}" if count else "it holds none"
+    return f"index {index} is out of range: {str(path)!r} holds {count} structure{plural} ({valid})"
+
+
+_READ_ERRORS = (ValueError, KeyError, IndexError, StopIteration, OSError, EOFError, AssertionError, TypeError)
+
+
+def read_structure(path: Union[str, Path], index: int = 0) -> ase.Atoms:
+    """One structure of any file that ``ase.io.read`` reads (its format guessed from the name or content).
+
+    Raises FileNotFoundError for a missing file and one ValueError naming the problem for an empty file, a file
+    ASE cannot parse (e.g. truncated) or an ``index`` past the end (it then says how many structures there are).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    _check_not_empty(path)
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise ValueError(f"index must be an integer (which structure of the file), got {index!r}")
+    try:
+        if index < 0:  # ase.io.read gives the first structure for any index below -N
+            return ase.io.read(str(path), index=":")[index]
+        return ase.io.read(str(path), index=index)
+    except (IndexError, StopIteration):
+        pass  # past the end: counted below
+    except (*_READ_ERRORS, UnknownFileTypeError, sqlite3.Error) as exc:
+        raise ValueError(
+            f"cannot read {str(path)!r} ({type(exc).__name__}: {exc}); the file may be truncated or damaged, or not "
+            "a structure file: check it, e.g. with ase.io.read, or write it again"
+        ) from None
+    try:
+        count = len(ase.io.read(str(path), index=":"))
+    except (*_READ_ERRORS, UnknownFileTypeError, sqlite3.Error) as exc:
+        raise ValueError(
+            f"cannot read structure {index} of {str(path)!r} ({type(exc).__name__}: {exc}); the file may be "
+            "truncated or damaged: check it, e.g. with ase.io.read, or write it again"
+        ) from None
+    raise ValueError(_out_of_range(path, index, count))
+
+
+def _shown(indices: List[int]) -> str:
+    return ", ".join(str(i) for i in indices[:_SHOW_INDICES]) + (", ..." if len(indices) > _SHOW_INDICES else "")
 
 
 def _found_names(atoms: ase.Atoms) -> List[str]:
@@ -137,7 +204,14 @@ def read_dataset(
         missing = [i for i, d in enumerate(data) if not bool(d[K.mask_key(label)][0])]
         if not missing:
             continue
-        shown = ", ".join(str(i) for i in missing[:_SHOW_INDICES]) + (", ..." if len(missing) > _SHOW_INDICES else "")
+        nan = [i for i in missing if find_label(images[i], label, requested[label]) is not None]
+        if nan:  # stored, but as NaN (how some files mark a missing value): the name is right
+            raise ValueError(
+                f"required label {label!r} (stored as {requested[label]!r}) is stored as NaN in {len(nan)} of "
+                f"{len(data)} structures of {where} (indices {_shown(nan)}), which marks it missing: give those "
+                f"structures a finite {label!r} or remove them (or drop {label!r} from required)"
+            )
+        shown = _shown(missing)
         found = sorted({name for i in missing for name in _found_names(images[i])})
         example = "REF_" + label
         raise ValueError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
@@ -29,9 +30,10 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from physml_md.data import keys as K
 from physml_md.data.elements import CHEMICAL_SYMBOLS
+from physml_md.data.statistics import pairs_closer_than
 from physml_md.export import load_model
 
-__all__ = ["PhysMLCalculator"]
+__all__ = ["ExtrapolationWarning", "PhysMLCalculator"]
 
 _BASE_PROPERTIES = ("energy", "free_energy", "energies", "forces", "stress")
 _CHANGES = tuple(change for change in all_changes if change != "initial_magmoms")
@@ -43,6 +45,22 @@ def _has_volume(atoms: Atoms) -> bool:
     return atoms.cell.rank == 3 and atoms.cell.volume > 0.0
 
 
+class ExtrapolationWarning(UserWarning):
+    """A structure brings two atoms closer than the training data ever did: the model is extrapolating there."""
+
+
+def extrapolation_message(pairs: Dict[str, Any]) -> str:
+    """One sentence for ``pairs_closer_than``'s answer (not empty)."""
+    described = "; ".join(
+        f"{pair} atoms {distance:.3f} angstrom apart (training data: {minimum:.3f} angstrom at the closest)"
+        for pair, (distance, minimum) in pairs.items()
+    )
+    return (
+        f"the model is extrapolating: {described}. Its energy and forces at distances it never saw are not to "
+        "be trusted; add such structures to the training data"
+    )
+
+
 class PhysMLCalculator(Calculator):
     """ASE calculator for a physml-md potential.
 
@@ -51,6 +69,10 @@ class PhysMLCalculator(Calculator):
     device: "cpu" or "cuda". dtype: None (the file's) or the file's dtype; a model runs only in the dtype it
     was exported in. num_threads: torch CPU threads used during a calculation (None: leave torch's setting);
     one thread is often fastest for small systems on small machines.
+
+    When a structure brings an element pair closer than the training data did (the metadata's
+    ``shortest_pair_distances``), the calculator warns once with an ``ExtrapolationWarning`` naming the pair,
+    the distance and the training minimum (``extrapolated`` then holds them), and goes on computing.
     """
 
     implemented_properties = list(_BASE_PROPERTIES)
@@ -86,6 +108,8 @@ class PhysMLCalculator(Calculator):
         self.has_charges = K.CHARGES in outputs
         self.implemented_properties = list(_BASE_PROPERTIES) + (["charges", "dipole"] if self.has_charges else [])
         self._known = set(self.potential.atomic_numbers)
+        self._shortest = dict(self.metadata.get("shortest_pair_distances") or {})
+        self.extrapolated: Dict[str, Any] = {}  # the pairs of the first structure found below the training minimum
 
     # ------------------------------------------------------------------ ASE contract
     def check_state(self, atoms: Atoms, tol: float = 1e-15) -> List[str]:
@@ -164,11 +188,29 @@ class PhysMLCalculator(Calculator):
             data[K.TOTAL_CHARGE] = torch.as_tensor(charges, **tensor)
         return data
 
+    def _check_extrapolation(self, structures: List[Atoms]) -> None:
+        """Warn (once per calculator) when a structure goes below the training data's shortest pair distances."""
+        if self.extrapolated or not self._shortest:
+            return
+        for atoms in structures:
+            data = {
+                K.POSITIONS: torch.as_tensor(atoms.positions, dtype=torch.float64),
+                K.ATOMIC_NUMBERS: torch.as_tensor(atoms.numbers, dtype=torch.long),
+                K.CELL: torch.as_tensor(atoms.cell.array, dtype=torch.float64),
+                K.PBC: torch.as_tensor(atoms.pbc, dtype=torch.bool),
+            }
+            pairs = pairs_closer_than(self._shortest, [data])
+            if pairs:
+                self.extrapolated = pairs
+                warnings.warn(extrapolation_message(pairs), ExtrapolationWarning, stacklevel=2)
+                return
+
     def _evaluate(self, structures: List[Atoms]) -> List[Dict[str, Any]]:
         # forces come from autograd: enable it even when the caller runs under no_grad or inference_mode (the
         # inputs are made inside too, since tensors made in inference mode can never require grad)
         with self._threads(), torch.inference_mode(False), torch.enable_grad():
             out = self.potential(self._inputs(structures))
+        self._check_extrapolation(structures)  # after the model, which refuses bad input with its own sentence
         out = {key: value.detach().to("cpu", torch.float64).numpy() for key, value in out.items()}
         results = []
         start = 0

@@ -331,14 +331,14 @@ def force_periodicity(
         if trained is True and not system_periodic:
             raise ValueError(
                 "this model was trained on periodic structures only, but the system has no periodic box: set "
-                "one (topology.setPeriodicBoxVectors(...)), or pass periodic=False to evaluate it on an "
-                "isolated cluster anyway"
+                "one (topology.setPeriodicBoxVectors(...)), or pass periodic=False (physml-md md/validate: "
+                "--no-periodic) to evaluate it on an isolated cluster anyway"
             )
         if whole and trained is False and system_periodic:
             raise ValueError(
                 "this model was trained on non-periodic structures only, but the topology has a periodic box: "
-                "remove the box (topology.setPeriodicBoxVectors(None)), or pass periodic=False to compute "
-                "the system as one isolated cluster inside the box"
+                "remove the box (topology.setPeriodicBoxVectors(None)), or pass periodic=False (physml-md "
+                "md/validate: --no-periodic) to compute the system as one isolated cluster inside the box"
             )
         periodic = system_periodic and trained is not False
     elif periodic and not system_periodic:

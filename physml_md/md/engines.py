@@ -14,6 +14,9 @@ Temperatures count 3N degrees of freedom in both (ASE's convention; nothing remo
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 from ase import Atoms, units
 
@@ -70,6 +73,7 @@ class ASEEngine:
             positions=atoms.positions.copy(),
             cell=atoms.cell.array.copy() if atoms.pbc.any() else None,
             forces=atoms.get_forces().copy(),
+            velocities=atoms.get_velocities() * units.fs,  # angstrom per ASE time unit -> angstrom/fs
             potential_energy=float(atoms.get_potential_energy()),
             kinetic_energy=kinetic,
             temperature_k=_temperature(kinetic, len(atoms)),
@@ -91,6 +95,7 @@ class OpenMMEngine:
         device,
         platform,
         backend,
+        periodic=None,
     ):
         import openmm
         from openmm import unit
@@ -105,7 +110,9 @@ class OpenMMEngine:
         self.timestep_fs = timestep_fs
         self.step_count = 0
         topology, positions = topology_from_atoms(atoms)
-        system = create_system(topology, model, backend=backend, remove_cm_motion=False, device=device)
+        system = create_system(
+            topology, model, backend=backend, remove_cm_motion=False, device=device, periodic=periodic
+        )
         self.masses = atoms.get_masses()  # the structure's masses (OpenMM's element table differs by ~1e-5)
         for i, mass in enumerate(self.masses):
             system.setParticleMass(i, float(mass))
@@ -123,24 +130,27 @@ class OpenMMEngine:
         self.context.setPositions(positions * unit.nanometer)
         velocities = atoms.get_velocities() * _ASE_VELOCITY_TO_NM_PER_PS @ self.rotation.T
         if ensemble == "nve":  # leap-frog: velocities half a step behind the positions
-            forces = self.context.getState(getForces=True).getForces(asNumpy=True)
+            with _plain_model_errors(start=True):
+                forces = self.context.getState(getForces=True).getForces(asNumpy=True)
             forces = np.asarray(forces.value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
             masses = atoms.get_masses()[:, None]  # dalton: kJ/mol/nm/dalton = nm/ps^2
             velocities = velocities - forces / masses * (timestep_fs / PS_TO_FS) / 2.0
         self.context.setVelocities(velocities * unit.nanometer / unit.picosecond)
 
     def step(self, n: int) -> None:
-        self.integrator.step(n)
+        with _plain_model_errors():
+            self.integrator.step(n)
         self.step_count += n
 
     def frame(self) -> Frame:
         from openmm import unit
 
-        state = self.context.getState(getPositions=True, getVelocities=True, getForces=True, getEnergy=True)
+        with _plain_model_errors(start=self.step_count == 0):
+            state = self.context.getState(getPositions=True, getVelocities=True, getForces=True, getEnergy=True)
         positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * NM_TO_ANGSTROM
         forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.angstrom)
+        velocities = np.asarray(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
         if self.leapfrog:  # kinetic energy at the positions' time: v(t) = v(t - dt/2) + a(t) dt/2
-            velocities = np.asarray(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
             accelerations = np.asarray(forces) * NM_TO_ANGSTROM / self.masses[:, None]  # kJ/mol/nm/dalton = nm/ps^2
             velocities = velocities + accelerations * (self.timestep_fs / PS_TO_FS) / 2.0
             kinetic = 0.5 * float(np.sum(self.masses[:, None] * velocities**2)) * KJ_PER_MOL_TO_EV
@@ -152,10 +162,33 @@ class OpenMMEngine:
             positions=np.asarray(positions) @ self.rotation,
             cell=None if self.cell is None else self.cell.copy(),
             forces=np.asarray(forces) * KJ_PER_MOL_TO_EV @ self.rotation,
+            velocities=velocities / ANGSTROM_PER_FS_TO_NM_PER_PS @ self.rotation,
             potential_energy=state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_TO_EV,
             kinetic_energy=kinetic,
             temperature_k=_temperature(kinetic, self.n_atoms),
         )
+
+
+@contextlib.contextmanager
+def _plain_model_errors(start: bool = False) -> Iterator[None]:
+    """An error the model raised inside OpenMM arrives as an OpenMMException carrying the model's TorchScript trace
+    (or, from OpenMM's PythonForce, the model's sentence alone): raise the model's own ValueError instead.
+
+    ``start``: the starting structure is being evaluated (the first forces, before any step), so OpenMM's error is
+    about the structure the user gave: a ValueError with OpenMM's message, whatever its form."""
+    import openmm
+
+    from physml_md.export import plain_error
+
+    try:
+        yield
+    except openmm.OpenMMException as exc:
+        plain = plain_error(exc)
+        if plain is not None:
+            raise plain from None
+        if start:
+            raise ValueError(str(exc).strip()) from None
+        raise
 
 
 def make_engine(
@@ -170,12 +203,16 @@ def make_engine(
     device: str | None = None,
     platform: str | None = None,
     backend: str = "auto",
+    periodic: bool | None = None,
 ):
-    """An engine ("ase" or "openmm") running ``ensemble`` ("nve" or "nvt") from the atoms' positions and momenta."""
+    """An engine ("ase" or "openmm") running ``ensemble`` ("nve" or "nvt") from the atoms' positions and momenta.
+    ``periodic`` (OpenMM only; ASE follows ``atoms.pbc``): evaluate the model periodic or not, None from the model
+    and the box (see ``create_system``)."""
     if engine == "ase":
         return ASEEngine(atoms, model, ensemble, timestep_fs, temperature_k, friction_per_fs, seed, device or "cpu")
     if engine == "openmm":
         return OpenMMEngine(
-            atoms, model, ensemble, timestep_fs, temperature_k, friction_per_fs, seed, device, platform, backend
-        )
+            atoms, model, ensemble, timestep_fs, temperature_k, friction_per_fs, seed, device, platform, backend,
+            periodic,
+        )  # fmt: skip
     raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")

@@ -46,6 +46,11 @@ from physml_md.units import EV_TO_MEV, PS_TO_FS
 # ---- default thresholds (see check_frame for the reasoning)
 DEFAULT_MIN_DISTANCE: float = 0.5  # angstrom
 DEFAULT_MAX_FORCE: float = 100.0  # eV/angstrom
+# (see check_progress for these)
+DEFAULT_MAX_STEP_DISPLACEMENT: float = 1.0  # angstrom per step
+DEFAULT_MAX_TEMPERATURE: float = 1.0e4  # kelvin, or DEFAULT_TEMPERATURE_FACTOR x the target when higher
+DEFAULT_TEMPERATURE_FACTOR: float = 10.0
+DEFAULT_MAX_ENERGY_CHANGE: float = 10.0  # eV per atom, from the first frame
 
 
 # The close-contact search starts with neighbours within this radius (angstrom) and doubles it until a pair is
@@ -91,9 +96,11 @@ class BlowUp(ToDict):
     """The first problem ``check_frame`` found in a frame.
 
     ``reason`` is one of ``"non_finite_positions"``, ``"non_finite_forces"``, ``"close_contact"``,
-    ``"large_force"`` (or ``"engine_error"`` when the MD engine itself failed; ``detail`` holds its message);
-    ``atoms`` are the atoms involved (0-based); ``value`` and ``threshold`` are the distance (angstrom) or
-    force (eV/angstrom) and its limit, None for non-finite numbers.
+    ``"large_force"`` (from ``check_frame``), ``"large_step"``, ``"large_displacement"``,
+    ``"high_temperature"``, ``"large_energy_change"``, ``"non_finite_energy"`` (from ``check_progress``), or
+    ``"engine_error"`` when the MD engine itself failed; ``detail`` holds its message; ``atoms`` are the atoms
+    involved (0-based); ``value`` and ``threshold`` are the quantity and its limit (angstrom, eV/angstrom,
+    angstrom per step, kelvin, eV per atom), None for non-finite numbers; ``cause`` the likely cause, when known.
     """
 
     reason: str
@@ -101,10 +108,16 @@ class BlowUp(ToDict):
     value: float | None = None
     threshold: float | None = None
     detail: str | None = None
+    cause: str | None = None
 
     @property
     def message(self) -> str:
-        """One sentence for a log or an exception, for example 'atoms 3 and 17 are 0.21 Å apart (threshold 0.5 Å)'."""
+        """One sentence for a log or an exception, for example 'atoms 3 and 17 are 0.21 Å apart (threshold 0.5 Å)',
+        followed by '; likely cause: ...' when the cause is known."""
+        what = self._what()
+        return what if self.cause is None else f"{what}; likely cause: {self.cause}"
+
+    def _what(self) -> str:
         if self.reason == "non_finite_positions":
             return f"positions are not finite (nan or inf) on atoms {short_list(self.atoms)}"
         if self.reason == "non_finite_forces":
@@ -119,6 +132,10 @@ class BlowUp(ToDict):
             )
         if self.reason == "engine_error":
             return f"the MD engine failed: {self.detail}"
+        if self.reason in ("large_step", "large_displacement", "high_temperature", "large_energy_change"):
+            return str(self.detail)
+        if self.reason == "non_finite_energy":
+            return f"the {self.detail} is not finite (nan or inf)"
         return f"{self.reason} on atoms {short_list(self.atoms)}"
 
     def to_dict(self) -> Dict[str, Any]:
@@ -345,6 +362,85 @@ def check_frame(
         if largest > max_force_threshold:
             return BlowUp("large_force", (atom,), largest, max_force_threshold)
     return None
+
+
+def check_progress(
+    previous: Any,
+    frame: Any,
+    timestep_fs: float,
+    target_temperature_k: float,
+    n_atoms: int,
+    reference_energy: float | None = None,
+    max_step_displacement: float = DEFAULT_MAX_STEP_DISPLACEMENT,
+    max_energy_change: float = DEFAULT_MAX_ENERGY_CHANGE,
+) -> BlowUp | None:
+    """The first sign that a run is exploding at ``frame`` (a ``Frame``), or None; ``check_frame`` comes first.
+
+    ``previous`` is the frame reported before it (None for the first one) and ``reference_energy`` the potential
+    energy the run started from (eV; default the previous frame's). Checked in this order: a non-finite potential
+    energy or temperature; an atom that moved more than ``max_step_displacement`` angstrom per step on average
+    since ``previous`` (then some step moved it further); an atom whose speed times the timestep, the distance
+    the next step will move it, exceeds that limit (when the frame has velocities: caught before the model sees
+    the positions); a temperature above ``DEFAULT_MAX_TEMPERATURE`` or ``DEFAULT_TEMPERATURE_FACTOR`` times the
+    target, whichever is higher; a potential energy more than ``max_energy_change`` eV per atom away from the
+    reference. Each names its likely cause.
+
+    Defaults, and why: a thermal hydrogen atom moves 0.03 angstrom/fs at 300 K (0.1 at 3000 K), so 1 angstrom per
+    step needs a timestep of ~10 fs or more; bonds vibrate by ~0.1 angstrom, and an integrator moving atoms by
+    1 angstrom per step follows no vibration. Covalent bonds do not survive 10 000 K, and a thermostat set to T
+    keeps the kinetic temperature within a few sqrt(2 / 3N) of it. Cohesive and atomisation energies are 2-8 eV
+    per atom: a change of 10 eV per atom has left every structure the potential was trained on.
+    """
+    timestep_fs = positive(timestep_fs, "timestep_fs")
+    for name, value in (("potential energy", frame.potential_energy), ("temperature", frame.temperature_k)):
+        if value is not None and not math.isfinite(value):
+            return BlowUp("non_finite_energy", (), detail=name, cause=_UNSTABLE.format(timestep=_number(timestep_fs)))
+    too_long = f"the timestep ({timestep_fs:g} fs) is too long"
+    if previous is not None and frame.step > previous.step:
+        steps = frame.step - previous.step
+        moved = np.linalg.norm(np.asarray(frame.positions) - np.asarray(previous.positions), axis=1)
+        atom = int(np.argmax(moved))
+        per_step = float(moved[atom]) / steps
+        if per_step > max_step_displacement:
+            detail = (
+                f"atom {atom} moved {_number(float(moved[atom]))} Å in {steps} steps ({_number(per_step)} Å per "
+                f"step, limit {_number(max_step_displacement)} Å per step)"
+            )
+            return BlowUp("large_displacement", (atom,), per_step, max_step_displacement, detail, too_long)
+    if frame.velocities is not None:
+        step_length = np.linalg.norm(np.asarray(frame.velocities), axis=1) * timestep_fs
+        atom = int(np.argmax(step_length))
+        if step_length[atom] > max_step_displacement:
+            detail = (
+                f"atom {atom} would move {_number(float(step_length[atom]))} Å per step (its speed times the "
+                f"timestep; limit {_number(max_step_displacement)} Å per step)"
+            )
+            return BlowUp(
+                "large_step", (atom,), float(step_length[atom]), max_step_displacement, detail, too_long
+            )  # fmt: skip
+    ceiling = max(DEFAULT_MAX_TEMPERATURE, DEFAULT_TEMPERATURE_FACTOR * float(target_temperature_k))
+    if frame.temperature_k is not None and frame.temperature_k > ceiling:
+        detail = f"the temperature is {_number(frame.temperature_k)} K (limit {_number(ceiling)} K)"
+        cause = _UNSTABLE.format(timestep=_number(timestep_fs))
+        return BlowUp("high_temperature", (), float(frame.temperature_k), ceiling, detail, cause)
+    if reference_energy is None and previous is not None:
+        reference_energy = previous.potential_energy
+    if reference_energy is not None and frame.potential_energy is not None:
+        change = (float(frame.potential_energy) - float(reference_energy)) / count(n_atoms, "n_atoms")
+        if abs(change) > max_energy_change:
+            detail = (
+                f"the potential energy changed by {_number(change)} eV per atom since the start "
+                f"(limit {_number(max_energy_change)} eV per atom)"
+            )
+            cause = _UNSTABLE.format(timestep=_number(timestep_fs))
+            return BlowUp("large_energy_change", (), change, max_energy_change, detail, cause)
+    return None
+
+
+_UNSTABLE = (
+    "the integration is unstable (the timestep, {timestep} fs, too long for the fastest motion) or the potential "
+    "is extrapolating far from its training data"
+)
 
 
 def distance_threshold_from_reference(

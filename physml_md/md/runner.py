@@ -5,28 +5,41 @@
 Quantities may carry units (``"0.5 fs"``, ``"300 K"``, ``"1/ps"``); bare numbers are fs, K and 1/fs. Every
 ``report_every`` steps the runner records a frame (energies, temperature, positions), writes it to the
 trajectory and the CSV log when asked, and checks it (``metrics.check_frame``: non-finite numbers, two atoms
-closer than ``min_distance``, a force above ``max_force``). A failed check, or an engine that fails (NaN
-coordinates), stops the run early: ``result.blow_up`` says at which step and which atoms, and the files hold
-every frame up to it. Velocities start from a Maxwell-Boltzmann draw at the temperature (``seed``), without
-centre-of-mass motion, unless ``keep_velocities`` and the structure carries momenta.
+closer than ``min_distance``, a force above ``max_force``; then ``metrics.check_progress``: an atom moving more
+than 1 angstrom per step, or about to, a temperature or a potential energy running away). A failed check, or an
+engine that fails (NaN coordinates), stops the run early: ``result.blow_up`` says at which step, which quantity
+and atoms, and the likely cause, and the files hold every frame up to it. SIGINT (Ctrl-C) or SIGTERM during the
+run stops it at the last whole frame: the files are closed as complete files up to it and
+``result.interrupted`` / ``result.interruption`` say so. Velocities start from a Maxwell-Boltzmann draw at the
+temperature (``seed``), without centre-of-mass motion, unless ``keep_velocities`` and the structure carries momenta.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 import time as clock
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 from ase import Atoms
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
+from physml_md.md.arrays import short_list
 from physml_md.md.engines import ENGINES, ENSEMBLES, make_engine
 from physml_md.md.frame import Frame
-from physml_md.md.metrics import DEFAULT_MAX_FORCE, DEFAULT_MIN_DISTANCE, BlowUp, check_frame, minimum_distance
+from physml_md.md.metrics import (
+    DEFAULT_MAX_FORCE,
+    DEFAULT_MIN_DISTANCE,
+    BlowUp,
+    check_frame,
+    check_progress,
+    minimum_distance,
+)
 from physml_md.md.metrics import max_force as metrics_max_force
 from physml_md.units import DAY_TO_SECONDS, NS_TO_FS, PS_TO_FS, parse_quantity
 
@@ -62,6 +75,7 @@ class MDResult:
     wall_seconds: float = 0.0
     files: Dict[str, str] = field(default_factory=dict)
     final_atoms: Atoms | None = None
+    interrupted: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped the run (at steps_done)
 
     @property
     def stable(self) -> bool:
@@ -96,7 +110,25 @@ class MDResult:
             "wall_seconds": self.wall_seconds,
             "ns_per_day": self.ns_per_day,
             "files": dict(self.files),
+            "interrupted": None if self.interrupted is None else {"signal": self.interrupted, "step": self.steps_done},
         }
+
+    @property
+    def interruption(self) -> str | None:
+        """One sentence when a signal stopped the run, else None."""
+        if self.interrupted is None:
+            return None
+        if not self.times_fs:
+            return f"interrupted by {self.interrupted} before the first frame; no file was written"
+        kept = (
+            f"the {' and '.join(self.files)} hold"
+            if len(self.files) > 1
+            else f"the {''.join(self.files) or 'result'} holds"
+        )
+        return (
+            f"interrupted by {self.interrupted} at step {self.steps_done} of {self.steps_requested}; {kept} the "
+            f"{len(self.times_fs)} frames up to it"
+        )
 
 
 def _steps(steps: int | None, duration, timestep_fs: float) -> int:
@@ -118,7 +150,8 @@ def initial_velocities(atoms: Atoms, temperature_k: float, seed: int, keep: bool
     thermalize_momenta(atoms, temperature_K=temperature_k, rng=np.random.default_rng(seed))
     Stationary(atoms)
     if not atoms.pbc.any() and len(atoms) > 2:
-        ZeroRotation(atoms)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a linear molecule has a zero moment of inertia
+            ZeroRotation(atoms)
     return atoms
 
 
@@ -145,6 +178,13 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _check_positions(atoms: Atoms) -> None:
+    bad = np.nonzero(~np.isfinite(atoms.positions).all(axis=1))[0]
+    if bad.size:
+        which = f"atom {bad[0]}" if bad.size == 1 else f"atoms {short_list(bad)}"
+        raise ValueError(f"positions contain NaN or infinite values ({which}): check the structure file")
 
 
 def _check_species(atoms: Atoms, species) -> None:
@@ -178,6 +218,7 @@ def run_md(
     device: str | None = None,
     platform: str | None = None,
     backend: str = "auto",
+    periodic: bool | None = None,
 ) -> MDResult:
     """Run MD with ``model`` (exported file, checkpoint, Potential or ExportedPotential) from ``atoms``.
 
@@ -185,7 +226,8 @@ def run_md(
     .extxyz) and ``log`` (CSV) are written atomically, every ``report_every`` steps; ``min_distance`` (angstrom)
     and ``max_force`` (eV/angstrom) are the blow-up limits (None: 0.5 and 100); ``keep_positions`` keeps
     the frames' positions in the result (for analysis). OpenMM options: ``platform`` (default CPU, or CUDA
-    with device="cuda") and ``backend`` (see ``physml_md.integrations.openmm``).
+    with device="cuda"), ``backend`` (see ``physml_md.integrations.openmm``) and ``periodic`` (evaluate the
+    model periodic or not; None: from the model and the box; the ASE engine follows ``atoms.pbc``).
     """
     from physml_md.export import load_model
 
@@ -210,16 +252,17 @@ def run_md(
         raise ValueError(f"report_every must be a positive number of steps, got {report_every!r}")
     if len(atoms) == 0:
         raise ValueError("the structure has no atoms")
+    _check_positions(atoms)
     potential = load_model(model, device or "cpu")
     _check_species(atoms, potential.metadata["species"])
     start_atoms = initial_velocities(atoms, temperature_k, seed, keep_velocities)
     runner = make_engine(
         engine, start_atoms, potential, ensemble, timestep_fs, temperature_k, friction_per_fs, seed, device, platform,
-        backend,
+        backend, periodic,
     )  # fmt: skip
     result = MDResult(engine, ensemble, len(atoms), timestep_fs, temperature_k, n_steps)
     symbols = atoms.get_chemical_symbols()
-    with contextlib.ExitStack() as stack:
+    with _Interrupts() as interrupts, contextlib.ExitStack() as stack:
         writer = None
         if trajectory is not None:
             from physml_md.md.writers import TrajectoryWriter
@@ -235,46 +278,127 @@ def run_md(
         bar = _Progress(n_steps, timestep_fs, progress)
         stack.callback(bar.close)
         start = clock.perf_counter()
-        frame = runner.frame()
-        while True:
-            problem = _record(result, frame, atoms.pbc, writer, energy_log, keep_positions, min_distance, max_force)
-            if problem is not None:
-                result.blow_up, result.blow_up_step = problem, frame.step
-                break
-            if result.steps_done >= n_steps:
-                break
-            n = min(report_every, n_steps - result.steps_done)
-            try:
-                runner.step(n)
+        limits = _Limits(min_distance, max_force, timestep_fs, temperature_k)
+        last = None  # the last recorded frame
+        try:
+            with interrupts.armed():
                 frame = runner.frame()
-            except Exception as exc:  # NaN coordinates in OpenMM, non-finite positions in the model, ...
+            while True:
+                problem = _record(result, frame, last, atoms.pbc, writer, energy_log, keep_positions, limits)
+                last = frame
+                if problem is not None:
+                    result.blow_up, result.blow_up_step = problem, frame.step
+                    break
+                if result.steps_done >= n_steps:
+                    break
+                n = min(report_every, n_steps - result.steps_done)
+                try:
+                    with interrupts.armed():
+                        runner.step(n)
+                        frame = runner.frame()
+                except Exception as exc:  # NaN coordinates in OpenMM, non-finite positions in the model, ...
+                    if interrupts.signal_name is not None:  # the signal arrived inside OpenMM's Python callback
+                        raise Interrupted(interrupts.signal_name) from None
+                    result.steps_done += n
+                    detail = f"{type(exc).__name__}: {exc}".strip()
+                    cause = "the timestep may be too long, or the model met a structure it cannot evaluate"
+                    result.blow_up = BlowUp("engine_error", (), detail=detail, cause=cause)
+                    result.blow_up_step = result.steps_done
+                    break
                 result.steps_done += n
-                result.blow_up = BlowUp("engine_error", (), detail=f"{type(exc).__name__}: {exc}".strip())
-                result.blow_up_step = result.steps_done
-                break
-            result.steps_done += n
-            bar.update(n, frame, result.steps_done)
+                bar.update(n, frame, result.steps_done)
+        except (KeyboardInterrupt, Interrupted):
+            interrupts.signal_name = interrupts.signal_name or "SIGINT"
+        if interrupts.signal_name is not None:
+            result.interrupted = interrupts.signal_name
+            if last is None:  # nothing recorded: no file is better than an empty one
+                for name, target in (("trajectory", writer), ("log", energy_log)):
+                    if target is not None:
+                        target.abort()
+                        del result.files[name]
         result.wall_seconds = clock.perf_counter() - start
     final = atoms.copy()
-    final.positions = frame.positions  # the last recorded frame
+    if last is not None:
+        final.positions = last.positions
     result.final_atoms = final
     return result
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived while ``run_md`` was stepping (a BaseException, like KeyboardInterrupt)."""
+
+
+class _Interrupts:
+    """While a run is in progress, SIGINT (Ctrl-C) and SIGTERM stop it at the last whole frame.
+
+    The handlers are installed for the ``with`` block (in the main thread only; elsewhere Python delivers no
+    signals). A signal raises ``Interrupted`` only inside ``armed()``, around the engine's steps; elsewhere (while
+    a frame is written, while the files are closed) it is noted and the run stops at the next ``armed()``, so no
+    frame is half-written. Only the first signal counts; the previous handlers come back at the end.
+    """
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._armed = False
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        return False
+
+    def _handle(self, number, _frame) -> None:
+        if self.signal_name is not None:
+            return
+        self.signal_name = signal.Signals(number).name
+        if self._armed:
+            self._armed = False
+            raise Interrupted(self.signal_name)
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        if self.signal_name is not None:
+            raise Interrupted(self.signal_name)
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The blow-up limits of a run (angstrom, eV/angstrom) and what check_progress needs (fs, K)."""
+
+    min_distance: float
+    max_force: float
+    timestep_fs: float
+    target_temperature_k: float
 
 
 def _record(
     result: MDResult,
     frame: Frame,
+    previous: Frame | None,
     pbc: np.ndarray,
     writer,
     energy_log,
     keep_positions: bool,
-    min_distance: float,
-    max_force: float,
+    limits: _Limits,
 ) -> BlowUp | None:
-    """Store and write the frame; the first problem check_frame finds in it (its minimum distance computed once).
+    """Store and write the frame; the first problem check_frame (its minimum distance computed once), then
+    check_progress (against the ``previous`` frame and the first energy) finds in it.
 
     ``pbc`` is the structure's own (a slab is periodic along two axes only; its cell may lack a third vector).
+    A blown-up frame is written where the format can store it (XTC holds no coordinate beyond 1e7 angstrom).
     """
+    problem = _check(result, frame, previous, pbc, limits)
     result.times_fs.append(frame.time_fs)
     result.potential_energies.append(frame.potential_energy)
     result.kinetic_energies.append(frame.kinetic_energy)
@@ -283,18 +407,32 @@ def _record(
         result.positions.append(frame.positions)
         result.cells.append(frame.cell)
     if writer is not None and np.all(np.isfinite(frame.positions)):  # a non-finite frame is reported, not written
-        writer.write(frame)
+        try:
+            writer.write(frame)
+        except ValueError:
+            if problem is None:
+                raise
     if energy_log is not None:
         energy_log.write(frame)
-    problem = check_frame(frame.positions, frame.forces, frame.cell, pbc, None, max_force)
+    return problem
+
+
+def _check(result: MDResult, frame: Frame, previous: Frame | None, pbc: np.ndarray, limits: _Limits) -> BlowUp | None:
+    """The first problem of the frame; the run's closest distance and largest force updated on the way."""
+    problem = check_frame(frame.positions, frame.forces, frame.cell, pbc, None, limits.max_force)
     if problem is not None and problem.reason.startswith("non_finite"):
         return problem
-    if len(frame.positions) < 2:
-        return problem
+    if problem is None:
+        reference = result.potential_energies[0] if result.potential_energies else None
+        problem = check_progress(
+            previous, frame, limits.timestep_fs, limits.target_temperature_k, len(frame.positions), reference
+        )
+    if len(frame.positions) < 2 or (problem is not None and problem.reason == "large_displacement"):
+        return problem  # (positions 1e12 angstrom apart have no meaningful closest pair)
     distance, pair = minimum_distance(frame.positions, frame.cell, pbc)
     if distance < result.min_distance:
         result.min_distance, result.min_distance_atoms = distance, tuple(int(i) for i in pair)
     result.max_force = max(result.max_force, metrics_max_force(frame.forces)[0])
-    if distance < min_distance:
-        return BlowUp("close_contact", tuple(int(i) for i in pair), distance, min_distance)
+    if distance < limits.min_distance:
+        return BlowUp("close_contact", tuple(int(i) for i in pair), distance, limits.min_distance)
     return problem

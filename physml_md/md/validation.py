@@ -129,6 +129,58 @@ class ValidationReport:
         return "\n".join(lines)
 
 
+def _training_distances(model) -> Dict[str, float]:
+    """The shortest distance per element pair in the model's training data (its metadata), {} when unknown."""
+    from physml_md.export import ExportedPotential, read_metadata
+
+    if isinstance(model, ExportedPotential):
+        return dict(model.metadata.get("shortest_pair_distances") or {})
+    if isinstance(model, (str, Path)) and Path(model).suffix == ".ckpt":
+        from physml_md.checkpoint import load_checkpoint
+
+        return dict(load_checkpoint(model).get("hyper_parameters", {}).get("shortest_pair_distances") or {})
+    if isinstance(model, (str, Path)):
+        return dict(read_metadata(model).get("shortest_pair_distances") or {})
+    return {}
+
+
+def _extrapolation(shortest: Dict[str, float], runs: List[MDResult], atoms: Atoms) -> Criterion:
+    """The closest contact of each element pair in the recorded frames, as a fraction of the training data's: below
+    1 - EXTRAPOLATION_MARGIN the model was extrapolating during the run."""
+    import torch
+
+    from physml_md.data import keys as K
+    from physml_md.data.statistics import EXTRAPOLATION_MARGIN, shortest_pair_distances
+
+    numbers, pbc = torch.as_tensor(atoms.numbers, dtype=torch.long), torch.as_tensor(atoms.pbc).reshape(1, 3)
+    frames = [
+        {
+            K.POSITIONS: torch.as_tensor(positions, dtype=torch.float64),
+            K.ATOMIC_NUMBERS: numbers,
+            K.CELL: torch.as_tensor(np.zeros((3, 3)) if cell is None else cell, dtype=torch.float64).reshape(1, 3, 3),
+            K.PBC: pbc,
+        }
+        for run in runs
+        for positions, cell in zip(run.positions, run.cells)
+    ]
+    found = shortest_pair_distances(frames, max(shortest.values()) * (1.0 + 1e-9))
+    ratios = {pair: distance / shortest[pair] for pair, distance in found.items() if pair in shortest}
+    threshold = 1.0 - EXTRAPOLATION_MARGIN
+    if not ratios:
+        return Criterion("closest contact / training data's", None, threshold, True, "", ">=", "no pair came close")
+    pair = min(ratios, key=ratios.get)
+    return Criterion(
+        "closest contact / training data's",
+        ratios[pair],
+        threshold,
+        ratios[pair] >= threshold,
+        "",
+        ">=",
+        f"{pair} {found[pair]:.3f} angstrom, training data {shortest[pair]:.3f} angstrom"
+        + ("" if ratios[pair] >= threshold else ": the model was extrapolating"),
+    )
+
+
 def _structure(structures, index: int) -> Atoms:
     if isinstance(structures, Atoms):
         return structures
@@ -230,10 +282,11 @@ def validate(
     device: str | None = None,
     platform: str | None = None,
     backend: str = "auto",
+    periodic: bool | None = None,
 ) -> ValidationReport:
     """Run the MD validation suite (see the module docstring) and, with ``out``, write the report directory.
 
-    ``engine``, ``device``, ``platform`` and ``backend`` are passed to ``run_md`` (backend: the OpenMM force).
+    ``engine``, ``device``, ``platform``, ``backend`` and ``periodic`` are passed to ``run_md`` (the OpenMM force).
     For molecules, give long runs: the dihedral distributions of a 1 ps run differ from a reference by more
     than the 0.02-bit threshold even for the reference potential itself (see examples/ethanol_xtb/run.py).
     """
@@ -258,6 +311,7 @@ def validate(
         "device": device,
         "platform": platform,
         "backend": backend,
+        "periodic": periodic,
     }
     nvt = run_md(
         model,
@@ -331,6 +385,9 @@ def validate(
     criteria.append(
         Criterion("maximum force", largest, limits["max_force"], largest <= limits["max_force"], "eV/angstrom")
     )
+    shortest = _training_distances(model)
+    if shortest:
+        criteria.append(_extrapolation(shortest, runs_done, atoms))
     if reference is None:
         notes.append("no reference trajectory given: structure (g(r) or bond/dihedral distributions) not compared")
     elif not nvt.stable or len(nvt.positions[production]) < 2:

@@ -12,7 +12,23 @@ from physml_md.models.painn import PaiNN
 from physml_md.models.potential import Potential
 from physml_md.models.tensornet import TensorNet
 
-__all__ = ["PaiNN", "TensorNet", "Potential", "build_model", "MODEL_NAMES", "resolve_dtype", "to_atomic_numbers"]
+__all__ = [
+    "PaiNN",
+    "TensorNet",
+    "Potential",
+    "build_model",
+    "MODEL_NAMES",
+    "MAX_CUTOFF",
+    "check_cutoff",
+    "resolve_dtype",
+    "to_atomic_numbers",
+]
+
+# The longest cut-off (angstrom) a model may have. Short-range potentials use 4-6 angstrom, the longest in
+# use ~12; longer-range physics (electrostatics) belongs in a separate term (coulomb). A larger number is
+# almost always a unit mistake ("5 parsecs", nanometres read as angstrom), and its neighbour lists grow as
+# cutoff^3: 1000 angstrom on a 32-atom cell asks for ~1e10 pairs.
+MAX_CUTOFF = 30.0
 
 # the architectures build_model knows, by the name [model] name takes; each one's constructor takes
 # (n_species, cutoff, features=, n_interactions=, n_rbf=, n_outputs=) and meets the energy-model contract of
@@ -42,6 +58,20 @@ def to_atomic_numbers(species: Iterable[Union[int, str]]) -> list:
         else:
             numbers.append(int(item))
     return sorted(set(numbers))
+
+
+def check_cutoff(cutoff: float, name: str = "cutoff") -> float:
+    """``cutoff`` (angstrom) as a float if 0 < cutoff <= MAX_CUTOFF, else a ValueError that says why."""
+    value = float(cutoff)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a positive, finite length (angstrom), got {cutoff}")
+    if value > MAX_CUTOFF:
+        raise ValueError(
+            f"{name} = {value:.6g} angstrom is longer than {MAX_CUTOFF:g} angstrom, more than any potential uses "
+            "(short-range models use 4-6 angstrom; long-range electrostatics is a separate term): check the unit, "
+            "e.g. 5.0 for 5 angstrom"
+        )
+    return value
 
 
 def build_model(
@@ -74,8 +104,7 @@ def build_model(
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODEL_NAMES)}")
     numbers = to_atomic_numbers(species)
     torch_dtype = resolve_dtype(dtype)
-    if not cutoff > 0:
-        raise ValueError(f"cutoff must be positive (angstrom), got {cutoff}")
+    check_cutoff(cutoff)
     hyperparameters = {
         "name": name,
         "species": numbers,

@@ -43,6 +43,9 @@ class PotentialModule(lightning.LightningModule):
     that ``physml_md.checkpoint.potential_from_checkpoint`` can rebuild the model without Lightning;
     data_sha256: hash of the training split, carried into the exported metadata. periodic: whether the data
     were periodic (True), molecules (False) or both (None); the engines check a system against it.
+    shortest_pair_distances: the shortest distance per element pair in the training split
+    (``physml_md.data.statistics.shortest_pair_distances``), carried into the exported metadata: the engines
+    warn when a structure goes below it.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class PotentialModule(lightning.LightningModule):
         model_kwargs: Dict[str, Any],
         data_sha256: str | None = None,
         periodic: bool | None = None,
+        shortest_pair_distances: Dict[str, float] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(
@@ -59,6 +63,7 @@ class PotentialModule(lightning.LightningModule):
                 MODEL_KWARGS: model_kwargs,
                 "data_sha256": data_sha256,
                 "periodic": periodic,
+                "shortest_pair_distances": shortest_pair_distances,
             }
         )
         training = config.training

@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 from physml_md.atomic import PathLike
 from physml_md.checkpoint import load_checkpoint, model_kwargs, potential_from_checkpoint
 from physml_md.data import keys as K
+from physml_md.data.statistics import shortest_pair_distances
 from physml_md.export import export_potential
 from physml_md.training.config import Config, ConfigError, config_to_dict, instantiate_callbacks, trainer_kwargs
 from physml_md.training.datamodule import AtomsDataModule
@@ -84,8 +85,27 @@ def build_model_kwargs(config: Config, datamodule: AtomsDataModule) -> Dict[str,
 RESUMABLE_MODEL_KEYS = ("export_dtype",)  # [model] keys that a resumed run may change
 
 
+def _check_work_left(config: Config, checkpoint: Dict[str, Any], ckpt_path: PathLike) -> None:
+    """Refuse to resume a run that already reached trainer.max_epochs or max_steps: it would train nothing."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    epochs, steps = progress.get("processed"), checkpoint.get("global_step")
+    max_epochs, max_steps = config.trainer.get("max_epochs"), config.trainer.get("max_steps", -1)
+    if isinstance(epochs, int) and max_epochs is not None and epochs >= max_epochs:
+        done, key, limit = f"{epochs} of trainer.max_epochs = {max_epochs} epochs", "trainer.max_epochs", max_epochs
+    elif isinstance(steps, int) and max_steps > 0 and steps >= max_steps:
+        done, key, limit = f"{steps} of trainer.max_steps = {max_steps} steps", "trainer.max_steps", max_steps
+    else:
+        return
+    raise ConfigError(
+        f"--ckpt-path {ckpt_path}: that run already trained {done}, so resuming would train nothing; to train "
+        f"longer, raise {key} (e.g. --set {key}={2 * limit}) and resume again; to use the model as it is, export "
+        f"the checkpoint: physml-md export {ckpt_path} model.pt"
+    )
+
+
 def _resumed_model_kwargs(config: Config, ckpt_path: PathLike) -> Dict[str, Any]:
     checkpoint = load_checkpoint(ckpt_path)
+    _check_work_left(config, checkpoint, ckpt_path)
     stored = checkpoint.get("hyper_parameters", {}).get("config", {}).get("model")
     current = config_to_dict(config)["model"]
     if stored is not None:  # what is exported may change on resume (and older checkpoints lack the key)
@@ -255,7 +275,13 @@ def train(
         if verbose:
             print(f"no validation data: checkpoints and schedulers follow {config.training.monitor!r}")
     monitor = config.training.monitor
-    module = PotentialModule(config, kwargs, data_sha256=datamodule.dataset_sha256(), periodic=datamodule.periodic())
+    module = PotentialModule(
+        config,
+        kwargs,
+        data_sha256=datamodule.dataset_sha256(),
+        periodic=datamodule.periodic(),
+        shortest_pair_distances=shortest_pair_distances(datamodule.splits.get("train") or [], kwargs["cutoff"]),
+    )
     root = Path(config.trainer["default_root_dir"])
     loggers = _loggers(root)
     callbacks = _callbacks(config, ckpt_path)
@@ -288,6 +314,7 @@ def train(
     metadata = {
         "data_sha256": datamodule.dataset_sha256(),
         "periodic": datamodule.periodic(),
+        "shortest_pair_distances": module.hparams["shortest_pair_distances"],
         "training": {
             "best_checkpoint": best_path.name,
             "monitor": monitor,
@@ -299,7 +326,13 @@ def train(
         },
     }
     export_dtype = config.model.export_dtype or config.model.dtype
-    result.model_path = export_potential(potential, best_path.parent / EXPORT_NAME, metadata, dtype=export_dtype)
+    result.model_path = export_potential(
+        potential,
+        best_path.parent / EXPORT_NAME,
+        metadata,
+        dtype=export_dtype,
+        structures=datamodule.splits.get("train"),  # the agreement check uses its first structures
+    )
 
     from physml_md.training.plots import learning_curves, parity_plot
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from physml_md.data.splits import DEFAULT_DATA_SPLIT, RANDOM, STRATEGIES
-from physml_md.models import MODEL_NAMES
+from physml_md.models import MAX_CUTOFF, MODEL_NAMES
 from physml_md.training.schema_types import (
     KEY,
     Cell,
@@ -22,6 +22,20 @@ from physml_md.training.schema_types import (
 )
 
 Name = Annotated[str, Field(min_length=1)]
+
+
+def _cutoff(value: Any) -> float:
+    """The bound of model.cutoff and data.cut_off (one number, copied between them: one message for both)."""
+    if value > MAX_CUTOFF:
+        raise ValueError(
+            f"the cut-off (data.cut_off, model.cutoff) = {value:.6g} angstrom is longer than {MAX_CUTOFF:g} "
+            "angstrom, more than any potential uses (short-range models use 4-6 angstrom; long-range electrostatics "
+            "is model.coulomb): check the unit, e.g. '5 angstrom'"
+        )
+    return value
+
+
+Cutoff = Annotated[Length, AfterValidator(_cutoff)]
 TRAIN_BATCH_SIZE = 8  # the other splits: SplitConfig's default
 
 
@@ -44,8 +58,10 @@ class ModelConfig(Section):
         "(TensorNet: a 3x3 Cartesian tensor per feature channel, usually with n_interactions = 2); features, "
         "n_interactions and n_rbf size either",
     )
-    cutoff: Length | None = Field(
-        None, description="cut-off radius of the model; unset: data.cut_off (when both are set they must agree)"
+    cutoff: Cutoff | None = Field(
+        None,
+        description=f"cut-off radius of the model, at most {MAX_CUTOFF:g} angstrom; unset: data.cut_off (when both are "
+        "set they must agree)",
     )
     dtype: Dtype = Field(
         "float64", description="dtype of the parameters and of every computation; trainer.precision follows it"
@@ -115,7 +131,9 @@ class DataConfig(Section):
     index: Index = Field(
         ":", description="which structures of each file to read, as in ase.io.read (':' all, '-10:' the last ten)"
     )
-    cutoff: Length = Field(5.0, alias="cut_off", description="neighbour-list cut-off radius")
+    cutoff: Cutoff = Field(
+        5.0, alias="cut_off", description=f"neighbour-list cut-off radius, at most {MAX_CUTOFF:g} angstrom"
+    )
     pbc: Pbc | None = Field(
         None, description="periodic boundary conditions that replace those of every structure (unset: as read)"
     )

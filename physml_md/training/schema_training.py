@@ -330,7 +330,11 @@ class TrainerConfig(PassThrough):
     through unchanged (the names are checked against the installed Lightning's signature)."""
 
     target: ClassVar[str] = "trainer"
-    max_epochs: int | None = Field(100, description="number of training epochs")
+    max_epochs: int | None = Field(
+        100,
+        description="number of training epochs, a positive integer; null: no epoch limit, only when "
+        "trainer.max_steps or trainer.max_time stops training",
+    )
     accelerator: str = Field("auto", description='lightning accelerator: "cpu", "gpu", "auto", ...')
     devices: Any = Field(1, description="number of devices (or a list of device indices)")
     default_root_dir: Path = Field(
@@ -348,6 +352,42 @@ class TrainerConfig(PassThrough):
     callbacks: List[CallbackSpec] = Field(
         [], description="extra Lightning callbacks, each a table {class_path, init_args}"
     )
+
+    @field_validator("max_epochs")
+    @classmethod
+    def _positive_epochs(cls, value: int | None) -> int | None:
+        if value is None or value >= 1:
+            return value
+        if value == -1:
+            problem = "is Lightning's 'no limit' and would train until killed"
+        elif value == 0:
+            problem = "trains nothing (no checkpoint, no model)"
+        else:
+            problem = "is negative"
+        raise ValueError(
+            f"{KEY} = {value} {problem}: give a positive number of epochs (to stop on steps or time instead, set "
+            "trainer.max_epochs = null with trainer.max_steps or trainer.max_time)"
+        )
+
+    @model_validator(mode="after")
+    def _a_limit(self) -> TrainerConfig:
+        """Training stops: max_steps is -1 (none) or positive; without max_epochs, max_steps or max_time is set."""
+        extra = self.model_extra or {}
+        steps = extra.get("max_steps", -1)
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise ConfigError(f"trainer.max_steps must be an integer, got {got(steps)}")
+        if steps == 0 or steps < -1:
+            problem = "trains nothing" if steps == 0 else "is not a number of steps"
+            raise ConfigError(
+                f"trainer.max_steps = {steps} {problem}: give a positive number of optimizer steps, or -1 (no step "
+                "limit, the default)"
+            )
+        if self.max_epochs is None and steps == -1 and extra.get("max_time") is None:
+            raise ConfigError(
+                "trainer.max_epochs = null sets no limit (Lightning would pick 1000 epochs): give a positive number "
+                "of epochs, or set trainer.max_steps or trainer.max_time to stop on steps or time"
+            )
+        return self
 
     @field_validator("callbacks", mode="before")
     @classmethod

@@ -392,3 +392,45 @@ def test_non_periodic_vectors_are_ignored():
         cell[2] = third
         got = ours(atoms.positions, cell, atoms.pbc, 5.0)
         np.testing.assert_array_equal(sorted_triples(*got[0], got[1]), sorted_triples(*reference[0], reference[1]))
+
+
+# ---------------------------------------------------------------------------------------------- memory bound
+ESTIMATE_CASES = [  # (build, cutoff, bulk): bulk estimates are close, the others err on the large side
+    pytest.param(bulk("Cu", "fcc", (2, 2, 2), a=3.61, cubic=True), 5.0, True, id="bulk-Cu32-rc5"),
+    pytest.param(bulk("Cu", "fcc", (2, 2, 2), a=3.61, cubic=True), 12.0, True, id="bulk-Cu32-rc12"),
+    pytest.param(bulk("Cu", "fcc", a=3.61), 5.0, True, id="bulk-Cu-primitive-rc5"),
+    pytest.param(triclinic(20), 6.0, True, id="triclinic-20atoms-rc6"),
+    pytest.param(slab(ase.build.fcc111, size=(2, 2, 3)), 5.0, False, id="slab-rc5"),
+    pytest.param(slab(ase.build.fcc111, size=(2, 2, 3)), 20.0, False, id="slab-rc20"),
+    pytest.param(wire(0), 5.0, False, id="wire-rc5"),
+    pytest.param(molecule("CH3CH2OH"), 4.0, False, id="ethanol-rc4"),
+    pytest.param(random_cluster, 3.5, False, id="cluster-Ar20-rc3.5"),
+]
+
+
+@pytest.mark.parametrize(("build", "cutoff", "is_bulk"), ESTIMATE_CASES)
+def test_estimated_pairs_against_the_real_count(build, cutoff, is_bulk):
+    from physml_md.data.neighbors import estimated_pairs
+
+    atoms, our_cell = build(np.random.default_rng(0))
+    cell = atoms.cell.array if our_cell is None else our_cell
+    real = len(ase_neighbor_list("i", atoms, cutoff, self_interaction=False))
+    estimate = estimated_pairs(torch.tensor(atoms.positions), torch.tensor(cell), torch.tensor(atoms.pbc), cutoff)
+    low, high = (0.9, 1.1) if is_bulk else (1.0, 5.0)
+    assert low * real <= estimate <= high * real, (estimate, real)
+
+
+@pytest.mark.parametrize("fn", [batch_neighbor_list, scripted_batch_neighbor_list], ids=["eager", "scripted"])
+def test_a_list_over_max_pairs_is_refused_and_one_under_is_built(fn):
+    atoms = ase.build.bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)  # 32 atoms: 1344 pairs at 5 angstrom
+    args = (
+        torch.tensor(atoms.positions),
+        torch.tensor(atoms.cell.array).unsqueeze(0),
+        torch.tensor(atoms.pbc).unsqueeze(0),
+        torch.tensor([len(atoms)]),
+        5.0,
+    )
+    edge_index, _ = fn(*args, 2000)
+    assert edge_index.shape[1] == 1344
+    with pytest.raises(ERRORS, match=r"would hold about 1\.4e\+3 pairs .* more than the bound of 1\.0e\+3"):
+        fn(*args, 1000)

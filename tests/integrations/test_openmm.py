@@ -90,6 +90,7 @@ def _reference(atoms, model_path):
     return atoms.get_potential_energy(), forces
 
 
+@pytest.mark.filterwarnings("ignore::physml_md.integrations.ase.ExtrapolationWarning")  # compressed cells, on purpose
 @pytest.mark.parametrize("arch", MODEL_NAMES)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_eager_model_exported_file_and_ase_agree(case, arch, request, untrained_models):
@@ -111,6 +112,7 @@ def test_eager_model_exported_file_and_ase_agree(case, arch, request, untrained_
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.filterwarnings("ignore::physml_md.integrations.ase.ExtrapolationWarning")  # compressed cells, on purpose
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("arch", MODEL_NAMES)

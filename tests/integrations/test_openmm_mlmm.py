@@ -87,6 +87,9 @@ def test_terms_removed_only_inside_the_region(solvated, molecule_model):
         assert not set(mixed.getConstraintParameters(i)[:2]) <= region
 
 
+# the EMT-trained methanol model is driven below its training C-O distance in this run: the comparison with ASE
+# still holds, so its extrapolation warning is beside the point here
+@pytest.mark.filterwarnings("ignore::physml_md.integrations.ase.ExtrapolationWarning")
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_methanol_in_water_runs_and_its_ml_energy_equals_ase(solvated, molecule_model, backend):
     topology, positions, mm_system, ml_atoms = solvated

@@ -44,7 +44,7 @@ def test_a_one_second_timestep_stops_at_step_0_naming_the_timestep(water_model, 
     assert blow_up.value == pytest.approx(speed.max() * 1e15, rel=1e-6)  # angstrom/fs * fs
     message = blow_up.message
     assert f"atom {atom} would move" in message and "per step" in message
-    assert "timestep (1e+15 fs) is likely too long" in message
+    assert "likely cause: the timestep (1e+15 fs) is too long" in message
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -56,7 +56,8 @@ def test_command_line_names_the_blow_up_and_exits_1(water_file, engine, tmp_path
     code = main(["md", str(water_file), str(structure), "--engine", engine, "--timestep", "1 s", "--steps", "100"])
     err = capsys.readouterr().err
     assert code == 1, err
-    assert "blow-up at step 0" in err and "likely too long" in err and "Traceback" not in err
+    assert "blow-up at step 0" in err and "Traceback" not in err
+    assert "likely cause: the timestep (1e+15 fs) is too long" in err
 
 
 def _frame(step, positions, velocities=None, potential=-10.0, temperature=300.0):
@@ -127,29 +128,3 @@ def test_nan_positions_are_named_before_any_md(water_model, engine):
     atoms.positions[1, 0] = np.nan
     with pytest.raises(ValueError, match=r"positions contain NaN or infinite values \(atom 1\).*check the structure"):
         run_md(water_model, atoms, engine=engine, steps=10)
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_command_line_nan_positions_exit_2_with_the_sentence(water_file, engine, tmp_path, capsys):
-    from ase.io import write
-
-    atoms = molecule("H2O")
-    atoms.positions[1, 0] = np.nan
-    write(tmp_path / "nan.extxyz", atoms)
-    assert main(["md", str(water_file), str(tmp_path / "nan.extxyz"), "--engine", engine, "--steps", "10"]) == 2
-    err = capsys.readouterr().err
-    assert "positions contain NaN or infinite values" in err and "Eigenvalues" not in err
-
-
-def test_openmm_md_on_two_atoms_at_one_position_exits_2_with_the_models_sentence(water_file, tmp_path, capsys):
-    from ase.io import write
-
-    atoms = molecule("H2O")
-    atoms.positions[2] = atoms.positions[1]
-    write(tmp_path / "overlap.extxyz", atoms)
-    for ensemble in ("nve", "nvt"):
-        args = ["md", str(water_file), str(tmp_path / "overlap.extxyz"), "--engine", "openmm", "--steps", "10"]
-        assert main([*args, "--ensemble", ensemble, "--quiet"]) == 2
-        err = capsys.readouterr().err
-        assert "atoms 1 and 2 (or a periodic image) sit at the same position" in err
-        assert "Traceback" not in err and "TorchScript" not in err and "HERE" not in err

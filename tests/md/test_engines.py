@@ -8,6 +8,7 @@ from tests.helpers import rattled_cu
 from tests.integrations.openmm_tools import methanol
 
 
+@pytest.mark.filterwarnings("ignore::physml_md.integrations.ase.ExtrapolationWarning")  # the crude molecule model
 @pytest.mark.parametrize("structure", ["periodic", "molecule"])
 def test_ase_and_openmm_follow_the_same_nve_trajectory(cu_model, molecule_model, structure):
     """Float64, same start and velocities: velocity Verlet (ASE) and leap-frog started half a step back (OpenMM)

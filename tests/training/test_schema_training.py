@@ -19,8 +19,8 @@ def test_scheduler_rules():
     assert one_cycle.interval == "step"
     fails({"training": {"lr_scheduler": {"name": "one_cycle", "interval": "epoch"}}}, "cannot be used with one_cycle")
     fails(
-        {"training": {"lr_scheduler": {"name": "cosine"}}, "trainer": {"max_epochs": -1}},
-        "training.lr_scheduler.t_max is unset and trainer.max_epochs = -1",
+        {"training": {"lr_scheduler": {"name": "cosine"}}, "trainer": {"max_epochs": None, "max_steps": 100}},
+        "training.lr_scheduler.t_max is unset and trainer.max_epochs = None",
     )
     cosine = validated({"training": {"lr_scheduler": {"name": "cosine", "monitor": "val/x"}, "monitor": "val/y"}})
     assert cosine.training.lr_scheduler.monitor == "val/x" and cosine.training.early_stopping.monitor == "val/y"
