@@ -44,6 +44,25 @@ def small_model(arch: str = "painn", dtype=torch.float64, **kwargs):
     return build_model(arch, species=SPECIES, cutoff=CUTOFF, dtype=dtype, **kwargs).eval()
 
 
+EXPORT_SPECIES = ["H", "C", "O", "Cu"]
+EXPORT_SELF_ENERGIES = {1: -13.6, 6: -1029.0, 8: -2040.0, 29: -0.5}
+
+
+def export_model(arch: str):
+    """The model the export tests write (every format): EXPORT_SPECIES, 4.5 angstrom, 16 features, 2
+    interactions, ZBL and EXPORT_SELF_ENERGIES, weights from seed 0, eval mode."""
+    torch.manual_seed(0)
+    return build_model(
+        arch,
+        species=EXPORT_SPECIES,
+        cutoff=4.5,
+        features=16,
+        n_interactions=2,
+        zbl=True,
+        self_energies=EXPORT_SELF_ENERGIES,
+    ).eval()
+
+
 def random_cu_model():
     """A Cu PaiNN with random weights (seed 2): nothing keeps two Cu atoms apart, so MD with it blows up."""
     return build_model(species=["Cu"], cutoff=4.0, features=16, n_interactions=2, seed=2)

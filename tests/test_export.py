@@ -14,7 +14,7 @@ from ase.build import bulk, molecule
 import physml_md
 from physml_md.export import FORMAT_VERSION, METADATA_FILE, ExportFormatError, read_metadata, weights_sha256
 from physml_md.models import MODEL_NAMES, build_model
-from tests.helpers import EXACT, assert_close, inputs, requires_cuda
+from tests.helpers import EXACT, assert_close, export_model, inputs, requires_cuda
 
 
 @pytest.fixture(scope="module", params=MODEL_NAMES)
@@ -25,15 +25,7 @@ def arch(request):
 
 @pytest.fixture(scope="module")
 def model(arch):
-    return build_model(
-        arch,
-        species=["H", "C", "O", "Cu"],
-        cutoff=4.5,
-        features=16,
-        n_interactions=2,
-        zbl=True,
-        self_energies={1: -13.6, 6: -1029.0, 8: -2040.0, 29: -0.5},
-    ).eval()
+    return export_model(arch)
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from physml_md.export import METADATA_FILE, read_metadata
 from physml_md.integrations.ase import PhysMLCalculator
 from physml_md.md.writers import read_energy_log
 from physml_md.models import MODEL_NAMES, build_model
-from tests.helpers import EXACT, assert_close, inputs, requires_cuda
+from tests.helpers import EXACT, EXPORT_SPECIES, assert_close, export_model, inputs, requires_cuda
 
-SPECIES = ["H", "C", "O", "Cu"]
+SPECIES = EXPORT_SPECIES
 
 
 @pytest.fixture(scope="module", params=MODEL_NAMES)
@@ -27,16 +27,7 @@ def arch(request):
 
 @pytest.fixture(scope="module")
 def model(arch):
-    torch.manual_seed(0)
-    return build_model(
-        arch,
-        species=SPECIES,
-        cutoff=4.5,
-        features=16,
-        n_interactions=2,
-        zbl=True,
-        self_energies={1: -13.6, 6: -1029.0, 8: -2040.0, 29: -0.5},
-    ).eval()
+    return export_model(arch)
 
 
 @pytest.fixture(scope="module")

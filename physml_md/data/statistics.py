@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from physml_md.data import keys as K
-from physml_md.data.elements import CHEMICAL_SYMBOLS
+from physml_md.data.elements import ATOMIC_NUMBERS, CHEMICAL_SYMBOLS
 from physml_md.data.neighbors import neighbor_list
 
 Structures = Sequence[Dict[str, Tensor]]
@@ -192,6 +192,34 @@ def shortest_pair_distances(structures: Structures, cutoff: float) -> Dict[str, 
                 key = (int(pair[0]), int(pair[1]))
                 shortest[key] = min(value, shortest.get(key, value))
     return {pair_key(*key): shortest[key] for key in sorted(shortest)}
+
+
+class PairDistanceFloor:
+    """``pairs_closer_than``'s question, asked cheaply for every calculation: does any pair of one structure come
+    closer than ``shortest`` (less the margin) allows? One vectorised comparison of the distances (all pairs of a
+    small molecule, else a neighbour list) against a [Z, Z] table of floors, no per-pair grouping; the
+    calculator asks ``pairs_closer_than`` only when the answer is yes, to name the pairs."""
+
+    def __init__(self, shortest: Mapping[str, float]):
+        self.reach = max(shortest.values(), default=0.0) * (1.0 + 1e-9) + 1e-9
+        self.floors = torch.full((len(CHEMICAL_SYMBOLS), len(CHEMICAL_SYMBOLS)), -1.0, dtype=torch.float64)
+        for pair, distance in shortest.items():
+            low, high = (ATOMIC_NUMBERS[symbol] for symbol in pair.split("-"))
+            floor = float(distance) * (1.0 - EXTRAPOLATION_MARGIN)
+            self.floors[low, high] = self.floors[high, low] = floor
+
+    def breached(self, positions: Tensor, numbers: Tensor, cell: Tensor, pbc: Tensor) -> bool:
+        """positions [N, 3], numbers [N], cell [3, 3], pbc [3] of one structure (float64, angstrom)."""
+        if self.reach <= 1e-9:
+            return False
+        if not bool(pbc.any()) and positions.shape[0] <= 256:  # a molecule: all pairs at once beat a list
+            distances = torch.cdist(positions, positions)
+            distances.fill_diagonal_(float("inf"))
+            return bool((distances < self.floors[numbers.unsqueeze(1), numbers.unsqueeze(0)]).any())
+        edges, shifts = neighbor_list(positions, cell, pbc, self.reach)
+        i, j = edges[0], edges[1]
+        distances = torch.linalg.vector_norm(positions[j] - positions[i] + shifts.to(torch.float64) @ cell, dim=1)
+        return bool((distances < self.floors[numbers[i], numbers[j]]).any())
 
 
 def pairs_closer_than(

@@ -30,7 +30,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from physml_md.data import keys as K
 from physml_md.data.elements import CHEMICAL_SYMBOLS
-from physml_md.data.statistics import pairs_closer_than
+from physml_md.data.statistics import PairDistanceFloor, pairs_closer_than
 from physml_md.export import load_model
 
 __all__ = ["ExtrapolationWarning", "PhysMLCalculator"]
@@ -109,6 +109,7 @@ class PhysMLCalculator(Calculator):
         self.implemented_properties = list(_BASE_PROPERTIES) + (["charges", "dipole"] if self.has_charges else [])
         self._known = set(self.potential.atomic_numbers)
         self._shortest = dict(self.metadata.get("shortest_pair_distances") or {})
+        self._floor = PairDistanceFloor(self._shortest)
         self.extrapolated: Dict[str, Any] = {}  # the pairs of the first structure found below the training minimum
 
     # ------------------------------------------------------------------ ASE contract
@@ -199,6 +200,8 @@ class PhysMLCalculator(Calculator):
                 K.CELL: torch.as_tensor(atoms.cell.array, dtype=torch.float64),
                 K.PBC: torch.as_tensor(atoms.pbc, dtype=torch.bool),
             }
+            if not self._floor.breached(*data.values()):  # every MD step: the cheap question first
+                continue
             pairs = pairs_closer_than(self._shortest, [data])
             if pairs:
                 self.extrapolated = pairs

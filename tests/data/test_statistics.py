@@ -199,3 +199,35 @@ def test_pairs_closer_than_names_only_the_pairs_below_the_training_minimum():
     assert list(pairs_closer_than(shortest, [atoms_to_dict(past_margin, dtype=torch.float64)])) == ["Cu-Cu"]
     unjudged = Atoms("NiNi", positions=[[0, 0, 0], [0, 0, 0.1]])  # no entry for Ni-Ni: not judged
     assert pairs_closer_than(shortest, [atoms_to_dict(unjudged, dtype=torch.float64)]) == {}
+
+
+@pytest.mark.parametrize("periodic", [False, True], ids=["molecule (all pairs)", "crystal (neighbour list)"])
+def test_pair_distance_floor_answers_as_pairs_closer_than(periodic):
+    """The calculator's cheap per-step question gives pairs_closer_than's yes/no, on both of its paths, as the
+    structure is squeezed through the floor."""
+    from ase.build import molecule
+
+    from physml_md.data.statistics import PairDistanceFloor, pairs_closer_than, shortest_pair_distances
+
+    def _data(atoms):
+        return {
+            K.POSITIONS: torch.as_tensor(atoms.positions, dtype=torch.float64),
+            K.ATOMIC_NUMBERS: torch.as_tensor(atoms.numbers),
+            K.CELL: torch.as_tensor(atoms.cell.array, dtype=torch.float64),
+            K.PBC: torch.as_tensor(atoms.pbc),
+        }
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2) if periodic else molecule("CH3CH2OH")
+    atoms.rattle(0.02, seed=3)
+    shortest = shortest_pair_distances([_data(atoms)], 5.0)
+    floor = PairDistanceFloor(shortest)
+    answers = []
+    for scale in (1.05, 1.0, 0.97, 0.94, 0.9, 0.7):
+        squeezed = atoms.copy()
+        squeezed.set_cell(atoms.cell * scale, scale_atoms=True)
+        squeezed.positions = atoms.positions * scale
+        data = _data(squeezed)
+        expected = bool(pairs_closer_than(shortest, [data]))
+        assert floor.breached(data["positions"], data["atomic_numbers"], data["cell"], data["pbc"]) == expected
+        answers.append(expected)
+    assert answers == [False, False, False, True, True, True]  # the 5 % margin lies between 0.97 and 0.94
