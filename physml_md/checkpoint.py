@@ -15,18 +15,20 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
 
 from physml_md.atomic import PathLike
 from physml_md.export import METADATA_FILE
 from physml_md.models import Potential, build_model
+from physml_md.models.committee import Committee
 
 __all__ = [
     "CheckpointError",
     "load_checkpoint",
     "potential_from_checkpoint",
+    "committee_from_checkpoints",
     "MODEL_KWARGS",
     "MODEL_PREFIX",
     "EMA_PREFIX",
@@ -139,3 +141,35 @@ def exportable_from_checkpoint(path: PathLike, use_ema: bool = True) -> Tuple[Po
     if hyper_parameters.get("shortest_pair_distances"):
         metadata["shortest_pair_distances"] = dict(hyper_parameters["shortest_pair_distances"])
     return model.eval(), metadata
+
+
+def committee_from_checkpoints(paths: Sequence[PathLike], use_ema: bool = True) -> Tuple[Committee, Dict[str, Any]]:
+    """(committee, extra export metadata) of the checkpoints of its members, one per member.
+
+    The metadata names every checkpoint; ``shortest_pair_distances`` is the shortest over the members' training
+    data (each member may have seen a bootstrap sample); ``data_sha256`` and ``periodic`` are kept where the
+    members agree."""
+    if len(paths) < 2:
+        raise CheckpointError(f"a committee needs the checkpoints of 2 or more members, got {len(paths)}")
+    members, documents = zip(*(exportable_from_checkpoint(path, use_ema) for path in paths))
+    metadata: Dict[str, Any] = {
+        "training": {
+            "checkpoints": [str(path) for path in paths],
+            "ema": [document["training"]["ema"] for document in documents],
+        }
+    }
+    for key in ("data_sha256", "periodic"):
+        values = {repr(document.get(key)) for document in documents}
+        if len(values) == 1 and documents[0].get(key) is not None:
+            metadata[key] = documents[0][key]
+    shortest: Dict[str, float] = {}
+    for document in documents:
+        for pair, distance in (document.get("shortest_pair_distances") or {}).items():
+            shortest[pair] = min(float(distance), shortest.get(pair, float("inf")))
+    if shortest:
+        metadata["shortest_pair_distances"] = shortest
+    try:
+        committee = Committee(list(members))
+    except ValueError as exc:
+        raise CheckpointError(f"these checkpoints do not make one committee: {exc}") from None
+    return committee.eval(), metadata

@@ -2,15 +2,15 @@
 
 Commands: ``train`` (train from a TOML/YAML config, test, export, plot), ``export`` (a checkpoint to an
 exported file), ``info`` (what an exported file is), ``evaluate`` (run an exported file on structures and
-compare with their reference labels), ``md`` (molecular dynamics in ASE or OpenMM) and ``validate`` (the MD
-validation suite and its report). Exit status: 0 done, 1 the MD blew up or the validation failed, 2 bad input,
-130 / 143 `md` interrupted by SIGINT / SIGTERM (the files keep every frame up to it).
+compare with their reference labels), ``md`` (molecular dynamics in ASE or OpenMM), ``validate`` (the MD
+validation suite and its report) and ``learn`` (active learning with a committee). Exit status: 0 done, 1 the
+MD blew up, the validation failed or learning did not converge, 2 bad input, 130 / 143 `md` interrupted by
+SIGINT / SIGTERM (the files keep every frame up to it). ``train`` with ``--committee N`` trains a committee.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import List
@@ -18,106 +18,43 @@ from typing import List
 import numpy as np
 import torch
 
-from physml_md import __version__
-from physml_md.units import EV_TO_MEV, FS_TO_PS
-
-
-def _info(args: argparse.Namespace) -> int:
-    from physml_md.export import agreement_summary, read_metadata
-
-    meta = read_metadata(args.model)
-    if args.json:
-        print(json.dumps(meta, indent=2, sort_keys=True))
-        return 0
-    hyper = meta.get("hyperparameters", {})
-    rows = [
-        ("file", str(args.model)),
-        (
-            "model",
-            f"{meta.get('model')} ({', '.join(f'{k}={v}' for k, v in hyper.items() if k not in ('name', 'species'))})",
-        ),
-        ("species", " ".join(meta["species"])),
-        ("cutoff", f"{meta['cutoff']} {meta['units']['length']}"),
-        ("dtype", meta["dtype"]),
-        ("file format", f"{meta.get('format', 'torchscript')} (for {meta.get('device', 'cpu')})"),
-        ("units", ", ".join(f"{k}: {v}" for k, v in meta["units"].items())),
-        ("self-energies", ", ".join(f"{k}: {v:.6g} eV" for k, v in meta.get("self_energies", {}).items())),
-        (
-            "format",
-            f"{meta['format_version']} (physml-md {meta.get('physml_md_version')}, torch {meta.get('torch_version')})",
-        ),
-        ("needs", ", ".join(f"{k} {v}" for k, v in meta.get("requires", {}).items())),
-        ("weights sha256", meta.get("weights_sha256", "")),
-        ("data sha256", str(meta.get("data_sha256"))),
-        ("agreement", agreement_summary(meta.get("agreement"))),
-        (
-            "closest pairs",
-            ", ".join(f"{k}: {v:.3f}" for k, v in (meta.get("shortest_pair_distances") or {}).items()) or "unknown",
-        ),
-        ("created", meta.get("created", "")),
-    ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from physml_md.data.collate import collate
-    from physml_md.data.readers import read_structures
-    from physml_md.data.structures import LabelKeys, atoms_to_dict
-    from physml_md.export import load_potential
-
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be a positive number of structures, got {args.batch_size}")
-    potential = load_potential(args.model, device=args.device)
-    structures = read_structures(args.structures, index=args.index)
-    if not structures:
-        raise ValueError(f"{args.structures!r} holds no structures: give a file with at least one")
-    keys = LabelKeys(energy=args.energy_key, forces=args.forces_key)
-    columns = ("E model / eV", "E ref / eV", "dE / meV/atom", "F RMSE / eV/A")
-    print(f"{'#':>4} {'formula':<14} {'atoms':>6} {columns[0]:>16} {columns[1]:>16} {columns[2]:>14} {columns[3]:>14}")
-    energy_errors, force_errors = [], []
-    for start in range(0, len(structures), args.batch_size):
-        chunk = structures[start : start + args.batch_size]
-        data = [atoms_to_dict(atoms, keys, dtype=potential.dtype) for atoms in chunk]
-        batch = collate(data)
-        out = potential({k: v.to(args.device) for k, v in batch.items()})
-        energies = out["energy"].detach().cpu().double().numpy()
-        forces = out["forces"].detach().cpu().double().numpy()
-        offset = 0
-        for i, (atoms, item) in enumerate(zip(chunk, data)):
-            n = len(atoms)
-            line = f"{start + i:>4} {atoms.get_chemical_formula():<14} {n:>6} {energies[i]:>16.6f}"
-            if "energy_mask" in item and bool(item["energy_mask"][0]):
-                reference = float(item["energy"][0])
-                energy_errors.append((energies[i] - reference) / n)
-                line += f" {reference:>16.6f} {EV_TO_MEV * energy_errors[-1]:>14.3f}"
-            else:
-                line += f" {'-':>16} {'-':>14}"
-            if "forces_mask" in item and bool(item["forces_mask"][0]):
-                diff = forces[offset : offset + n] - item["forces"].double().numpy()
-                force_errors.append(diff.ravel())
-                line += f" {np.sqrt(np.mean(diff**2)):>14.4f}"
-            print(line)
-            offset += n
-    if energy_errors:
-        e = np.asarray(energy_errors)
-        mae, rmse = EV_TO_MEV * np.abs(e).mean(), EV_TO_MEV * np.sqrt((e**2).mean())
-        print(f"energy per atom: MAE {mae:.3f} meV/atom, RMSE {rmse:.3f} meV/atom")
-    if force_errors:
-        f = np.concatenate(force_errors)
-        print(f"forces: MAE {np.abs(f).mean():.4f} eV/A, RMSE {np.sqrt((f**2).mean()):.4f} eV/A")
-    return 0
+from physml_md import __version__, cli_inspect
+from physml_md.units import FS_TO_PS
 
 
 def _train(args: argparse.Namespace) -> int:
     from physml_md.training.config import load_config
     from physml_md.training.run import train
 
-    config = load_config(args.config, args.set)
+    overrides = list(args.set) + ([f"training.committee={args.committee}"] if args.committee is not None else [])
+    config = load_config(args.config, overrides)
+    if config.training.committee > 1:
+        from physml_md.training.committee import train_committee
+
+        if args.ckpt_path is not None:
+            raise ValueError(
+                "--ckpt-path resumes one model; a committee run resumes by running the same command again (finished "
+                "members are kept, unfinished ones train anew)"
+            )
+        train_committee(config)
+        return 0
     train(config, ckpt_path=args.ckpt_path)
     return 0
+
+
+def _learn(args: argparse.Namespace) -> int:
+    from physml_md.training.active_learning import format_rounds, learn
+    from physml_md.training.config import load_config_and_section
+    from physml_md.training.schema_learning import LearningConfig
+    from physml_md.training.schema_types import validate as validate_section
+
+    config, raw = load_config_and_section(args.config, "learning", args.set)
+    learning = validate_section(LearningConfig, raw, "learning")
+    result = learn(config, learning, base=Path(args.config).resolve().parent)
+    print(format_rounds(result.rounds))
+    verdict = "converged" if result.converged else f"not converged after {len(result.rounds)} round(s)"
+    print(f"{verdict}; the last committee: {result.model_path}")
+    return 0 if result.converged else 1
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -125,14 +62,19 @@ def _export(args: argparse.Namespace) -> int:
     from physml_md.export import export_potential
     from physml_md.integrations.agreement import add_engine_agreement
 
-    potential, metadata = exportable_from_checkpoint(args.checkpoint, use_ema=not args.no_ema)
+    if len(args.checkpoint) > 1:
+        from physml_md.checkpoint import committee_from_checkpoints
+
+        potential, metadata = committee_from_checkpoints(args.checkpoint, use_ema=not args.no_ema)
+    else:
+        potential, metadata = exportable_from_checkpoint(args.checkpoint[0], use_ema=not args.no_ema)
     path = export_potential(potential, args.output, metadata, dtype=args.dtype, format=args.format)
     try:  # the file against the ASE calculator and each OpenMM backend that loads here, recorded in its metadata
         add_engine_agreement(path)
     except Exception:
         path.unlink()  # an export that an engine disagrees with is no export
         raise
-    print(f"exported {args.checkpoint} -> {path} (agreement with every engine recorded: physml-md info)")
+    print(f"exported {' '.join(args.checkpoint)} -> {path} (agreement with every engine recorded: physml-md info)")
     return 0
 
 
@@ -167,6 +109,9 @@ def _md(args: argparse.Namespace) -> int:
         platform=args.platform,
         backend=args.backend,
         periodic=args.periodic,
+        uncertainty_threshold=args.uncertainty_threshold,
+        stop_on_uncertainty=args.stop_on_uncertainty,
+        uncertain_frames=_uncertain_frames(args),
     )
     if result.interrupted and not len(result.temperatures_k):
         print(result.interruption, file=sys.stderr)
@@ -179,6 +124,17 @@ def _md(args: argparse.Namespace) -> int:
     if result.ensemble == "nve" and len(result.times_fs) >= 3:
         drift = energy_drift(result.times_fs, result.total_energies, result.n_atoms)
         print(f"energy drift {drift.drift_mev_per_atom_per_ps:.4g} meV/atom/ps")
+    if result.max_forces_std:
+        flagged = result.uncertainty or {}
+        print(
+            f"committee uncertainty: largest per-atom force std {max(result.max_forces_std):.4g} eV/Å"
+            + (
+                f"; {flagged['flagged_frames']} frame(s) over {flagged['threshold_ev_per_angstrom']:g} eV/Å"
+                + (" (stopped at the first)" if flagged["stopped"] else "")
+                if flagged
+                else ""
+            )
+        )
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
     if not result.stable:
@@ -190,8 +146,18 @@ def _md(args: argparse.Namespace) -> int:
     return 0
 
 
+def _uncertain_frames(args: argparse.Namespace) -> str | None:
+    """Where md writes the frames over --uncertainty-threshold: --uncertain-frames, else beside --out."""
+    if args.uncertainty_threshold is None:
+        return args.uncertain_frames
+    if args.uncertain_frames is not None:
+        return args.uncertain_frames
+    return str(Path(args.out).with_suffix("")) + "_uncertain.extxyz" if args.out else "uncertain_frames.extxyz"
+
+
 def _validate(args: argparse.Namespace) -> int:
     from physml_md.data.readers import read_structure
+    from physml_md.md.uncertainty import parse_force_threshold as parse_force
     from physml_md.md.validation import validate
 
     thresholds = {
@@ -204,6 +170,7 @@ def _validate(args: argparse.Namespace) -> int:
             ("jensen_shannon", args.js_threshold),
             ("min_distance", args.min_distance),
             ("max_force", args.max_force),
+            ("max_forces_std", None if args.uncertainty_threshold is None else parse_force(args.uncertainty_threshold)),
         )
         if value is not None
     }
@@ -276,12 +243,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override one config value, e.g. --set trainer.max_epochs=5 (repeatable; values are TOML)",
     )
+    train.add_argument(
+        "--committee", type=int, default=None, metavar="N", help="train N models as a committee (training.committee)"
+    )
     train.set_defaults(run=_train)
+
+    learning = commands.add_parser(
+        "learn", help="active learning: rounds of train a committee, MD, label uncertain frames, retrain"
+    )
+    learning.add_argument("config", help="training config with a [learning] table (.toml, .yaml or .yml)")
+    learning.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="as for train")
+    learning.set_defaults(run=_learn)
 
     export = commands.add_parser(
         "export", help="export a training checkpoint to a model file (TorchScript .pt or torch.export .pt2)"
     )
-    export.add_argument("checkpoint", help="Lightning checkpoint written by physml-md train (.ckpt)")
+    export.add_argument(
+        "checkpoint", nargs="+", help="Lightning checkpoint written by physml-md train (.ckpt); several: a committee"
+    )
     export.add_argument("output", help="exported model file to write (.pt: TorchScript; .pt2: torch.export)")
     export.add_argument(
         "--format",
@@ -303,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show the metadata of an exported model file")
     info.add_argument("model", help="exported model file (.pt or .pt2)")
     info.add_argument("--json", action="store_true", help="print the whole metadata document as JSON")
-    info.set_defaults(run=_info)
+    info.set_defaults(run=cli_inspect.info)
 
     evaluate = commands.add_parser("evaluate", help="run an exported model on structures (extxyz or ASE db)")
     evaluate.add_argument("model", help="exported model file (.pt or .pt2)")
@@ -314,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=16)
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda")
     evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    evaluate.set_defaults(run=_evaluate)
+    evaluate.set_defaults(run=cli_inspect.evaluate)
 
     md = commands.add_parser("md", help="run molecular dynamics with a model in ASE or OpenMM")
     md.add_argument("model", help="exported model file (.pt or .pt2) or training checkpoint (.ckpt)")
@@ -327,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--friction", default="1/ps", help="Langevin friction for NVT (default '1/ps')")
     md.add_argument("--out", default=None, help="trajectory file: .dcd, .xtc (with a .pdb beside), .traj, .extxyz")
     md.add_argument("--log", default=None, help="CSV energy log (default: the trajectory's name with .csv)")
+    md.add_argument(
+        "--uncertainty-threshold",
+        default=None,
+        help="committee models: flag frames whose largest per-atom force std exceeds this, e.g. '0.1 eV/angstrom'",
+    )
+    md.add_argument("--stop-on-uncertainty", action="store_true", help="stop at the first flagged frame")
+    md.add_argument("--uncertain-frames", default=None, help="extxyz for the flagged frames (default: beside --out)")
     _add_md_options(md)
     md.set_defaults(run=_md)
 
@@ -343,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--temperature-tolerance", type=float, default=None, help="relative, NVT mean T (0.1)")
     check.add_argument(
         "--temperature-spread", type=float, default=None, help="|log2(std(T) / canonical std)| threshold (1.0)"
+    )
+    check.add_argument(
+        "--uncertainty-threshold", default=None, help="committees: largest per-atom force std, e.g. '0.2 eV/angstrom'"
     )
     check.add_argument("--rdf-threshold", type=float, default=None, help="rdf_difference threshold (0.1)")
     check.add_argument("--js-threshold", type=float, default=None, help="Jensen-Shannon threshold, bits (0.02)")

@@ -14,15 +14,13 @@ Formats (``FORMATS``; the metadata's "format" names it, files without one are To
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import json
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Union
+from typing import Any, Dict, Sequence, Union
 
 import torch
 
@@ -30,7 +28,9 @@ from physml_md import __version__, torchscript
 from physml_md.atomic import PathLike, atomic_path
 from physml_md.data.elements import CHEMICAL_SYMBOLS
 from physml_md.data.hashing import update_with_tensors
+from physml_md.export_agreement import file_agreement
 from physml_md.models import Potential, resolve_dtype
+from physml_md.torchscript import model_errors
 
 FORMAT_VERSION = 1
 FORMATS = ("torchscript", "export", "aotinductor")
@@ -67,51 +67,12 @@ _COMPUTED_KEYS = (
     "format",
     "device",
     "agreement",
+    "committee",
 )
 
 
 class ExportFormatError(ValueError):
     """The file is not a physml-md export, or one this version cannot read."""
-
-
-class AgreementError(ValueError):
-    """The exported file does not give the numbers of the model it was exported from."""
-
-
-# The agreement report ("agreement" in the metadata): the largest difference, relative to the scale of the reference
-# (max |a - b| / max(1, max |b|), in eV, eV/angstrom, eV/angstrom^3), of energy, forces and stress between the
-# model as exported (eager) and the written file, on a few structures; engines add their own rows
-# (physml_md.integrations.agreement). Over the tolerance of the file's dtype the export fails.
-AGREEMENT_TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
-AGREEMENT_QUANTITIES = ("energy", "forces", "stress")
-AGREEMENT_INPUTS = ("positions", "atomic_numbers", "cell", "pbc")
-MAX_AGREEMENT_STRUCTURES = 3
-
-
-# the last line of a torch.jit.Error's message: "builtins.ValueError: <the sentence>" (torch 2.9 to 2.14 alike)
-_SCRIPTED_ERROR = re.compile(r"^builtins\.(ValueError|RuntimeError): (.*)", re.MULTILINE | re.DOTALL)
-
-
-def plain_error(error: Exception) -> Exception | None:
-    """The ValueError (or RuntimeError) that a TorchScript module raised, as Python raises it: the sentence of a
-    ``torch.jit.Error`` without its TorchScript trace; None when ``error`` carries no such exception."""
-    match = _SCRIPTED_ERROR.search(str(error))
-    if match is None:
-        return None
-    return {"ValueError": ValueError, "RuntimeError": RuntimeError}[match.group(1)](match.group(2).strip())
-
-
-@contextlib.contextmanager
-def model_errors() -> Iterator[None]:
-    """Inside: an error raised by a TorchScript module surfaces as the plain ValueError (RuntimeError) it raised,
-    as a torch.export program's does. Wrap every call of a loaded module in it."""
-    try:
-        yield
-    except torch.jit.Error as exc:
-        plain = plain_error(exc)
-        if plain is None:
-            raise
-        raise plain from None
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -144,7 +105,7 @@ def build_metadata(
         "device": model.shift.device.type,
         "physml_md_version": __version__,
         "torch_version": torch.__version__,
-        "model": model.hyperparameters.get("name", type(model.energy_model).__name__.lower()),
+        "model": model.hyperparameters.get("name") or type(getattr(model, "energy_model", model)).__name__.lower(),
         "species": species,
         "atomic_numbers": list(model.species),
         "cutoff": model.cutoff,
@@ -158,7 +119,10 @@ def build_metadata(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "requires": _library_versions(),
         "imports": list(REQUIRED_IMPORTS),
-        "outputs": list(OUTPUTS) + (["charges", "total_charge", "dipole"] if model.use_charges else []),
+        "outputs": list(OUTPUTS)
+        + (["charges", "total_charge", "dipole"] if model.use_charges else [])
+        + (["energy_std", "forces_std"] if "committee" in model.hyperparameters else []),
+        "committee": model.hyperparameters.get("committee"),
     }
     for key, value in (extra or {}).items():
         if key in _COMPUTED_KEYS:
@@ -180,139 +144,6 @@ def resolve_format(format: str | None, path: Path) -> str:
             f"{path.with_suffix(SUFFIXES[format]).name} (or choose the format that the name implies)"
         )
     return format
-
-
-def builtin_structures(species: Sequence[int], cutoff: float, dtype: torch.dtype) -> List[Dict[str, torch.Tensor]]:
-    """Two small structures over ``species`` for the agreement check when no training structures are given: a
-    6-atom cluster and an 8-atom periodic, slightly sheared cell, atoms about ``min(0.45 cutoff, 2.5)`` angstrom
-    apart and displaced at random (fixed seed) so that forces and stress are not zero by symmetry."""
-    generator = torch.Generator().manual_seed(0)
-    spacing = min(0.45 * cutoff, 2.5)
-    structures = []
-    for shape, periodic in (((3, 2, 1), False), ((2, 2, 2), True)):
-        grid = torch.stack(
-            torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in shape), indexing="ij"), dim=-1
-        ).reshape(-1, 3)
-        positions = spacing * (grid + 0.1 * torch.randn(grid.shape, generator=generator, dtype=torch.float64))
-        cell = torch.zeros(3, 3, dtype=torch.float64)
-        if periodic:
-            cell = 2.0 * spacing * torch.eye(3, dtype=torch.float64)
-            cell[1, 0] = 0.15 * spacing
-        numbers = torch.tensor([species[i % len(species)] for i in range(len(grid))], dtype=torch.long)
-        structures.append(
-            {
-                "positions": positions.to(dtype),
-                "atomic_numbers": numbers,
-                "cell": cell.to(dtype).unsqueeze(0),
-                "pbc": torch.full((1, 3), periodic, dtype=torch.bool),
-            }
-        )
-    return structures
-
-
-def agreement_inputs(
-    structures: Sequence[Dict[str, torch.Tensor]], dtype: torch.dtype, device: torch.device
-) -> List[Dict[str, torch.Tensor]]:
-    """The model inputs (positions, atomic numbers, cell, pbc; one structure each) of the first
-    ``MAX_AGREEMENT_STRUCTURES`` structure dicts, in ``dtype`` on ``device``."""
-    inputs = []
-    for index in range(min(len(structures), MAX_AGREEMENT_STRUCTURES)):
-        data = structures[index]
-        missing = [key for key in AGREEMENT_INPUTS if key not in data]
-        if missing:
-            raise ValueError(
-                f"a structure for the agreement check lacks {missing}; give structure dicts with keys "
-                f"{', '.join(AGREEMENT_INPUTS)} (physml_md.data.structures.atoms_to_dict makes them)"
-            )
-        one = {key: data[key].detach().to(device) for key in AGREEMENT_INPUTS}
-        one["positions"] = one["positions"].to(dtype)
-        one["cell"] = one["cell"].to(dtype).reshape(1, 3, 3)
-        one["pbc"] = one["pbc"].reshape(1, 3)
-        inputs.append(one)
-    return inputs
-
-
-def relative_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |a - b| / max(1, max |b|), in float64."""
-    actual, expected = actual.detach().to("cpu", torch.float64), expected.detach().to("cpu", torch.float64)
-    if expected.numel() == 0:
-        return 0.0
-    return float((actual - expected).abs().max() / max(1.0, float(expected.abs().max())))
-
-
-def largest_differences(outputs: Sequence[Dict[str, torch.Tensor]], references: Sequence[Dict[str, torch.Tensor]]):
-    """{quantity: largest ``relative_difference`` over the structures} for energy, forces and stress (stress
-    where both give it)."""
-    found: Dict[str, float] = {}
-    for out, reference in zip(outputs, references, strict=True):
-        for key in AGREEMENT_QUANTITIES:
-            if key in out and key in reference:
-                found[key] = max(found.get(key, 0.0), relative_difference(out[key], reference[key]))
-    return found
-
-
-def check_agreement(
-    pair: str, differences: Dict[str, float], tolerance: float, path: PathLike, consequence: str | None = None
-) -> None:
-    """Refuse (``AgreementError``) differences above ``tolerance``, naming the pair compared (``"X and Y"``), the
-    quantity and ``consequence`` (default: the file was not written)."""
-    consequence = consequence or "the exported file is not faithful, so it was not written"
-    for key, value in differences.items():
-        if not value <= tolerance:  # NaN fails too
-            raise AgreementError(
-                f"{path}: {pair} disagree on {key} by {value:.3g} (relative; the tolerance for this dtype is "
-                f"{tolerance:g}): {consequence}. Report this with the model and the torch version"
-            )
-
-
-def _evaluate_all(module, inputs: Sequence[Dict[str, torch.Tensor]]) -> List[Dict[str, torch.Tensor]]:
-    # TorchScript's profiling executor spends its first two calls profiling and optimising the graph (0.7 s for a
-    # small PaiNN here, against 35 ms without): the check runs the file's code and weights without that, and the
-    # engines' own rows (physml_md.integrations.agreement) run it as the engines do
-    with torch.inference_mode(False), torch.enable_grad(), torch.jit.optimized_execution(False):
-        return [{k: v.detach() for k, v in module(dict(data)).items()} for data in inputs]
-
-
-def file_agreement(
-    model: Potential, path: Path, structures: Sequence[Dict[str, torch.Tensor]] | None, source: str, name: Path
-) -> Dict[str, Any]:
-    """Evaluate the written file ``path`` (to be called ``name``) and ``model`` (eager) on the agreement
-    structures; the report, or an ``AgreementError`` over the tolerance."""
-    dtype, device = model.shift.dtype, model.shift.device
-    inputs = agreement_inputs(structures or builtin_structures(list(model.species), model.cutoff, dtype), dtype, device)
-    tolerance = AGREEMENT_TOLERANCE[str(dtype).removeprefix("torch.")]
-    was_training = model.training
-    model.eval()
-    try:
-        eager = _evaluate_all(model, inputs)
-    finally:
-        model.train(was_training)
-    exported = load_potential(path, device)
-    differences = largest_differences(_evaluate_all(exported, inputs), eager)
-    check_agreement(
-        f"the exported {exported.format} file and the model it was exported from", differences, tolerance, name
-    )
-    return {
-        "structures": len(inputs),
-        "source": source,
-        "tolerance": tolerance,
-        "measure": "max |a - b| / max(1, max |b|)",
-        "differences": {"file vs eager": differences},
-    }
-
-
-def agreement_summary(report: Dict[str, Any] | None) -> str:
-    """One line for ``physml-md info``: the largest difference of each comparison."""
-    if not report:
-        return "not measured (exported before physml-md checked it)"
-    parts = []
-    for name, differences in report.get("differences", {}).items():
-        values = ", ".join(f"{key} {value:.1e}" for key, value in differences.items())
-        parts.append(f"{name}: {values}")
-    return (
-        f"{'; '.join(parts)} (largest relative difference, {report.get('structures')} {report.get('source')} "
-        f"structures; tolerance {report.get('tolerance'):g})"
-    )
 
 
 def export_potential(
@@ -355,13 +186,16 @@ def export_potential(
         document = build_metadata(model, metadata, format)
         with atomic_path(path) as tmp:
             save_program(model, tmp, json.dumps(document, indent=2, sort_keys=True), format, model.shift.device)
-            document["agreement"] = file_agreement(model, tmp, structures, source, path)
+            document["agreement"] = file_agreement(
+                model, load_potential(tmp, model.shift.device), structures, source, path
+            )
             replace_metadata(tmp, document)
         return path
     scripted = script_potential(model, metadata)
     with atomic_path(path) as tmp:
         torchscript.save(scripted.module, str(tmp), {METADATA_FILE: json.dumps(scripted.metadata)})
-        scripted.metadata["agreement"] = file_agreement(model, tmp, structures, source, path)
+        exported = load_potential(tmp, model.shift.device)
+        scripted.metadata["agreement"] = file_agreement(model, exported, structures, source, path)
         document = json.dumps(scripted.metadata, indent=2, sort_keys=True)
         torchscript.save(scripted.module, str(tmp), {METADATA_FILE: document})
     return path
@@ -402,8 +236,9 @@ def read_metadata(path: PathLike) -> Dict[str, Any]:
         names = [n for n in archive.namelist() if n.endswith("/extra/" + METADATA_FILE)]
         if not names:
             raise ExportFormatError(
-                f"{path} is a zip archive but not a physml-md export (it has no {METADATA_FILE}); "
-                "export the model with physml_md.export_potential"
+                f"{path} is a zip archive without physml-md's {METADATA_FILE}: it is damaged or truncated (its end, "
+                "where the metadata sits, is missing: copy it again), or it is not a physml-md export (export the "
+                "model with physml_md.export_potential)"
             )
         try:
             metadata = json.loads(archive.read(names[0]))
@@ -523,13 +358,18 @@ def script_potential(model: Potential, metadata: Dict[str, Any] | None = None) -
 def load_model(model: Union[PathLike, Potential, ExportedPotential], device: Union[str, torch.device] = "cpu"):
     """Whatever a user hands an engine adapter, as an ``ExportedPotential`` on ``device``.
 
-    model: an exported file, a training checkpoint (``.ckpt``: its EMA weights are scripted on the fly), a
-    ``Potential`` (scripted on the fly) or an already loaded ``ExportedPotential``.
+    model: an exported file, a training checkpoint (``.ckpt``: its EMA weights are scripted on the fly), a list of
+    checkpoints (the members of a committee), a ``Potential`` (scripted on the fly) or an already loaded
+    ``ExportedPotential``.
     """
     if isinstance(model, ExportedPotential):
         exported = model
     elif isinstance(model, Potential):
         exported = script_potential(model)
+    elif isinstance(model, (list, tuple)) and all(isinstance(m, (str, Path)) for m in model):
+        from physml_md.checkpoint import committee_from_checkpoints
+
+        exported = script_potential(*committee_from_checkpoints(model))
     elif isinstance(model, (str, Path)) and Path(model).suffix == ".ckpt":
         from physml_md.checkpoint import exportable_from_checkpoint
 
@@ -539,8 +379,8 @@ def load_model(model: Union[PathLike, Potential, ExportedPotential], device: Uni
         return load_potential(model, device)
     else:
         raise TypeError(
-            "expected an exported file, a checkpoint (.ckpt), a Potential or an ExportedPotential; got "
-            + type(model).__name__
+            "expected an exported file, a checkpoint (.ckpt), a list of checkpoints (a committee), a Potential or an "
+            "ExportedPotential; got " + type(model).__name__
         )
     device = torch.device(device)
     if exported.format != "torchscript":

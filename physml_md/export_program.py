@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 import torch._inductor
@@ -37,6 +37,9 @@ from physml_md.models.potential import Potential, PotentialInputs, edge_vectors,
 __all__ = ["PROGRAM_FORMATS", "ProgramPotential", "load_program", "save_program", "trace_program"]
 
 PROGRAM_FORMATS = ("export", "aotinductor")
+# outputs of every program that hold the atomic numbers and cutoff it was traced with (not shown to callers)
+_SPECIES_OUTPUT = "_program_atomic_numbers"
+_CUTOFF_OUTPUT = "_program_cutoff"
 # the order of evaluate's tensor arguments (Potential.prepare returns them in this order)
 _INPUTS = (
     "positions",
@@ -96,7 +99,11 @@ def trace_program(model: Potential, device: torch.device | str = "cpu") -> torch
 
     def evaluate(*args: Tensor) -> Dict[str, Tensor]:
         with torch.enable_grad():
-            return traceable.evaluate(*args, True, False)
+            outputs = dict(traceable.evaluate(*args, True, False))
+        # what the traced model was built for, as constants of the program (checked against the metadata on load)
+        outputs[_SPECIES_OUTPUT] = torch.tensor(traceable.species, dtype=torch.long, device=device)
+        outputs[_CUTOFF_OUTPUT] = torch.tensor(traceable.cutoff, dtype=torch.float64, device=device)
+        return outputs
 
     with fx_config.patch(use_duck_shape=False):
         graph = make_fx(evaluate, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
@@ -163,9 +170,23 @@ class ProgramPotential(PotentialInputs):
             torch.linalg.vector_norm(edge_vectors(positions, cell, batch, edge_index, cell_shifts), dim=-1), edge_index
         )
         results = dict(self.program(*inputs))
+        results.pop(_SPECIES_OUTPUT, None)
+        results.pop(_CUTOFF_OUTPUT, None)
         if not bool(pbc.any()):
             results.pop(K.STRESS, None)
         return results
+
+    def traced_species_and_cutoff(self) -> Tuple[List[int], float] | None:
+        """The atomic numbers and cutoff the program was traced with (constants of the program, read by running it
+        on one atom), or None for a file written before programs carried them."""
+        one_atom = {
+            K.POSITIONS: torch.zeros(1, 3, dtype=self.shift.dtype, device=self.shift.device),
+            K.ATOMIC_NUMBERS: torch.tensor(self.species[:1], device=self.shift.device),
+        }
+        outputs = dict(self.program(*self.prepare(one_atom)))
+        if _SPECIES_OUTPUT not in outputs or _CUTOFF_OUTPUT not in outputs:
+            return None
+        return [int(z) for z in outputs[_SPECIES_OUTPUT].tolist()], float(outputs[_CUTOFF_OUTPUT])
 
 
 def load_program(path: Path, metadata: Dict, device: torch.device | str = "cpu") -> ProgramPotential:
@@ -189,4 +210,10 @@ def load_program(path: Path, metadata: Dict, device: torch.device | str = "cpu")
 
             exported = move_to_device_pass(exported, device)
         program = exported.module()
-    return ProgramPotential(program, metadata, device)
+    loaded = ProgramPotential(program, metadata, device)
+    traced = loaded.traced_species_and_cutoff()
+    if traced is not None:
+        from physml_md.export import check_against_module
+
+        check_against_module(path, metadata, *traced)
+    return loaded

@@ -5,17 +5,21 @@ PyTorch 2.10 and later deprecate TorchScript and warn (FutureWarning, shown to u
 TorchForce are TorchScript by design and keep working under those versions, so physml-md silences exactly
 these "is deprecated" warnings around its own calls, and nothing else: a user's own ``torch.jit`` calls still
 warn, and so does PyTorch's "not supported in Python 3.14+" (a real risk, not a notice).
+
+A TorchScript module's own ValueError reaches Python as a ``torch.jit.Error`` carrying its TorchScript trace:
+``model_errors()`` (with ``plain_error``) raises the plain exception it was instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from typing import Dict, Iterator
 
 import torch
 
-__all__ = ["load", "quiet", "save", "script"]
+__all__ = ["load", "model_errors", "plain_error", "quiet", "save", "script"]
 
 _DEPRECATED = r"`torch\.jit\.(script|save|load)` is deprecated"
 
@@ -44,3 +48,29 @@ def load(path: str, map_location: torch.device | None = None) -> torch.jit.Scrip
     """``torch.jit.load(path, map_location=map_location)``."""
     with quiet():
         return torch.jit.load(path, map_location=map_location)
+
+
+# the last line of a torch.jit.Error's message: "builtins.ValueError: <the sentence>" (torch 2.9 to 2.14 alike)
+_SCRIPTED_ERROR = re.compile(r"^builtins\.(ValueError|RuntimeError): (.*)", re.MULTILINE | re.DOTALL)
+
+
+def plain_error(error: Exception) -> Exception | None:
+    """The ValueError (or RuntimeError) that a TorchScript module raised, as Python raises it: the sentence of a
+    ``torch.jit.Error`` without its TorchScript trace; None when ``error`` carries no such exception."""
+    match = _SCRIPTED_ERROR.search(str(error))
+    if match is None:
+        return None
+    return {"ValueError": ValueError, "RuntimeError": RuntimeError}[match.group(1)](match.group(2).strip())
+
+
+@contextlib.contextmanager
+def model_errors() -> Iterator[None]:
+    """Inside: an error raised by a TorchScript module surfaces as the plain ValueError (RuntimeError) it raised,
+    as a torch.export program's does. Wrap every call of a loaded module in it."""
+    try:
+        yield
+    except torch.jit.Error as exc:
+        plain = plain_error(exc)
+        if plain is None:
+            raise
+        raise plain from None

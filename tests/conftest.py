@@ -115,6 +115,24 @@ def cu_model(cu_data, tmp_path_factory):
     return _train(raw, tmp_path_factory.mktemp("cu_model"))
 
 
+COMMITTEE_EPOCHS = 20
+
+
+@pytest.fixture(scope="session")
+def cu_committee(cu_data, tmp_path_factory):
+    """A committee of 3 float64 PaiNNs, bootstrap samples, trained on the EMT Cu data: (CommitteeResult, raw
+    config dict)."""
+    from physml_md.training.committee import train_committee
+    from physml_md.training.config import config_from_dict
+
+    raw = copy.deepcopy(TINY_CONFIG)
+    raw["data"]["source"] = str(cu_data)
+    raw["trainer"]["max_epochs"] = COMMITTEE_EPOCHS
+    raw["trainer"]["default_root_dir"] = str(tmp_path_factory.mktemp("cu_committee"))
+    raw["training"].update(ema={"decay": 0.5}, committee=3, bootstrap=True)
+    return train_committee(config_from_dict(raw), verbose=False), raw
+
+
 def emt_molecules(n_per_molecule=12, seed=0):
     """Rattled small molecules labelled by ASE's EMT (which has H, C, N, O parameters)."""
     rng = np.random.default_rng(seed)
@@ -140,3 +158,26 @@ def molecule_model(tmp_path_factory):
     raw["trainer"]["max_epochs"] = 40
     frames = emt_molecules()
     return _train(raw, tmp_path_factory.mktemp("molecule_model"), train_data=frames[::2], validation_data=frames[1::2])
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    """An untrained Cu model file and 3 EMT-labelled Cu frames: (model path, data path, frames, model)."""
+    from ase.build import bulk
+    from ase.io import write
+
+    from physml_md.export import export_potential
+    from physml_md.models import build_model
+
+    folder = tmp_path_factory.mktemp("cli")
+    frames = []
+    for seed in range(3):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
+        atoms.rattle(0.05, seed=seed)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        frames.append(atoms)
+    write(folder / "cu.extxyz", frames)
+    model = build_model(species=["Cu"], cutoff=4.0, features=8, n_interactions=1).eval()
+    export_potential(model, folder / "model.pt")
+    return folder / "model.pt", folder / "cu.extxyz", frames, model

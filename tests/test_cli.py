@@ -4,61 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from ase.build import bulk
-from ase.calculators.emt import EMT
 from ase.io import write
 
 import physml_md
 from physml_md.cli import main
-from physml_md.models import build_model
 from tests.helpers import inputs, rattled_cu
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cli")
-    frames = []
-    for seed in range(3):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
-        atoms.rattle(0.05, seed=seed)
-        atoms.calc = EMT()
-        atoms.get_forces()
-        frames.append(atoms)
-    write(folder / "cu.extxyz", frames)
-    model = build_model(species=["Cu"], cutoff=4.0, features=8, n_interactions=1).eval()
-    physml_md.export_potential(model, folder / "model.pt")
-    return folder / "model.pt", folder / "cu.extxyz", frames, model
-
-
-def test_info(files, capsys):
-    assert main(["info", str(files[0])]) == 0
-    out = capsys.readouterr().out
-    assert "species         Cu" in out and "cutoff          4.0 angstrom" in out
-    assert main(["info", "--json", str(files[0])]) == 0
-    assert json.loads(capsys.readouterr().out)["atomic_numbers"] == [29]
-
-
-def test_evaluate_compares_with_the_reference_labels(files, capsys):
-    model_path, data_path, frames, model = files
-    assert main(["evaluate", str(model_path), str(data_path), "--batch-size", "2"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    rows = [line.split() for line in out if line.strip()[:1].isdigit()]
-    assert len(rows) == 3
-    for row, atoms in zip(rows, frames):
-        predicted = float(model(inputs(atoms))["energy"][0])
-        assert float(row[3]) == pytest.approx(predicted, abs=1e-6)
-        assert float(row[4]) == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
-    errors = [(float(r[3]) - float(r[4])) / int(r[2]) for r in rows]
-    mae_line = next(line for line in out if line.startswith("energy per atom"))
-    assert f"MAE {1000 * np.mean(np.abs(errors)):.3f} meV/atom" in mae_line
-
-
-def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
-    bogus = tmp_path / "bogus.pt"
-    bogus.write_text("not a model")
-    assert main(["info", str(bogus)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("physml-md info: error:") and "not a physml-md export" in err
 
 
 # ----------------------------------------------------------------------------------------------- md and validate
@@ -89,8 +39,8 @@ def test_md_writes_a_dcd_with_its_topology_and_a_csv_log(cu_model, cu_cell, tmp_
     assert np.allclose(log["total_ev"], log["potential_ev"] + log["kinetic_ev"])
 
 
-def test_md_blow_up_exits_1_and_says_where(files, cu_cell, capsys):
-    model, *_ = files  # random weights
+def test_md_blow_up_exits_1_and_says_where(cli_files, cu_cell, capsys):
+    model, *_ = cli_files  # random weights
     code = main(["md", str(model), str(cu_cell), "--steps", "20", "--max-force", "1e-6", "--quiet"])
     assert code == 1
     assert "blow-up at step 0: force on atom" in capsys.readouterr().err
@@ -115,24 +65,9 @@ def test_validate_writes_the_report_and_exits_by_the_verdict(cu_model, cu_cell, 
     assert json.loads((out / "report.json").read_text())["passed"] is False
 
 
-def test_info_shows_the_agreement_report_and_the_closest_training_pairs(cu_model, files, capsys):
-    assert main(["info", str(cu_model.model_path)]) == 0
-    rows = {line[:14].strip(): line[16:] for line in capsys.readouterr().out.splitlines()}
-    meta = physml_md.read_metadata(cu_model.model_path)
-    largest = meta["agreement"]["differences"]["file vs eager"]
-    assert rows["agreement"].startswith(
-        f"file vs eager: energy {largest['energy']:.1e}, forces {largest['forces']:.1e}"
-    )
-    assert "3 training structures; tolerance 1e-10" in rows["agreement"]
-    assert rows["closest pairs"] == f"Cu-Cu: {meta['shortest_pair_distances']['Cu-Cu']:.3f}"
-    assert main(["info", str(files[0])]) == 0  # exported without training data: built-in structures, no pairs
-    rows = {line[:14].strip(): line[16:] for line in capsys.readouterr().out.splitlines()}
-    assert "2 built-in structures" in rows["agreement"] and rows["closest pairs"] == "unknown"
-
-
 @pytest.mark.parametrize(("signal_name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
 def test_md_interrupted_by_a_signal_says_so_and_exits_128_plus_its_number(
-    files, cu_cell, tmp_path, capsys, monkeypatch, signal_name, code
+    cli_files, cu_cell, tmp_path, capsys, monkeypatch, signal_name, code
 ):
     """The run itself is tested in tests/md/test_interrupt.py; here: what the command makes of its result."""
     from physml_md.md import runner
@@ -145,7 +80,7 @@ def test_md_interrupted_by_a_signal_says_so_and_exits_128_plus_its_number(
         return result
 
     monkeypatch.setattr(runner, "run_md", interrupted_run)
-    args = [str(files[0]), str(cu_cell), "--ensemble", "nve", "--time", "2 fs", "--timestep", "0.5 fs"]
+    args = [str(cli_files[0]), str(cu_cell), "--ensemble", "nve", "--time", "2 fs", "--timestep", "0.5 fs"]
     assert main(["md", *args, "--report-every", "1", "--out", str(tmp_path / "run.extxyz"), "--quiet"]) == code
     captured = capsys.readouterr()
     assert f"interrupted by {signal_name} at step 4 of 4" in captured.err
@@ -157,8 +92,6 @@ def test_md_no_periodic_runs_a_periodic_model_on_a_cluster_in_openmm(cu_model, t
     the first frame's energy is the model's on the isolated cluster."""
     from ase.cluster import Octahedron
     from ase.io import write
-
-    import physml_md
 
     cluster = Octahedron("Cu", 3)
     cluster.rattle(0.02, seed=1)

@@ -11,7 +11,7 @@ from ase.io import write
 
 import physml_md
 from physml_md.cli import main
-from physml_md.export import METADATA_FILE, read_metadata
+from physml_md.export import METADATA_FILE, ExportFormatError, read_metadata, replace_metadata
 from physml_md.integrations.ase import PhysMLCalculator
 from physml_md.md.writers import read_energy_log
 from physml_md.models import MODEL_NAMES, build_model
@@ -222,6 +222,37 @@ def test_command_line_exports_and_reads_programs(cu_model, tmp_path, capsys):
     capsys.readouterr()
 
 
+def _altered_copies(path, tmp_path):
+    """Copies of ``path`` whose metadata claim other species or another cutoff than the program was traced with."""
+    import shutil
+
+    changes = {
+        "species": {"species": ["H", "C", "O", "Ag"], "atomic_numbers": [1, 6, 8, 47]},
+        "one species more": {"species": [*SPECIES, "Ag"], "atomic_numbers": [1, 6, 8, 29, 47]},
+        "cutoff": {"cutoff": read_metadata(path)["cutoff"] + 1.0},
+    }
+    for what, change in changes.items():
+        altered = tmp_path / f"altered {what}{path.suffix}"
+        shutil.copyfile(path, altered)
+        replace_metadata(altered, {**read_metadata(path), **change})
+        yield what, altered
+
+
+def test_metadata_that_disagree_with_the_program_are_refused(program_file, tmp_path):
+    """The program's own constants (species, cutoff) are checked against the metadata, as for TorchScript files:
+    the metadata species map atomic numbers to the program's species indices, and the metadata cutoff sets the
+    neighbour list, so an edited metadata document would give wrong numbers without a word."""
+    expected = {
+        "species": r"metadata species \['H', 'C', 'O', 'Ag'\] do not match the module's \[1, 6, 8, 29\]",
+        "one species more": r"metadata species .*'Ag'\] do not match the module's \[1, 6, 8, 29\]",
+        "cutoff": r"metadata cutoff 5\.5 angstrom does not match the module's 4\.5 angstrom",
+    }
+    for what, altered in _altered_copies(program_file, tmp_path):
+        with pytest.raises(ExportFormatError, match=expected[what] + ".*altered after export: export the model again"):
+            physml_md.load_potential(altered)
+    assert physml_md.load_potential(program_file).cutoff == 4.5  # the file itself still loads
+
+
 @pytest.mark.slow
 def test_aotinductor_file_equals_eager_model(tmp_path):
     torch.manual_seed(2)
@@ -231,6 +262,9 @@ def test_aotinductor_file_equals_eager_model(tmp_path):
     assert loaded.format == "aotinductor" and read_metadata(path)["format"] == "aotinductor"
     for name, atoms in structures().items():
         assert_equal_outputs(loaded(inputs(atoms)), model(inputs(atoms)), name)
+    for _, altered in _altered_copies(path, tmp_path):
+        with pytest.raises(ExportFormatError, match="altered after export"):
+            physml_md.load_potential(altered)
 
 
 @requires_cuda

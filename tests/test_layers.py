@@ -35,6 +35,13 @@ FORBIDDEN = {
     ),
     "units.py": ("physml_md.",),
     "export.py": ("physml_md.training", "physml_md.integrations", "physml_md.md", "physml_md.cli", "lightning"),
+    "export_agreement.py": (
+        "physml_md.training",
+        "physml_md.integrations",
+        "physml_md.md",
+        "physml_md.cli",
+        "lightning",
+    ),
     "checkpoint.py": ("physml_md.training", "physml_md.integrations", "physml_md.md", "physml_md.cli", "lightning"),
     # training reaches the engines only through md/ (the MD validation callback)
     "training": ("physml_md.integrations", "physml_md.cli", "openmm", "openmmtorch"),
@@ -81,6 +88,7 @@ TESTS = PACKAGE.parent / "tests"
 TESTED_THROUGH = {
     "data/keys.py": ("tests/data/test_structures.py", "key names and mask_key only; every data test uses them"),
     "md/arrays.py": ("tests/md/test_metrics.py", "the input checks and JSON form of md/ results, seen in their users"),
+    "md/criterion.py": ("tests/md/test_validation.py", "a dataclass whose messages the validation report shows"),
 }
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
 from physml_md.atomic import PathLike, atomic_path
+from physml_md.training.labelling import openmp_threads as labelling_threads
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "output" / "data"
 DATA_NAME = "ethanol_xtb_500K.extxyz"
@@ -79,27 +79,16 @@ def xtb_calculator():
 
 @contextlib.contextmanager
 def openmp_threads(n: int):
-    """Run tblite with ``n`` OpenMP threads inside the block (libgomp's omp_set_num_threads; no-op without it).
+    """Run tblite with ``n`` OpenMP threads inside the block (physml_md.training.labelling.openmp_threads).
 
     For a 9-atom molecule one thread is fastest: measured here 1.2 ms per MD step with one thread, and with two
     anything from 1.3 to 210 ms per step, depending on what else runs on the 2 cores (the OpenMP threads wait
-    for each other). torch's wheel bundles a libgomp.so.1 too, so in a process that imported torch first the two
-    share one runtime (and one thread count); the count is restored afterwards.
+    for each other). tblite is imported first, so that the OpenMP runtime set is the one it uses.
     """
     import tblite.ase  # noqa: F401  (loads the OpenMP runtime tblite uses)
 
-    try:
-        runtime = ctypes.CDLL("libgomp.so.1")
-        get_threads, set_threads = runtime.omp_get_max_threads, runtime.omp_set_num_threads
-    except (OSError, AttributeError):  # another OpenMP runtime (or none): leave it as it is
+    with labelling_threads(n):
         yield
-        return
-    before = get_threads()
-    set_threads(n)
-    try:
-        yield
-    finally:
-        set_threads(before)
 
 
 def labelled_frame(atoms: Atoms, info: dict) -> Atoms:

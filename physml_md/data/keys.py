@@ -29,6 +29,9 @@ FORCES: Final[str] = "forces"  # [N, 3] float, eV/angstrom
 STRESS: Final[str] = "stress"  # [B, 3, 3] float, eV/angstrom^3, ASE sign: (1/V) dE/d(strain)
 CHARGES: Final[str] = "charges"  # [N] float, e
 DIPOLE: Final[str] = "dipole"  # [B, 3] float, e*angstrom
+# committee outputs (physml_md.models.committee): the spread of the members around the mean
+ENERGY_STD: Final[str] = "energy_std"  # [B] float, eV: standard deviation of the members' energies
+FORCES_STD: Final[str] = "forces_std"  # [N] float, eV/angstrom: rms over members of |F_member - F_mean|
 
 INPUT_KEYS: Final = (POSITIONS, ATOMIC_NUMBERS, CELL, PBC, BATCH, N_ATOMS)
 # Labels a dataset may carry. Per-structure labels have B rows, per-atom labels N rows.

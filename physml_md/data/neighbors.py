@@ -18,6 +18,14 @@ list alone, 56 bytes a pair, and a model needs far more per pair) the list is re
 says how large it would be. Real systems stay far below: 10^6 Cu atoms at 5 angstrom make ~4.4e7 pairs, while a
 1000 angstrom cutoff on a 32-atom cell would make ~1e10 (and killed the process before the bound existed).
 
+Coordinate bounds: vesin-torch 0.6.2 kills the process (SIGFPE, an integer division by zero) when its cell grid
+degenerates: above 1e5 cells it scales the cell counts down keeping their ratios, and a structure stretched along
+one or two axes (one atom 4e5 angstrom from a molecule, a planar one spanning 1300 angstrom, a 1300 x 1300 x 4.5
+angstrom periodic cell, at 4 angstrom) gets 0 cells in some direction. ``vesin_cell_grid`` repeats vesin's
+arithmetic and such input is refused with a ValueError first. Positions beyond ``MAX_COORDINATE`` (1e6 angstrom)
+are refused too: vesin's int32 cell index overflows far outside a periodic cell (1e12 angstrom gave a wrong list),
+and no structure is that large: such positions come from a broken structure or an MD run that blew up.
+
 The list carries indices only: it is computed on detached tensors and no gradient flows through it. Models
 recompute ``r_ij`` differentiably from ``edge_index`` and ``cell_shifts``. Outputs are on the device of
 ``positions``. Both public functions compile with ``torch.jit.script`` (they run inside exported models).
@@ -47,6 +55,7 @@ def _check_structure(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float
             f"positions contain NaN or inf ({len(bad)} atoms, the first {bad[:10]}): give finite positions "
             "(a NaN usually means the simulation or the optimisation that produced them diverged)"
         )
+    _check_coordinates(positions)
     periodic = cell[pbc]  # [P, 3], the lattice vectors that matter
     if periodic.shape[0] > 0:
         lengths = torch.linalg.vector_norm(periodic, dim=1)
@@ -65,6 +74,105 @@ def _check_structure(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float
                 "give finite, non-zero, linearly independent lattice vectors for every periodic direction, "
                 "or set pbc False for the directions that are not periodic"
             )
+
+
+MAX_COORDINATE = 1.0e6  # angstrom (100 micrometres): no structure reaches it (see the module docstring)
+
+
+def _check_coordinates(positions: Tensor, bound: float = MAX_COORDINATE):
+    """Refuse finite positions beyond MAX_COORDINATE: vesin's integer cell indices overflow there (a periodic
+    structure then gets a wrong list), and positions that large only come from a broken structure or an MD run
+    that blew up."""
+    if positions.shape[0] == 0:
+        return
+    largest_per_atom = positions.abs().max(dim=1).values
+    largest = float(largest_per_atom.max())
+    if largest > bound:
+        atom = int(torch.argmax(largest_per_atom))
+        raise ValueError(
+            f"positions reach {_scientific(largest)} angstrom (atom {atom}), beyond the "
+            f"{_scientific(bound)} angstrom no structure needs (physml_md.data.neighbors.MAX_COORDINATE): "
+            "the structure is broken, or the MD run that made it blew up (check the structure; for MD, a shorter "
+            "time step or a model that covers the geometries visited)"
+        )
+
+
+# vesin's cell list caps its cells at this many in all (vesin/src/cpu_cell_list.cpp, MAX_NUMBER_OF_CELLS)
+_VESIN_MAX_CELLS = 1.0e5
+
+
+def _trunc(x: float) -> float:
+    """``x`` >= 0 rounded towards zero, as a float (no int overflow for huge ``x``)."""
+    return x - math.fmod(x, 1.0)
+
+
+def _unit(v: Tensor) -> Tensor:
+    return v / torch.linalg.vector_norm(v)
+
+
+def vesin_cell_grid(
+    positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float, max_cells: float = _VESIN_MAX_CELLS
+) -> Tuple[List[float], List[int]]:
+    """The box widths (angstrom) vesin-torch 0.6's CPU cell list divides into cells and the number of cells per
+    direction it settles on, computed as vesin does: a periodic direction's width is the distance between the
+    cell's faces, a non-periodic one's the atoms' extent along that axis (+1 %, at least 1 angstrom); cells are
+    ``width // cutoff`` (at least 1); above 1e5 cells in all the counts are scaled down keeping their ratios.
+    A count of 0 there makes vesin divide an integer by zero: SIGFPE, the process dies (vesin-torch 0.6.2).
+    ``cell`` and ``pbc`` are CPU float64 / bool and the cell is not singular in its periodic directions."""
+    flags: List[bool] = pbc.tolist()
+    indices: List[int] = []
+    for d in range(3):
+        if flags[d]:
+            indices.append(d)
+    matrix = cell.clone()
+    if len(indices) == 0:
+        matrix = torch.eye(3, dtype=torch.float64)
+    elif len(indices) == 1:
+        a = matrix[indices[0]]
+        b = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+        if float(torch.dot(_unit(a), b).abs()) > 0.9:
+            b = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+        c = _unit(torch.linalg.cross(a, b))
+        matrix[(indices[0] + 1) % 3] = _unit(torch.linalg.cross(c, a))
+        matrix[(indices[0] + 2) % 3] = c
+    elif len(indices) == 2:
+        matrix[3 - indices[0] - indices[1]] = _unit(torch.linalg.cross(matrix[indices[0]], matrix[indices[1]]))
+    widths: List[float] = []
+    for d in range(3):
+        if flags[d]:
+            normal = _unit(torch.linalg.cross(matrix[(d + 1) % 3], matrix[(d + 2) % 3]))
+            widths.append(float(torch.dot(normal, matrix[d]).abs()))
+        else:
+            along = positions[:, d].detach().to(torch.float64)
+            extent = float(along.max() - along.min()) if positions.shape[0] > 0 else 0.0
+            if extent < 1e-6:
+                extent = 1.0
+            widths.append(max(extent * 1.01, 1.0))
+    counts: List[float] = [max(_trunc(width / cutoff), 1.0) for width in widths]
+    if counts[0] * counts[1] * counts[2] > max_cells:
+        ratio_x_y = counts[0] / counts[1]
+        ratio_y_z = counts[1] / counts[2]
+        counts[2] = _trunc((max_cells / (ratio_x_y * ratio_y_z * ratio_y_z)) ** (1.0 / 3.0))
+        counts[1] = _trunc(ratio_y_z * counts[2])
+        counts[0] = _trunc(ratio_x_y * counts[1])
+    return widths, [int(count) for count in counts]
+
+
+def _check_cell_grid(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float):
+    """Refuse a structure that vesin's cell list would divide into zero cells along some direction (it would kill
+    the process): atoms spread far along one or two axes only, e.g. one atom that flew away from a molecule."""
+    widths, counts = vesin_cell_grid(positions, cell, pbc, cutoff)
+    if min(counts) < 1:
+        largest_per_atom = positions.detach().abs().max(dim=1).values
+        atom = int(torch.argmax(largest_per_atom))
+        spans = " x ".join([_scientific(width) for width in widths])
+        raise ValueError(
+            f"the structure spans {spans} angstrom (largest coordinate {_scientific(float(largest_per_atom.max()))} "
+            f"angstrom, atom {atom}): too stretched for the neighbour list at a {cutoff} angstrom cutoff "
+            "(vesin-torch's cell list would divide by zero and kill the process): atoms this far apart mean the "
+            "structure is broken, or the MD run that made it blew up or let an atom fly away; remove the distant "
+            "atoms or check the structure (for MD, a shorter time step)"
+        )
 
 
 MAX_PAIRS = 100_000_000  # the longest neighbour list built (see the module docstring)
@@ -140,6 +248,7 @@ def neighbor_list(
     if positions.shape[0] == 0:  # vesin refuses an empty array
         no_edges = torch.zeros((2, 0), dtype=torch.long, device=device)
         return no_edges, torch.zeros((0, 3), dtype=torch.long, device=device)
+    _check_cell_grid(positions, cell_cpu, pbc_cpu, cutoff)
     pairs_estimate = estimated_pairs(positions, cell_cpu, pbc_cpu, cutoff)
     if pairs_estimate > max_pairs:
         raise ValueError(

@@ -90,7 +90,10 @@ def read_structures(path: Union[str, Path], index: Index = ":") -> List[ase.Atom
             f"cannot read {str(path)!r} as {fmt} (index={index!r}): {_out_of_range(path, index, count)}"
         ) from None
     except (ValueError, KeyError, OSError, UnknownFileTypeError, sqlite3.Error) as exc:
-        raise ValueError(f"cannot read {str(path)!r} as {fmt} (index={index!r}): {type(exc).__name__}: {exc}") from exc
+        raise ValueError(
+            f"cannot read {str(path)!r} as {fmt} (index={index!r}): {type(exc).__name__}: {exc}; the file may be "
+            "truncated or damaged: check it, e.g. with ase.io.read, or write it again"
+        ) from None
     images = images if isinstance(images, list) else [images]
     if not images and index != slice(None):
         raise ValueError(

@@ -22,15 +22,13 @@ from ase import Atoms
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from physml_md.atomic import PathLike
-from physml_md.export import (
+from physml_md.export import load_potential, read_metadata, replace_metadata
+from physml_md.export_agreement import (
     AGREEMENT_TOLERANCE,
     agreement_inputs,
     builtin_structures,
     check_agreement,
     largest_differences,
-    load_potential,
-    read_metadata,
-    replace_metadata,
 )
 from physml_md.integrations.ase import ExtrapolationWarning, PhysMLCalculator
 from physml_md.units import KJ_PER_MOL_TO_EV, NM_TO_ANGSTROM

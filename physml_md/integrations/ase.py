@@ -36,6 +36,9 @@ from physml_md.export import load_model
 __all__ = ["ExtrapolationWarning", "PhysMLCalculator"]
 
 _BASE_PROPERTIES = ("energy", "free_energy", "energies", "forces", "stress")
+# a committee's uncertainties (physml_md.models.committee): energy_std (eV), forces_std [N] (eV/angstrom, per-atom
+# force disagreement) and its largest value, max_forces_std (eV/angstrom)
+COMMITTEE_PROPERTIES = ("energy_std", "forces_std", "max_forces_std")
 _CHANGES = tuple(change for change in all_changes if change != "initial_magmoms")
 
 
@@ -69,6 +72,11 @@ class PhysMLCalculator(Calculator):
     device: "cpu" or "cuda". dtype: None (the file's) or the file's dtype; a model runs only in the dtype it
     was exported in. num_threads: torch CPU threads used during a calculation (None: leave torch's setting);
     one thread is often fastest for small systems on small machines.
+
+    A committee file (``physml-md train`` with ``committee = N``) gives the members' mean as energy, forces and
+    stress, and its uncertainties in ``results`` (``calc.get_property("forces_std")`` etc.): ``energy_std`` (eV,
+    the members' standard deviation), ``forces_std`` [N] (eV/angstrom, per atom: the rms over members of
+    |F_member - F_mean|) and ``max_forces_std`` (its largest value, the usual active-learning criterion).
 
     When a structure brings an element pair closer than the training data did (the metadata's
     ``shortest_pair_distances``), the calculator warns once with an ``ExtrapolationWarning`` naming the pair,
@@ -106,7 +114,12 @@ class PhysMLCalculator(Calculator):
         self.num_threads = num_threads
         outputs = self.metadata.get("outputs", [])
         self.has_charges = K.CHARGES in outputs
-        self.implemented_properties = list(_BASE_PROPERTIES) + (["charges", "dipole"] if self.has_charges else [])
+        self.is_committee = K.FORCES_STD in outputs
+        self.implemented_properties = (
+            list(_BASE_PROPERTIES)
+            + (["charges", "dipole"] if self.has_charges else [])
+            + (list(COMMITTEE_PROPERTIES) if self.is_committee else [])
+        )
         self._known = set(self.potential.atomic_numbers)
         self._shortest = dict(self.metadata.get("shortest_pair_distances") or {})
         self._floor = PairDistanceFloor(self._shortest)
@@ -231,6 +244,10 @@ class PhysMLCalculator(Calculator):
             if self.has_charges:
                 result["charges"] = out[K.CHARGES][start:end].copy()
                 result["dipole"] = out[K.DIPOLE][i].copy()
+            if self.is_committee:
+                result["energy_std"] = float(out[K.ENERGY_STD][i])
+                result["forces_std"] = out[K.FORCES_STD][start:end].copy()
+                result["max_forces_std"] = float(result["forces_std"].max())
             results.append(result)
             start = end
         return results

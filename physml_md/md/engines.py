@@ -21,6 +21,7 @@ import numpy as np
 from ase import Atoms, units
 
 from physml_md.md.frame import Frame
+from physml_md.md.uncertainty import forces_std_of, is_committee
 from physml_md.units import ANGSTROM_PER_FS_TO_NM_PER_PS, KJ_PER_MOL_TO_EV, NM_TO_ANGSTROM, PS_TO_FS
 
 __all__ = ["ENGINES", "ENSEMBLES", "make_engine"]
@@ -77,6 +78,7 @@ class ASEEngine:
             potential_energy=float(atoms.get_potential_energy()),
             kinetic_energy=kinetic,
             temperature_k=_temperature(kinetic, len(atoms)),
+            forces_std=atoms.calc.results.get("forces_std"),
         )
 
 
@@ -105,6 +107,9 @@ class OpenMMEngine:
 
         self.n_atoms = len(atoms)
         self.periodic = bool(atoms.pbc.all())
+        self.numbers = atoms.numbers.copy()
+        self.committee = model if is_committee(model) else None  # its uncertainty is evaluated per frame
+        self.model_periodic = self.periodic if periodic is None else bool(periodic) and self.periodic
         self.rotation = openmm_box(atoms.cell.array)[1] if self.periodic else np.eye(3)
         self.cell = atoms.cell.array.copy() if self.periodic else None
         self.timestep_fs = timestep_fs
@@ -156,16 +161,22 @@ class OpenMMEngine:
             kinetic = 0.5 * float(np.sum(self.masses[:, None] * velocities**2)) * KJ_PER_MOL_TO_EV
         else:
             kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_TO_EV
+        positions = np.asarray(positions) @ self.rotation
+        forces_std = None
+        if self.committee is not None:  # OpenMM moves with the mean force; the spread comes from one more call
+            cell = self.cell if self.model_periodic else None
+            forces_std = forces_std_of(self.committee, positions, self.numbers, cell, [self.model_periodic] * 3)
         return Frame(
             step=self.step_count,
             time_fs=self.step_count * self.timestep_fs,
-            positions=np.asarray(positions) @ self.rotation,
+            positions=positions,
             cell=None if self.cell is None else self.cell.copy(),
             forces=np.asarray(forces) * KJ_PER_MOL_TO_EV @ self.rotation,
             velocities=velocities / ANGSTROM_PER_FS_TO_NM_PER_PS @ self.rotation,
             potential_energy=state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_TO_EV,
             kinetic_energy=kinetic,
             temperature_k=_temperature(kinetic, self.n_atoms),
+            forces_std=forces_std,
         )
 
 
@@ -178,7 +189,7 @@ def _plain_model_errors(start: bool = False) -> Iterator[None]:
     about the structure the user gave: a ValueError with OpenMM's message, whatever its form."""
     import openmm
 
-    from physml_md.export import plain_error
+    from physml_md.torchscript import plain_error
 
     try:
         yield

@@ -31,6 +31,12 @@ class Frame:
     potential_energy: float | None = None  # eV
     kinetic_energy: float | None = None  # eV
     temperature_k: float | None = None  # K, from the kinetic energy over 3N degrees of freedom
+    forces_std: np.ndarray | None = None  # [N] eV/angstrom, a committee's per-atom force disagreement
+
+    @property
+    def max_forces_std(self) -> float | None:
+        """The largest per-atom force disagreement (eV/angstrom), None without a committee."""
+        return None if self.forces_std is None else float(np.max(self.forces_std))
 
     @property
     def total_energy(self) -> float:
@@ -65,6 +71,7 @@ class Frame:
             potential_energy=_scalar(self.potential_energy),
             kinetic_energy=_scalar(self.kinetic_energy),
             temperature_k=_scalar(self.temperature_k),
+            forces_std=_per_atom_scalar(self.forces_std, "forces_std", n_atoms),
         )
 
 
@@ -74,6 +81,15 @@ def _per_atom(value: Any, name: str, n_atoms: int) -> np.ndarray | None:
     array = np.array(value, dtype=np.float64)
     if array.shape != (n_atoms, 3):
         raise ValueError(f"{name} must have shape [{n_atoms}, 3] (one row per atom), got {array.shape}")
+    return array
+
+
+def _per_atom_scalar(value: Any, name: str, n_atoms: int) -> np.ndarray | None:
+    if value is None:
+        return None
+    array = np.array(value, dtype=np.float64)
+    if array.shape != (n_atoms,):
+        raise ValueError(f"{name} must have shape [{n_atoms}] (one value per atom), got {array.shape}")
     return array
 
 

@@ -4,8 +4,8 @@
 
 Quantities may carry units (``"0.5 fs"``, ``"300 K"``, ``"1/ps"``); bare numbers are fs, K and 1/fs. Every
 ``report_every`` steps the runner records a frame (energies, temperature, positions), writes it to the
-trajectory and the CSV log when asked, and checks it (``metrics.check_frame``: non-finite numbers, two atoms
-closer than ``min_distance``, a force above ``max_force``; then ``metrics.check_progress``: an atom moving more
+trajectory and the CSV log when asked, and checks it (``blowups.check_frame``: non-finite numbers, two atoms
+closer than ``min_distance``, a force above ``max_force``; then ``blowups.check_progress``: an atom moving more
 than 1 angstrom per step, or about to, a temperature or a potential energy running away). A failed check, or an
 engine that fails (NaN coordinates), stops the run early: ``result.blow_up`` says at which step, which quantity
 and atoms, and the likely cause, and the files hold every frame up to it. SIGINT (Ctrl-C) or SIGTERM during the
@@ -17,22 +17,18 @@ temperature (``seed``), without centre-of-mass motion, unless ``keep_velocities`
 from __future__ import annotations
 
 import contextlib
-import signal
-import sys
-import threading
 import time as clock
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import numpy as np
 from ase import Atoms
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
+from physml_md.data.neighbors import MAX_COORDINATE
 from physml_md.md.arrays import short_list
-from physml_md.md.engines import ENGINES, ENSEMBLES, make_engine
-from physml_md.md.frame import Frame
-from physml_md.md.metrics import (
+from physml_md.md.blowups import (
     DEFAULT_MAX_FORCE,
     DEFAULT_MIN_DISTANCE,
     BlowUp,
@@ -40,7 +36,12 @@ from physml_md.md.metrics import (
     check_progress,
     minimum_distance,
 )
-from physml_md.md.metrics import max_force as metrics_max_force
+from physml_md.md.blowups import max_force as metrics_max_force
+from physml_md.md.engines import ENGINES, ENSEMBLES, make_engine
+from physml_md.md.frame import Frame
+from physml_md.md.interrupts import Interrupted, Interrupts
+from physml_md.md.progress import Progress
+from physml_md.md.uncertainty import watch_for
 from physml_md.units import DAY_TO_SECONDS, NS_TO_FS, PS_TO_FS, parse_quantity
 
 __all__ = ["MDResult", "run_md"]
@@ -76,6 +77,8 @@ class MDResult:
     files: Dict[str, str] = field(default_factory=dict)
     final_atoms: Atoms | None = None
     interrupted: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped the run (at steps_done)
+    max_forces_std: List[float] = field(default_factory=list)  # per frame, eV/angstrom (committees only)
+    uncertainty: Dict[str, Any] | None = None  # UncertaintyWatch.summary() when a threshold was set
 
     @property
     def stable(self) -> bool:
@@ -111,6 +114,8 @@ class MDResult:
             "ns_per_day": self.ns_per_day,
             "files": dict(self.files),
             "interrupted": None if self.interrupted is None else {"signal": self.interrupted, "step": self.steps_done},
+            "max_forces_std_ev_per_angstrom": max(self.max_forces_std) if self.max_forces_std else None,
+            "uncertainty": self.uncertainty,
         }
 
     @property
@@ -155,36 +160,18 @@ def initial_velocities(atoms: Atoms, temperature_k: float, seed: int, keep: bool
     return atoms
 
 
-class _Progress:
-    """A tqdm bar in steps with simulated ns/day and the temperature (silent when disabled)."""
-
-    def __init__(self, total: int, timestep_fs: float, enabled: bool):
-        self.bar = None
-        self.timestep_fs = timestep_fs
-        self.start = clock.perf_counter()
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, n: int, frame: Frame, done: int) -> None:
-        if self.bar is None:
-            return
-        seconds = clock.perf_counter() - self.start
-        ns_day = done * self.timestep_fs / NS_TO_FS / (seconds / DAY_TO_SECONDS) if seconds > 0 else 0.0
-        self.bar.set_postfix_str(f"{ns_day:.3g} ns/day, T={frame.temperature_k:.0f} K", refresh=False)
-        self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _check_positions(atoms: Atoms) -> None:
     bad = np.nonzero(~np.isfinite(atoms.positions).all(axis=1))[0]
     if bad.size:
         which = f"atom {bad[0]}" if bad.size == 1 else f"atoms {short_list(bad)}"
         raise ValueError(f"positions contain NaN or infinite values ({which}): check the structure file")
+    largest = np.abs(atoms.positions).max(axis=1)  # checked before the velocity draw computes with them
+    if largest.max() > MAX_COORDINATE:
+        raise ValueError(
+            f"positions reach {largest.max():.1e} angstrom (atom {int(largest.argmax())}), beyond the "
+            f"{MAX_COORDINATE:.0e} angstrom no structure needs: the structure is broken, or the MD run that made it "
+            "blew up"
+        )
 
 
 def _check_species(atoms: Atoms, species) -> None:
@@ -219,6 +206,9 @@ def run_md(
     platform: str | None = None,
     backend: str = "auto",
     periodic: bool | None = None,
+    uncertainty_threshold=None,
+    stop_on_uncertainty: bool = False,
+    uncertain_frames: str | Path | None = None,
 ) -> MDResult:
     """Run MD with ``model`` (exported file, checkpoint, Potential or ExportedPotential) from ``atoms``.
 
@@ -228,6 +218,11 @@ def run_md(
     the frames' positions in the result (for analysis). OpenMM options: ``platform`` (default CPU, or CUDA
     with device="cuda"), ``backend`` (see ``physml_md.integrations.openmm``) and ``periodic`` (evaluate the
     model periodic or not; None: from the model and the box; the ASE engine follows ``atoms.pbc``).
+
+    A committee model's largest per-atom force disagreement is recorded per frame (``result.max_forces_std``).
+    ``uncertainty_threshold`` (eV/angstrom, or a quantity such as "0.1 eV/angstrom"; committees only) flags the
+    frames above it; ``stop_on_uncertainty`` stops at the first; ``uncertain_frames`` (.extxyz) receives the
+    flagged frames when the run ends (``physml_md.md.uncertainty``); ``result.uncertainty`` sums it up.
     """
     from physml_md.export import load_model
 
@@ -255,14 +250,13 @@ def run_md(
     _check_positions(atoms)
     potential = load_model(model, device or "cpu")
     _check_species(atoms, potential.metadata["species"])
+    watch = watch_for(potential, atoms, uncertainty_threshold, stop_on_uncertainty, uncertain_frames)
     start_atoms = initial_velocities(atoms, temperature_k, seed, keep_velocities)
-    runner = make_engine(
-        engine, start_atoms, potential, ensemble, timestep_fs, temperature_k, friction_per_fs, seed, device, platform,
-        backend, periodic,
-    )  # fmt: skip
+    runner = make_engine(engine, start_atoms, potential, ensemble, timestep_fs, temperature_k, friction_per_fs, seed,
+                         device, platform, backend, periodic)  # fmt: skip
     result = MDResult(engine, ensemble, len(atoms), timestep_fs, temperature_k, n_steps)
     symbols = atoms.get_chemical_symbols()
-    with _Interrupts() as interrupts, contextlib.ExitStack() as stack:
+    with Interrupts() as interrupts, contextlib.ExitStack() as stack:
         writer = None
         if trajectory is not None:
             from physml_md.md.writers import TrajectoryWriter
@@ -275,7 +269,7 @@ def run_md(
 
             energy_log = stack.enter_context(EnergyLog(log))
             result.files["log"] = str(log)
-        bar = _Progress(n_steps, timestep_fs, progress)
+        bar = Progress(n_steps, timestep_fs, progress)
         stack.callback(bar.close)
         start = clock.perf_counter()
         limits = _Limits(min_distance, max_force, timestep_fs, temperature_k)
@@ -288,6 +282,8 @@ def run_md(
                 last = frame
                 if problem is not None:
                     result.blow_up, result.blow_up_step = problem, frame.step
+                    break
+                if watch is not None and watch.observe(frame):
                     break
                 if result.steps_done >= n_steps:
                     break
@@ -317,59 +313,15 @@ def run_md(
                         target.abort()
                         del result.files[name]
         result.wall_seconds = clock.perf_counter() - start
+    if watch is not None:
+        if watch.write() is not None:
+            result.files["uncertain_frames"] = str(watch.path)
+        result.uncertainty = watch.summary()
     final = atoms.copy()
     if last is not None:
         final.positions = last.positions
     result.final_atoms = final
     return result
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived while ``run_md`` was stepping (a BaseException, like KeyboardInterrupt)."""
-
-
-class _Interrupts:
-    """While a run is in progress, SIGINT (Ctrl-C) and SIGTERM stop it at the last whole frame.
-
-    The handlers are installed for the ``with`` block (in the main thread only; elsewhere Python delivers no
-    signals). A signal raises ``Interrupted`` only inside ``armed()``, around the engine's steps; elsewhere (while
-    a frame is written, while the files are closed) it is noted and the run stops at the next ``armed()``, so no
-    frame is half-written. Only the first signal counts; the previous handlers come back at the end.
-    """
-
-    def __init__(self):
-        self.signal_name: str | None = None
-        self._armed = False
-        self._previous: Dict[int, Any] = {}
-
-    def __enter__(self) -> _Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGINT, signal.SIGTERM):
-                self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc_info) -> bool:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        return False
-
-    def _handle(self, number, _frame) -> None:
-        if self.signal_name is not None:
-            return
-        self.signal_name = signal.Signals(number).name
-        if self._armed:
-            self._armed = False
-            raise Interrupted(self.signal_name)
-
-    @contextlib.contextmanager
-    def armed(self) -> Iterator[None]:
-        if self.signal_name is not None:
-            raise Interrupted(self.signal_name)
-        self._armed = True
-        try:
-            yield
-        finally:
-            self._armed = False
 
 
 @dataclass(frozen=True)
@@ -403,6 +355,8 @@ def _record(
     result.potential_energies.append(frame.potential_energy)
     result.kinetic_energies.append(frame.kinetic_energy)
     result.temperatures_k.append(frame.temperature_k)
+    if frame.forces_std is not None:
+        result.max_forces_std.append(frame.max_forces_std)
     if keep_positions:
         result.positions.append(frame.positions)
         result.cells.append(frame.cell)

@@ -94,7 +94,7 @@ def bonds_from_positions(
     Radii are ASE's single-bond covalent radii (``ase.data.covalent_radii``: Cordero et al., Dalton Trans.
     2008, 2832; carbon sp3), updated by ``radii`` ({symbol: angstrom}). The factor 1.2 finds the bonds of
     organic molecules near equilibrium (C-H 1.09 against 1.28, C-C 1.54 against 1.82) without joining atoms
-    two bonds apart (geminal H-H 1.78 against 0.74). ``cell`` and ``pbc`` as in ``metrics.minimum_distance``
+    two bonds apart (geminal H-H 1.78 against 0.74). ``cell`` and ``pbc`` as in ``blowups.minimum_distance``
     (bonds across the boundary are found). Pairs come from the neighbour list (O(N)).
     """
     from ase.data import atomic_numbers, covalent_radii, missing

@@ -20,7 +20,7 @@ The suite, on one structure of ``structures``:
 Default thresholds (``DEFAULT_THRESHOLDS``): drift 1 meV/atom/ps (what well-trained potentials reach in float64
 with 0.5 fs steps; a potential with a rough energy surface drifts by tens), temperature 10 % (mean) and a
 factor 2 (spread), minimum distance
-0.5 angstrom and maximum force 100 eV/angstrom (``metrics.check_frame`` explains both), rdf_difference 0.1 and
+0.5 angstrom and maximum force 100 eV/angstrom (``blowups.check_frame`` explains both), rdf_difference 0.1 and
 jensen_shannon 0.02 (``structure.compare_distributions`` explains both, measured on EMT Cu).
 
 ``out`` receives report.json (criteria, pass/fail, run summaries), nvt.csv, nve.csv, nvt.extxyz (the NVT
@@ -39,9 +39,11 @@ import numpy as np
 from ase import Atoms
 
 from physml_md.atomic import PathLike, atomic_write_text
-from physml_md.md import metrics, structure
+from physml_md.md import blowups, metrics, structure
+from physml_md.md.criterion import Criterion
 from physml_md.md.geometry import half_width
 from physml_md.md.runner import MDResult, run_md
+from physml_md.md.trust import extrapolation_criterion, training_distances, uncertainty_criterion
 from physml_md.units import parse_quantity
 
 __all__ = ["DEFAULT_THRESHOLDS", "Criterion", "ValidationReport", "validate"]
@@ -50,44 +52,14 @@ DEFAULT_THRESHOLDS: Dict[str, float] = {
     "drift": 1.0,  # |NVE drift| in meV/atom/ps
     "temperature_relative": 0.1,  # |<T> - T_target| / T_target
     "temperature_spread": 1.0,  # |log2(std(T) / canonical std)|: within a factor of 2
-    "min_distance": metrics.DEFAULT_MIN_DISTANCE,  # angstrom, also the blow-up criterion of the runs
-    "max_force": metrics.DEFAULT_MAX_FORCE,  # eV/angstrom, also the blow-up criterion of the runs
+    "min_distance": blowups.DEFAULT_MIN_DISTANCE,  # angstrom, also the blow-up criterion of the runs
+    "max_force": blowups.DEFAULT_MAX_FORCE,  # eV/angstrom, also the blow-up criterion of the runs
     "rdf_difference": structure.DEFAULT_THRESHOLDS["rdf_difference"],
     "jensen_shannon": structure.DEFAULT_THRESHOLDS["jensen_shannon"],
+    "max_forces_std": 0.2,  # eV/angstrom, committees only: the largest per-atom force std along the runs
 }
 SKIP_FRACTION = 0.2  # of the NVT frames, discarded as equilibration
 DISTRIBUTION_BINS = 30
-
-
-@dataclass
-class Criterion:
-    """One pass/fail judgement: ``value`` against ``threshold`` (pass when value <= threshold, or >= for "min")."""
-
-    name: str
-    value: float | None
-    threshold: float
-    passed: bool
-    unit: str = ""
-    relation: str = "<="
-    detail: str = ""
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "name": self.name,
-            "value": self.value,
-            "threshold": self.threshold,
-            "relation": self.relation,
-            "unit": self.unit,
-            "passed": self.passed,
-            "detail": self.detail,
-        }
-
-    @property
-    def message(self) -> str:
-        value = "n/a" if self.value is None else f"{self.value:.4g}"
-        verdict = "pass" if self.passed else "FAIL"
-        text = f"{verdict}  {self.name}: {value} {self.unit} (pass when {self.relation} {self.threshold:g})"
-        return text + (f" - {self.detail}" if self.detail else "")
 
 
 @dataclass
@@ -127,58 +99,6 @@ class ValidationReport:
         lines += ["  " + c.message for c in self.criteria]
         lines += ["  note: " + note for note in self.notes]
         return "\n".join(lines)
-
-
-def _training_distances(model) -> Dict[str, float]:
-    """The shortest distance per element pair in the model's training data (its metadata), {} when unknown."""
-    from physml_md.export import ExportedPotential, read_metadata
-
-    if isinstance(model, ExportedPotential):
-        return dict(model.metadata.get("shortest_pair_distances") or {})
-    if isinstance(model, (str, Path)) and Path(model).suffix == ".ckpt":
-        from physml_md.checkpoint import load_checkpoint
-
-        return dict(load_checkpoint(model).get("hyper_parameters", {}).get("shortest_pair_distances") or {})
-    if isinstance(model, (str, Path)):
-        return dict(read_metadata(model).get("shortest_pair_distances") or {})
-    return {}
-
-
-def _extrapolation(shortest: Dict[str, float], runs: List[MDResult], atoms: Atoms) -> Criterion:
-    """The closest contact of each element pair in the recorded frames, as a fraction of the training data's: below
-    1 - EXTRAPOLATION_MARGIN the model was extrapolating during the run."""
-    import torch
-
-    from physml_md.data import keys as K
-    from physml_md.data.statistics import EXTRAPOLATION_MARGIN, shortest_pair_distances
-
-    numbers, pbc = torch.as_tensor(atoms.numbers, dtype=torch.long), torch.as_tensor(atoms.pbc).reshape(1, 3)
-    frames = [
-        {
-            K.POSITIONS: torch.as_tensor(positions, dtype=torch.float64),
-            K.ATOMIC_NUMBERS: numbers,
-            K.CELL: torch.as_tensor(np.zeros((3, 3)) if cell is None else cell, dtype=torch.float64).reshape(1, 3, 3),
-            K.PBC: pbc,
-        }
-        for run in runs
-        for positions, cell in zip(run.positions, run.cells)
-    ]
-    found = shortest_pair_distances(frames, max(shortest.values()) * (1.0 + 1e-9))
-    ratios = {pair: distance / shortest[pair] for pair, distance in found.items() if pair in shortest}
-    threshold = 1.0 - EXTRAPOLATION_MARGIN
-    if not ratios:
-        return Criterion("closest contact / training data's", None, threshold, True, "", ">=", "no pair came close")
-    pair = min(ratios, key=ratios.get)
-    return Criterion(
-        "closest contact / training data's",
-        ratios[pair],
-        threshold,
-        ratios[pair] >= threshold,
-        "",
-        ">=",
-        f"{pair} {found[pair]:.3f} angstrom, training data {shortest[pair]:.3f} angstrom"
-        + ("" if ratios[pair] >= threshold else ": the model was extrapolating"),
-    )
 
 
 def _structure(structures, index: int) -> Atoms:
@@ -385,9 +305,12 @@ def validate(
     criteria.append(
         Criterion("maximum force", largest, limits["max_force"], largest <= limits["max_force"], "eV/angstrom")
     )
-    shortest = _training_distances(model)
+    shortest = training_distances(model)
     if shortest:
-        criteria.append(_extrapolation(shortest, runs_done, atoms))
+        criteria.append(extrapolation_criterion(shortest, runs_done, atoms))
+    uncertain = uncertainty_criterion(runs_done, limits["max_forces_std"])
+    if uncertain is not None:
+        criteria.append(uncertain)
     if reference is None:
         notes.append("no reference trajectory given: structure (g(r) or bond/dihedral distributions) not compared")
     elif not nvt.stable or len(nvt.positions[production]) < 2:

@@ -14,7 +14,7 @@ import difflib
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Union
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import yaml
 
@@ -237,3 +237,20 @@ def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = (), *,
     raw = apply_overrides(raw, overrides)
     _resolve_paths(raw, Path.cwd())
     return config_from_dict(raw, require_files=require_files)
+
+
+def load_config_and_section(
+    path: Union[str, os.PathLike], section: str, overrides: Sequence[str] = ()
+) -> Tuple[Config, Dict[str, Any]]:
+    """``load_config`` for a file that holds one more table than training reads (``physml-md learn``'s
+    ``[learning]``): the validated configuration and that table, raw (its relative paths are the caller's to
+    resolve, against the file's directory)."""
+    path = Path(path)
+    raw = _read_file(path)
+    _resolve_paths(raw, path.resolve().parent)
+    raw = apply_overrides(raw, overrides)  # "learning.rounds=3" too
+    _resolve_paths(raw, Path.cwd())
+    extra = raw.pop(section, None)
+    if not isinstance(extra, dict):
+        raise ConfigError(f"{path}: a [{section}] table is needed here (see docs/configuration.md)")
+    return config_from_dict(raw), extra

@@ -21,7 +21,8 @@ from pydantic.fields import FieldInfo
 
 from physml_md.training.config import CONFIG_SUFFIXES, Config
 from physml_md.training.schema import CallbackSpec, CheckpointConfig, TrainerConfig
-from physml_md.training.schema_training import lightning_parameters
+from physml_md.training.schema_learning import LabelConfig, LearningConfig
+from physml_md.training.schema_trainer import lightning_parameters
 from physml_md.training.schema_types import LOSS_COMPONENTS, Doc
 from physml_md.units import INTERNAL_UNITS
 
@@ -220,4 +221,14 @@ def config_reference() -> str:
     ]
     for name, cls, instance in config_sections():
         lines += _section(name, cls, instance)
+    lines += ["# Active learning (`physml-md learn`)", "", _markdown(learning_doc()), ""]
+    for name, cls in (("learning", LearningConfig), ("learning.label", LabelConfig)):
+        lines += _section(name, cls, cls.model_construct())
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def learning_doc() -> str:
+    """The paragraph that introduces the [learning] tables."""
+    import physml_md.training.schema_learning as schema_learning
+
+    return " ".join(schema_learning.__doc__.split("\n\n")[1].split())

@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Sequence
 
 import ase
 import lightning
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -115,7 +116,9 @@ class AtomsDataModule(lightning.LightningDataModule):
     (``cut_off=4.0, train={"batch_size": 8}, ...``), validated here like a config file's. ``source`` may also be
     a list of ``ase.Atoms``. ``train_data`` etc. give a split's data directly (a file path or a list of
     ``ase.Atoms``) instead of ``config.<split>.path``. ``dtype`` ("float32"/"float64") of the float tensors;
-    ``shuffle_seed`` fixes the training order (epoch e uses seed ``shuffle_seed + e``).
+    ``shuffle_seed`` fixes the training order (epoch e uses seed ``shuffle_seed + e``). ``bootstrap_seed``
+    replaces the training split by a bootstrap sample of it (as many structures, drawn with replacement, seeded):
+    what a committee member trains on when its members should see different data.
 
     After ``setup``: ``splits`` maps each non-empty split name to its ``PackedStructures``;
     ``split_indices_`` maps train/validation/test to indices into ``source`` (None without ``source``);
@@ -128,6 +131,7 @@ class AtomsDataModule(lightning.LightningDataModule):
         *,
         dtype: str | torch.dtype = "float64",
         shuffle_seed: int = 42,
+        bootstrap_seed: int | None = None,
         train_data: str | os.PathLike | Sequence[ase.Atoms] | None = None,
         validation_data: str | os.PathLike | Sequence[ase.Atoms] | None = None,
         test_data: str | os.PathLike | Sequence[ase.Atoms] | None = None,
@@ -150,6 +154,7 @@ class AtomsDataModule(lightning.LightningDataModule):
         self.cache_dir = None if config.cache_dir is None else Path(config.cache_dir)
         self.num_workers = config.num_workers
         self.shuffle_seed = shuffle_seed
+        self.bootstrap_seed = bootstrap_seed
         self.label_keys = config.label_keys()
         self.batch_sizes: Dict[str, int] = {name: getattr(config, name).batch_size for name in SPLITS}
 
@@ -298,6 +303,10 @@ class AtomsDataModule(lightning.LightningDataModule):
             del structures, atoms
         for name, data in self._given.items():
             split_data[name], _ = self._read(f"{name} data", data, () if name == "predict" else required)
+        if self.bootstrap_seed is not None and split_data.get("train"):
+            train = split_data["train"]
+            draw = np.random.default_rng(self.bootstrap_seed).integers(0, len(train), len(train))
+            split_data["train"] = [train[i] for i in draw]
         for name in SPLITS:
             if split_data.get(name):
                 self.splits[name] = self._pack(name, split_data.pop(name))

@@ -122,6 +122,22 @@ def _resumed_model_kwargs(config: Config, ckpt_path: PathLike) -> Dict[str, Any]
     return model_kwargs(checkpoint, ckpt_path)
 
 
+def _load_initial_weights(module: PotentialModule, path: PathLike) -> None:
+    """The energy-model weights of ``path`` (its EMA weights when it has them) into the module's model and EMA; the
+    per-element shift and scale stay those fitted to this run's data."""
+    weights = potential_from_checkpoint(path).energy_model.state_dict()
+    for target in (module.model, module.ema):
+        if target is None:
+            continue
+        try:
+            target.energy_model.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"initial weights {path} do not fit this model ({str(exc).splitlines()[0]}): they must come from a "
+                "run with the same [model] section and species"
+            ) from None
+
+
 def _monitor_training_metrics(config: Config) -> Config:
     """``config`` with its monitored "val/..." metrics replaced by their "train/..." twins."""
 
@@ -250,19 +266,27 @@ def train(
     validation_data: Any = None,
     test_data: Any = None,
     verbose: bool = True,
+    bootstrap_seed: int | None = None,
+    initial_weights: PathLike | None = None,
 ) -> TrainResult:
     """Train, test and export the potential described by ``config``.
 
     ckpt_path resumes an interrupted run (model, optimizer, scheduler, EMA, loss weights, epoch and position in
     the epoch). train_data / validation_data / test_data (a file path or a list of ``ase.Atoms``) replace the
-    files of ``config.data``.
+    files of ``config.data``. bootstrap_seed trains on a bootstrap sample of the training split (see
+    ``AtomsDataModule``; a committee member's option). initial_weights starts from the energy-model weights of
+    another run's checkpoint (a retraining on more data), not from random ones; the optimizer starts afresh.
     """
     lightning.seed_everything(config.training.seed, workers=True, verbose=False)
     if train_data is not None and config.data.source is not None:
         # data given as arguments replace the configured files
         config = config.model_copy(update={"data": config.data.model_copy(update={"source": None})})
     datamodule = AtomsDataModule(
-        **datamodule_kwargs(config), train_data=train_data, validation_data=validation_data, test_data=test_data
+        **datamodule_kwargs(config),
+        bootstrap_seed=bootstrap_seed,
+        train_data=train_data,
+        validation_data=validation_data,
+        test_data=test_data,
     )
     datamodule.setup("fit")
     if ckpt_path is not None:
@@ -282,6 +306,8 @@ def train(
         periodic=datamodule.periodic(),
         shortest_pair_distances=shortest_pair_distances(datamodule.splits.get("train") or [], kwargs["cutoff"]),
     )
+    if initial_weights is not None and ckpt_path is None:
+        _load_initial_weights(module, initial_weights)
     root = Path(config.trainer["default_root_dir"])
     loggers = _loggers(root)
     callbacks = _callbacks(config, ckpt_path)

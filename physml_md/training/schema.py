@@ -1,8 +1,8 @@
 """The configuration schema: ``Config``, its sections (pydantic models) and the checks across sections.
 
-The sections live in ``schema_data`` ([model], [data]) and ``schema_training`` ([training], [trainer]); their
-value types in ``schema_types``. ``Config`` resolves what one section takes from another, as new values (never
-by changing a validated section): ``model.cutoff`` and ``data.cut_off`` (one number, given in either),
+The sections live in ``schema_data`` ([model], [data]), ``schema_training`` ([training]) and ``schema_trainer``
+([trainer]); their value types in ``schema_types``. ``Config`` resolves what one section takes from another, as
+new values (never by changing a validated section): ``model.cutoff`` and ``data.cut_off`` (one number, given in either),
 ``trainer.precision`` from ``model.dtype``, ``trainer.checkpoint.monitor`` from ``training.monitor``.
 """
 
@@ -13,16 +13,14 @@ from typing import Annotated, Any, Dict, Mapping
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from physml_md.training.schema_data import DataConfig, ModelConfig, SplitConfig, SplittingConfig  # noqa: F401
+from physml_md.training.schema_trainer import CallbackSpec, CheckpointConfig, TrainerConfig  # noqa: F401
 from physml_md.training.schema_training import (  # noqa: F401  (the sections, importable from here)
     LR_SCHEDULERS,
-    CallbackSpec,
-    CheckpointConfig,
     EarlyStoppingConfig,
     EMAConfig,
     LossConfig,
     LRSchedulerConfig,
     MDValidationConfig,
-    TrainerConfig,
     TrainingConfig,
 )
 from physml_md.training.schema_types import LOSS_COMPONENTS, ConfigError, Section, validate  # noqa: F401

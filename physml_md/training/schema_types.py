@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Annotated, Any, List, Mapping, Sequence, Union, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from physml_md.training.losses import COMPONENTS
 from physml_md.units import INTERNAL_UNITS, parse_quantity
@@ -94,6 +94,7 @@ Temperature = Annotated[
     Doc(f"temperature ≥ 0 ({INTERNAL_UNITS['temperature']})"),
 ]
 Time = Annotated[float, BeforeValidator(_quantity("time", False)), Doc(f"time ≥ 0 ({INTERNAL_UNITS['time']})")]
+Force = Annotated[float, BeforeValidator(_quantity("force", True)), Doc(f"force > 0 ({INTERNAL_UNITS['force']})")]
 
 
 def _path(value: Any) -> Any:
@@ -105,6 +106,7 @@ def _path(value: Any) -> Any:
 
 
 Path = Annotated[str, BeforeValidator(_path), Doc("path")]
+Name = Annotated[str, Field(min_length=1)]  # a metric or class name: not empty
 
 
 def _index(value: Any) -> Union[str, int]:

@@ -434,3 +434,89 @@ def test_a_list_over_max_pairs_is_refused_and_one_under_is_built(fn):
     assert edge_index.shape[1] == 1344
     with pytest.raises(ERRORS, match=r"would hold about 1\.4e\+3 pairs .* more than the bound of 1\.0e\+3"):
         fn(*args, 1000)
+
+
+# ------------------------------------------------------------------------------ huge or stretched coordinates
+# vesin-torch alone, in a child process: (positions, cell, pbc) at a 4 angstrom cutoff
+_VESIN_ALONE = """
+import sys, torch
+from vesin_torch import NeighborList
+positions, cell, pbc = eval(sys.argv[1])
+NeighborList(cutoff=4.0, full_list=True).compute(
+    points=torch.tensor(positions, dtype=torch.float64), box=torch.tensor(cell, dtype=torch.float64),
+    periodic=torch.tensor(pbc), quantities="PS", copy=True,
+)
+print("survived")
+"""
+NO_CELL = [[0.0] * 3] * 3
+STRETCHED = {  # finite positions on which vesin-torch 0.6.2 divides an integer by zero (SIGFPE)
+    "one atom 1e300 away": ([[0.0, 0, 0], [1.0, 0, 0], [1e300, 0, 0]], NO_CELL, [False] * 3),
+    "one atom 4.1e5 away": ([[0.0, 0, 0], [1.0, 0, 0], [4.1e5, 0, 0]], NO_CELL, [False] * 3),
+    "planar, 1300 angstrom": ([[0.0, 0, 0], [1.0, 0, 0], [1300.0, 1300.0, 0]], NO_CELL, [False] * 3),
+    "thin periodic cell": ([[0.0, 0, 0], [1.0, 1, 1]], [[1300.0, 0, 0], [0, 1300.0, 0], [0, 0, 4.5]], [True] * 3),
+}
+
+
+def _run_vesin_alone(case):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _VESIN_ALONE, repr(case)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name", list(STRETCHED))
+def test_vesin_alone_kills_the_process_on_a_stretched_structure(name):
+    """The bug the check below guards against: if vesin ever stops crashing here, the check may be relaxed."""
+    import signal
+
+    result = _run_vesin_alone(STRETCHED[name])
+    assert result.returncode == -signal.SIGFPE and "survived" not in result.stdout, (result.returncode, result.stderr)
+
+
+@pytest.mark.parametrize("fn", [neighbor_list, scripted_neighbor_list], ids=["eager", "scripted"])
+@pytest.mark.parametrize("name", list(STRETCHED))
+def test_a_stretched_structure_is_refused_before_vesin_runs(fn, name):
+    positions, cell, pbc = STRETCHED[name]
+    positions, cell, pbc = (
+        torch.tensor(positions, dtype=torch.float64),
+        torch.tensor(cell, dtype=torch.float64),
+        torch.tensor(pbc),
+    )
+    expected = r"(the structure spans .* \(largest coordinate .* atom \d\): too stretched|positions reach .*"
+    expected += r" angstrom \(atom 2\), beyond the 1\.0e\+6 angstrom).* the MD run that made it .*"
+    with pytest.raises(ERRORS, match=expected):
+        fn(positions, cell, pbc, 4.0)
+
+
+@pytest.mark.parametrize("fn", [neighbor_list, scripted_neighbor_list], ids=["eager", "scripted"])
+def test_the_stretch_bound_is_vesins_own(fn):
+    """Just under the bound vesin survives and the list is built (and equals ASE's); just over it is refused."""
+    from physml_md.data.neighbors import vesin_cell_grid
+
+    for side, survives in ((1240.0, True), (1265.0, False)):  # 313^2 < 1e5 cells < 319^2 at 4 angstrom
+        case = ([[0.0, 0, 0], [1.0, 0, 0], [side, side, 0]], NO_CELL, [False] * 3)
+        positions, cell, pbc = (torch.tensor(x) for x in case)
+        _, counts = vesin_cell_grid(positions.to(torch.float64), cell.to(torch.float64), pbc, 4.0)
+        assert (min(counts) >= 1) == survives, counts
+        assert (_run_vesin_alone(case).returncode == 0) == survives, side
+        if survives:
+            edge_index, cell_shifts = ours(*case, 4.0, fn=fn)
+            np.testing.assert_array_equal(sorted_triples(*edge_index, cell_shifts), [[0, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
+        else:
+            with pytest.raises(ERRORS, match="too stretched for the neighbour list"):
+                fn(positions.to(torch.float64), cell.to(torch.float64), pbc, 4.0)
+
+
+@pytest.mark.parametrize("fn", [neighbor_list, scripted_neighbor_list], ids=["eager", "scripted"])
+def test_a_periodic_position_beyond_the_bound_is_refused_not_listed_wrong(fn):
+    """Far outside a periodic cell vesin's integer cell index overflows: 1e12 angstrom gave 2 pairs instead of 6."""
+    cell = torch.eye(3, dtype=torch.float64) * 10.0
+    positions = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [3.0, 0, 0]], dtype=torch.float64)
+    reference = fn(positions, cell, torch.ones(3, dtype=torch.bool), 4.0)[0].shape[1]
+    assert reference == 6
+    moved = positions.clone()
+    moved[2, 0] += 1e5  # 10^4 cells away: same list (shifted)
+    assert fn(moved, cell, torch.ones(3, dtype=torch.bool), 4.0)[0].shape[1] == 6
+    moved[2, 0] = 3.0 + 1e12
+    with pytest.raises(ERRORS, match=r"positions reach 1\.0e\+12 angstrom \(atom 2\), beyond the 1\.0e\+6 angstrom"):
+        fn(moved, cell, torch.ones(3, dtype=torch.bool), 4.0)

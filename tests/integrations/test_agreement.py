@@ -5,7 +5,8 @@ import pytest
 from ase import Atoms
 
 import physml_md
-from physml_md.export import AgreementError, read_metadata
+from physml_md.export import read_metadata
+from physml_md.export_agreement import AgreementError
 from physml_md.integrations import agreement
 from physml_md.integrations.openmm import available_backends
 from physml_md.models import build_model

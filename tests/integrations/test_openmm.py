@@ -338,13 +338,6 @@ def test_bad_arguments(molecule_model):
         create_force(molecule_model.model_path, numbers, periodic=True, unwrap=True)
 
 
-def test_slab_has_no_openmm_box():
-    atoms = _cu((2, 2, 2), 0.0, seed=13)
-    atoms.pbc = [True, True, False]
-    with pytest.raises(ValueError, match="periodic in all three directions or none"):
-        topology_from_atoms(atoms)
-
-
 def test_reduced_box_describes_the_same_crystal(cu_model):
     """A primitive fcc cell (not in OpenMM's form) is rotated and reduced; the energy per atom is unchanged."""
     primitive = bulk("Cu", "fcc", a=3.61).repeat((3, 3, 3))

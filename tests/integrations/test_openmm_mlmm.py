@@ -1,4 +1,5 @@
-"""Mechanical ML/MM (create_mixed_system): methanol computed by the potential, TIP3P water by the force field."""
+"""physml_md/integrations/openmm_mlmm.py: mechanical ML/MM (create_mixed_system), methanol computed by the
+potential and TIP3P water by the force field."""
 
 import numpy as np
 import openmm
@@ -7,7 +8,7 @@ from ase import Atoms
 from openmm import app, unit
 
 from physml_md.integrations.ase import PhysMLCalculator
-from physml_md.integrations.openmm import create_mixed_system
+from physml_md.integrations.openmm_mlmm import create_mixed_system
 from physml_md.integrations.openmm_structures import topology_from_atoms
 from tests.integrations.openmm_tools import (
     BACKEND_PARAMS,

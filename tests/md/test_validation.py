@@ -1,4 +1,5 @@
-"""The MD validation suite (physml_md/md/validation.py) on EMT Cu and on broken models."""
+"""The MD validation suite (physml_md/md/validation.py) on EMT Cu and on broken models; its criteria
+(physml_md/md/criterion.py) are read through the report."""
 
 import json
 

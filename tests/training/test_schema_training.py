@@ -1,17 +1,9 @@
-"""The [training] and [trainer] sections of the schema (training/schema_training.py)."""
+"""The [training] section of the schema (physml_md/training/schema_training.py)."""
 
 import pytest
 
-from physml_md.training.config import trainer_kwargs
 from physml_md.training.schema_training import LossConfig
 from tests.training.helpers import fails, losses, validated
-
-
-def test_inference_mode_true_is_refused():
-    fails({"trainer": {"inference_mode": True}}, "trainer.inference_mode = True is not allowed: forces need autograd")
-    fails({"trainer": {"inference_mode": "yes"}}, "trainer.inference_mode = 'yes' is not allowed")
-    fails({"trainer": {"logger": False}}, "trainer.logger is set by physml-md")
-    assert trainer_kwargs(validated({"trainer": {"inference_mode": False}}))["inference_mode"] is False
 
 
 def test_scheduler_rules():
@@ -82,22 +74,6 @@ def test_loss_mixing_accepted():
     ).training.loss_parameter
     assert linear.mixing_epochs == {"per_system_energy": 5} and linear.target_weight == {"per_system_energy": 9.0}
     assert isinstance(linear, LossConfig)
-
-
-def test_callback_specs_are_validated_at_load():
-    fails({"trainer": {"callbacks": {"class_path": "a.B"}}}, "trainer.callbacks must be a list of tables")
-    fails({"trainer": {"callbacks": [{"class_path": 3}]}}, "trainer.callbacks[0].class_path must be a dotted name")
-    fails(
-        {"trainer": {"callbacks": [{"class_path": "LearningRateMonitor"}]}},
-        "trainer.callbacks[0].class_path must be a dotted name",
-    )
-    monitor = "lightning.pytorch.callbacks.LearningRateMonitor"
-    fails(
-        {"trainer": {"callbacks": [{"class_path": monitor, "init_args": [1]}]}},
-        "callbacks[0].init_args must be a table",
-    )
-    specs = validated({"trainer": {"callbacks": [{"class_path": "a.B"}]}}).trainer["callbacks"]
-    assert specs == [{"class_path": "a.B", "init_args": {}}]
 
 
 def test_resolved_values_do_not_change_the_sections_given():

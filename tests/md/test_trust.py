@@ -1,5 +1,6 @@
-"""physml_md/md/validation.py's extrapolation flag: the closest contact of each element pair during the runs,
-against the shortest distance of that pair in the training data (the exported metadata)."""
+"""physml_md/md/trust.py, the validation suite's trust criteria: the extrapolation flag (the closest contact of each
+element pair during the runs, against the shortest distance of that pair in the training data) and a committee's
+force uncertainty along the runs."""
 
 import pytest
 

@@ -1,0 +1,62 @@
+"""Signals during an MD run: SIGINT (Ctrl-C) and SIGTERM stop ``run_md`` at the last whole frame.
+
+``Interrupts`` installs the handlers for a ``with`` block; a signal raises ``Interrupted`` only inside
+``armed()`` (around the engine's steps), so that no frame is ever half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Any, Dict, Iterator
+
+__all__ = ["Interrupted", "Interrupts"]
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived while ``run_md`` was stepping (a BaseException, like KeyboardInterrupt)."""
+
+
+class Interrupts:
+    """While a run is in progress, SIGINT (Ctrl-C) and SIGTERM stop it at the last whole frame.
+
+    The handlers are installed for the ``with`` block (in the main thread only; elsewhere Python delivers no
+    signals). A signal raises ``Interrupted`` only inside ``armed()``, around the engine's steps; elsewhere (while
+    a frame is written, while the files are closed) it is noted and the run stops at the next ``armed()``, so no
+    frame is half-written. Only the first signal counts; the previous handlers come back at the end.
+    """
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._armed = False
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        return False
+
+    def _handle(self, number, _frame) -> None:
+        if self.signal_name is not None:
+            return
+        self.signal_name = signal.Signals(number).name
+        if self._armed:
+            self._armed = False
+            raise Interrupted(self.signal_name)
+
+    @contextlib.contextmanager
+    def armed(self) -> Iterator[None]:
+        if self.signal_name is not None:
+            raise Interrupted(self.signal_name)
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False

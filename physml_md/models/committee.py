@@ -1,0 +1,142 @@
+"""A committee: N potentials of one architecture evaluated as one module, their mean and their disagreement.
+
+Members differ in their initial weights (and, optionally, in the bootstrap sample of the training data they
+saw); where they agree the model is on familiar ground, where they disagree it is extrapolating. ``Committee``
+is a ``Potential``: it is exported, loaded and run by every engine like one, and one call evaluates every
+member (one neighbour list, then each member's energy model and its backward pass, all inside the one module).
+
+Outputs: the members' mean of every output of a single potential (energy, energies, forces, stress, charges,
+...), plus
+- ``energy_std`` [B] (eV): the standard deviation of the members' energies (over members, ddof = 0);
+- ``forces_std`` [N] (eV/angstrom): the per-atom force disagreement, sqrt(mean over members of
+  |F_member - F_mean|^2) (the root-mean-square length of the deviation vectors).
+"""
+
+import copy
+from typing import Dict, List
+
+import torch
+from torch import Tensor, nn
+
+from physml_md.data import keys as K
+from physml_md.models.potential import Potential, PotentialInputs
+
+__all__ = ["Committee", "committee_statistics", "COMMITTEE_OUTPUTS"]
+
+COMMITTEE_OUTPUTS = (K.ENERGY_STD, K.FORCES_STD)
+
+
+def committee_statistics(outputs: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
+    """The members' mean of every output, plus ``energy_std`` [B] and ``forces_std`` [N] (see the module)."""
+    results: Dict[str, Tensor] = {}
+    for key in outputs[0].keys():
+        results[key] = torch.stack([out[key] for out in outputs]).mean(0)
+    energies = torch.stack([out[K.ENERGY] for out in outputs])
+    forces = torch.stack([out[K.FORCES] for out in outputs])
+    results[K.ENERGY_STD] = (energies - results[K.ENERGY]).pow(2).mean(0).sqrt()
+    results[K.FORCES_STD] = (forces - results[K.FORCES]).pow(2).sum(-1).mean(0).sqrt()
+    return results
+
+
+class Committee(Potential):
+    """N ``Potential`` members with one species list, cutoff, dtype and output set, as one potential.
+
+    ``Committee(members)``: members are trained potentials (e.g. ``physml_md.checkpoint.potential_from_checkpoint``
+    of each member's checkpoint). The committee is for evaluation, export and MD; its members are trained one by
+    one (``physml-md train`` with ``committee = N``).
+    """
+
+    def __init__(self, members: List[Potential]):
+        members = list(members)
+        if len(members) < 2:
+            raise ValueError(
+                f"a committee needs at least 2 members, got {len(members)}: train with committee = 2 or more"
+            )
+        for index, member in enumerate(members):
+            if not isinstance(member, Potential) or isinstance(member, Committee):
+                raise TypeError(f"committee member {index} must be a physml_md.models.Potential, got {type(member)}")
+        first = members[0]
+        for index, member in enumerate(members[1:], start=1):
+            for what, mine, theirs in (
+                ("species", member.species, first.species),
+                ("cutoff", member.cutoff, first.cutoff),
+                ("dtype", member.shift.dtype, first.shift.dtype),
+                ("device", member.shift.device, first.shift.device),
+                ("charges", member.use_charges, first.use_charges),
+                ("architecture", member.hyperparameters.get("name"), first.hyperparameters.get("name")),
+            ):
+                if mine != theirs:
+                    raise ValueError(
+                        f"committee member {index} has {what} {mine}, member 0 has {theirs}: the members of a "
+                        f"committee must share species, cutoff, dtype, device, charge head and architecture"
+                    )
+        PotentialInputs.__init__(self, first.species, first.cutoff)
+        self.members = nn.ModuleList(members)
+        self.use_zbl = first.use_zbl
+        self.use_charges = first.use_charges
+        self.use_coulomb = first.use_coulomb
+        self.size = len(members)
+        self.hyperparameters = dict(first.hyperparameters)
+        self.hyperparameters["committee"] = len(members)
+        self.hyperparameters["members"] = [dict(m.hyperparameters) for m in members]
+        self.to(device=first.shift.device, dtype=first.shift.dtype)
+        with torch.no_grad():  # the mean shift/scale: what the metadata reports; each member applies its own
+            self.shift.copy_(torch.stack([m.shift for m in members]).mean(0))
+            self.scale.copy_(torch.stack([m.scale for m in members]).mean(0))
+
+    @torch.jit.unused
+    def set_shift_and_scale(self, shift, scale=1.0) -> None:
+        raise ValueError("set the shift and scale of each member (committee.members[i]), not of the committee")
+
+    @torch.jit.unused
+    def cast(self, dtype: torch.dtype) -> "Committee":
+        """A copy in ``dtype``, members included (see ``Potential.cast``)."""
+        result = super().cast(dtype)
+        name = str(dtype).removeprefix("torch.")
+        for member, hyperparameters in zip(result.members, result.hyperparameters["members"]):
+            member.hyperparameters["dtype"] = name
+            hyperparameters["dtype"] = name
+        return result
+
+    def evaluate(
+        self,
+        positions: Tensor,
+        numbers: Tensor,
+        species: Tensor,
+        cell: Tensor,
+        pbc: Tensor,
+        batch: Tensor,
+        n_atoms: Tensor,
+        edge_index: Tensor,
+        cell_shifts: Tensor,
+        total_charge: Tensor,
+        compute_stress: bool,
+        check_overlap: bool,
+    ) -> Dict[str, Tensor]:
+        """Every member on the same checked inputs (one neighbour list), then ``committee_statistics``."""
+        outputs: List[Dict[str, Tensor]] = []
+        for member in self.members:
+            outputs.append(
+                member.evaluate(
+                    positions,
+                    numbers,
+                    species,
+                    cell,
+                    pbc,
+                    batch,
+                    n_atoms,
+                    edge_index,
+                    cell_shifts,
+                    total_charge,
+                    compute_stress,
+                    check_overlap and len(outputs) == 0,
+                )
+            )
+        return committee_statistics(outputs)
+
+
+def members_of(model: nn.Module) -> List[Potential]:
+    """The members of a committee (copies), or ``[model]`` for a single potential."""
+    if isinstance(model, Committee):
+        return [copy.deepcopy(m) for m in model.members]
+    return [model]

@@ -1,0 +1,108 @@
+"""physml_md/md/uncertainty.py: a committee's force uncertainty along MD in both engines, frames over a threshold
+flagged, written for labelling and (optionally) stopping the run; the validation report's uncertainty criterion."""
+
+import ase.io
+import numpy as np
+import pytest
+
+from physml_md.md.frame import Frame
+from physml_md.md.runner import run_md
+from physml_md.md.uncertainty import UncertaintyWatch, forces_std_of, parse_force_threshold, rank_correlation
+from physml_md.md.validation import validate
+from tests.helpers import rattled_cu
+
+
+@pytest.fixture(scope="module")
+def committee_file(cu_committee):
+    return cu_committee[0].model_path
+
+
+@pytest.mark.parametrize("engine", ["ase", "openmm"])
+def test_md_records_the_committee_uncertainty_of_every_frame(committee_file, engine, tmp_path):
+    from physml_md.export import load_potential
+
+    result = run_md(committee_file, rattled_cu(), engine=engine, steps=20, report_every=5, keep_positions=True)
+    assert len(result.max_forces_std) == len(result.times_fs) == 5
+    potential = load_potential(committee_file)
+    atoms = rattled_cu()
+    for positions, value in zip(result.positions, result.max_forces_std):  # the same number as a fresh evaluation
+        expected = forces_std_of(potential, positions, atoms.numbers, atoms.cell.array, atoms.pbc).max()
+        assert value == pytest.approx(expected, rel=1e-9)
+    assert result.summary()["max_forces_std_ev_per_angstrom"] == max(result.max_forces_std)
+    calc_atoms = rattled_cu()  # the force (the members' mean) is the same in both engines: so is the energy
+    from physml_md.integrations.ase import PhysMLCalculator
+
+    calc_atoms.calc = PhysMLCalculator(committee_file)
+    assert result.potential_energies[0] == pytest.approx(calc_atoms.get_potential_energy(), rel=1e-9)
+
+
+def test_frames_over_the_threshold_are_flagged_and_written(committee_file, tmp_path):
+    out = tmp_path / "flagged.extxyz"
+    result = run_md(committee_file, rattled_cu(), steps=20, report_every=5, uncertainty_threshold=0.0 + 1e-12,
+                    uncertain_frames=out)  # fmt: skip
+    assert result.steps_done == 20
+    assert result.uncertainty["flagged_frames"] == 5 and not result.uncertainty["stopped"]
+    frames = ase.io.read(out, ":")
+    assert [f.info["step"] for f in frames] == [0, 5, 10, 15, 20]
+    np.testing.assert_allclose([f.info["max_forces_std"] for f in frames], result.max_forces_std)
+    assert result.files["uncertain_frames"] == str(out)
+
+
+def test_a_run_can_stop_at_the_first_uncertain_frame(committee_file, tmp_path):
+    # a threshold between the smallest and the largest recorded uncertainty of a free run
+    free = run_md(committee_file, rattled_cu(), steps=40, report_every=5, temperature="1500 K")
+    threshold = float(np.median(free.max_forces_std))
+    first = next(i for i, value in enumerate(free.max_forces_std) if value > threshold)
+    stopped = run_md(committee_file, rattled_cu(), steps=40, report_every=5, temperature="1500 K",
+                     uncertainty_threshold=f"{threshold} eV/angstrom", stop_on_uncertainty=True)  # fmt: skip
+    assert stopped.steps_done == 5 * first
+    assert stopped.uncertainty["stopped"] and stopped.uncertainty["first_flagged_step"] == 5 * first
+    assert "uncertain_frames" not in stopped.files  # no file was asked for
+
+
+def test_no_frame_over_a_high_threshold_writes_no_file(committee_file, tmp_path):
+    out = tmp_path / "none.extxyz"
+    result = run_md(committee_file, rattled_cu(), steps=10, uncertainty_threshold="10 eV/angstrom",
+                    uncertain_frames=out)  # fmt: skip
+    assert result.uncertainty["flagged_frames"] == 0 and not out.exists()
+
+
+def test_uncertainty_needs_a_committee(cu_model):
+    with pytest.raises(ValueError, match="needs a committee model"):
+        run_md(cu_model.model_path, rattled_cu(), steps=5, uncertainty_threshold=0.1)
+    with pytest.raises(ValueError, match="need an uncertainty_threshold"):
+        run_md(cu_model.model_path, rattled_cu(), steps=5, stop_on_uncertainty=True)
+    assert run_md(cu_model.model_path, rattled_cu(), steps=5).max_forces_std == []
+
+
+def test_threshold_parsing_and_the_watch_on_hand_made_frames(tmp_path):
+    assert parse_force_threshold("1 kcal/mol/angstrom") == pytest.approx(0.0433641, rel=1e-5)
+    for bad in ("-0.1 eV/angstrom", 0, "0.1 eV"):
+        with pytest.raises(ValueError):
+            parse_force_threshold(bad)
+    with pytest.raises(ValueError, match="extxyz"):
+        UncertaintyWatch(0.1, ["Cu"], [False] * 3, path=tmp_path / "frames.traj")
+    watch = UncertaintyWatch(0.1, ["Cu", "Cu"], [False] * 3, stop=True, keep=1)
+    calm = Frame(step=0, time_fs=0.0, positions=np.zeros((2, 3)), forces_std=np.array([0.01, 0.1]))
+    wild = Frame(step=5, time_fs=2.5, positions=np.ones((2, 3)), forces_std=np.array([0.3, 0.01]))
+    assert not watch.observe(calm) and watch.observe(wild) and watch.observe(wild)
+    assert watch.flagged_steps == [5, 5] and len(watch.flagged) == 1  # keep caps what is stored
+    assert watch.write() is None  # no path: nothing written
+
+
+def test_rank_correlation():
+    assert rank_correlation(np.arange(5.0), np.arange(5.0) ** 3) == pytest.approx(1.0)
+    assert rank_correlation(np.arange(5.0), -np.arange(5.0)) == pytest.approx(-1.0)
+    assert np.isnan(rank_correlation(np.ones(5), np.arange(5.0)))
+
+
+def test_validation_reports_the_uncertainty_along_the_runs(committee_file, tmp_path):
+    report = validate(committee_file, rattled_cu(), nvt_steps=20, nve_steps=10, report_every=5)
+    (criterion,) = [c for c in report.criteria if c.name.startswith("committee force uncertainty")]
+    runs_max = max(
+        report.runs["nvt"]["max_forces_std_ev_per_angstrom"], report.runs["nve"]["max_forces_std_ev_per_angstrom"]
+    )
+    assert criterion.value == pytest.approx(runs_max)
+    strict = validate(committee_file, rattled_cu(), nvt_steps=20, nve_steps=10, report_every=5,
+                      thresholds={"max_forces_std": 1e-9})  # fmt: skip
+    assert not strict.passed and "label those frames" in strict.format()

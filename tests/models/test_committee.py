@@ -1,0 +1,123 @@
+"""physml_md/models/committee.py: N members as one potential: the mean of their outputs and their spread, the same
+in eager, TorchScript, torch.export and the ASE calculator (float64)."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk, molecule
+
+from physml_md.data import keys as K
+from physml_md.export import export_potential, load_potential, script_potential
+from physml_md.integrations.ase import PhysMLCalculator
+from physml_md.models import MODEL_NAMES, build_model
+from physml_md.models.committee import Committee, committee_statistics
+from tests.helpers import assert_matches_finite_differences, inputs
+
+SPECIES = ["H", "C", "O", "Cu"]
+
+
+def members(arch="painn", n=3, **kwargs):
+    options = {"features": 8, "n_interactions": 1, "n_rbf": 4, "cutoff": 4.0, **kwargs}
+    models = [build_model(arch, species=SPECIES, seed=seed, **options) for seed in range(n)]
+    for index, model in enumerate(models):  # members that differ in their shifts too, as bootstrap members do
+        model.set_shift_and_scale({1: -13.6 + 0.01 * index, 6: -1029.0, 8: -2040.0, 29: -0.5}, 1.0 + 0.1 * index)
+    return [m.eval() for m in models]
+
+
+def structures():
+    ethanol = molecule("CH3CH2OH")
+    ethanol.rattle(0.05, seed=1)
+    copper = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1)
+    copper.rattle(0.1, seed=2)
+    copper.cell[1, 0] = 0.4  # triclinic
+    return [ethanol, copper]
+
+
+def reference(models, data):
+    """Each member on its own, then mean and spread computed here in numpy."""
+    with torch.enable_grad():
+        outs = [m(dict(data)) for m in models]
+    energy = np.array([o[K.ENERGY].numpy() for o in outs])
+    forces = np.array([o[K.FORCES].numpy() for o in outs])
+    expected = {key: np.mean([o[key].numpy() for o in outs], axis=0) for key in outs[0]}
+    expected[K.ENERGY_STD] = energy.std(axis=0)
+    expected[K.FORCES_STD] = np.sqrt(np.mean(np.sum((forces - forces.mean(0)) ** 2, axis=-1), axis=0))
+    return expected
+
+
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+@pytest.mark.parametrize("which", [0, 1], ids=["molecule", "triclinic-crystal"])
+def test_committee_gives_the_members_mean_and_spread(arch, which):
+    models = members(arch)
+    committee = Committee(models).eval()
+    data = inputs(structures()[which])
+    expected = reference(models, data)
+    with torch.enable_grad():
+        out = committee(dict(data))
+    assert set(out) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(out[key].detach().numpy(), value, rtol=1e-12, atol=1e-12, err_msg=key)
+    assert out[K.FORCES_STD].shape == (len(structures()[which]),)
+    assert float(out[K.FORCES_STD].min()) > 0.0  # members with other weights disagree
+
+
+def test_committee_forces_are_the_gradient_of_its_mean_energy():
+    committee = Committee(members("tensornet")).eval()
+    assert_matches_finite_differences(structures()[1], committee, rtol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt2"])
+def test_exported_committee_and_its_ase_calculator_match_eager(tmp_path, suffix):
+    models = members("painn", n=4)
+    committee = Committee(models).eval()
+    path = export_potential(committee, tmp_path / f"committee{suffix}")
+    loaded = load_potential(path)
+    assert loaded.metadata["committee"] == 4
+    assert {"energy_std", "forces_std"} <= set(loaded.metadata["outputs"])
+    atoms = structures()[1]
+    expected = reference(models, inputs(atoms))
+    out = loaded(inputs(atoms))
+    for key in (K.ENERGY, K.FORCES, K.STRESS, K.ENERGY_STD, K.FORCES_STD):
+        np.testing.assert_allclose(out[key].detach().numpy(), expected[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    atoms.calc = PhysMLCalculator(path)
+    assert atoms.get_potential_energy() == pytest.approx(float(expected[K.ENERGY][0]), rel=1e-12)
+    np.testing.assert_allclose(atoms.calc.get_property("forces_std"), expected[K.FORCES_STD], rtol=1e-12)
+    assert atoms.calc.get_property("energy_std") == pytest.approx(float(expected[K.ENERGY_STD][0]), rel=1e-12)
+    assert atoms.calc.get_property("max_forces_std") == pytest.approx(float(expected[K.FORCES_STD].max()))
+
+
+def test_a_single_potential_gives_no_uncertainty(tmp_path):
+    atoms = structures()[0]
+    atoms.calc = PhysMLCalculator(script_potential(members(n=1)[0]))
+    atoms.get_potential_energy()
+    assert "forces_std" not in atoms.calc.results
+    assert "forces_std" not in atoms.calc.implemented_properties
+
+
+def test_committee_statistics_of_identical_members_is_zero_spread():
+    out = {K.ENERGY: torch.tensor([1.0, 2.0]), K.FORCES: torch.ones(3, 3)}
+    stats = committee_statistics([out, out, out])
+    assert torch.equal(stats[K.ENERGY], out[K.ENERGY])
+    assert torch.equal(stats[K.ENERGY_STD], torch.zeros(2)) and torch.equal(stats[K.FORCES_STD], torch.zeros(3))
+
+
+def test_cast_keeps_members_and_names_the_dtype():
+    committee = Committee(members(n=2))
+    single = committee.cast(torch.float32)
+    assert single.shift.dtype == torch.float32
+    assert all(m.shift.dtype == torch.float32 for m in single.members)
+    assert single.hyperparameters["dtype"] == "float32"
+    assert [m["dtype"] for m in single.hyperparameters["members"]] == ["float32", "float32"]
+
+
+def test_members_that_do_not_fit_together_are_refused():
+    with pytest.raises(ValueError, match="at least 2 members"):
+        Committee(members(n=1))
+    other_cutoff = build_model("painn", species=SPECIES, cutoff=5.0, features=8, n_interactions=1, n_rbf=4)
+    with pytest.raises(ValueError, match="member 1 has cutoff 5.0, member 0 has 4.0"):
+        Committee([members(n=1)[0], other_cutoff])
+    other_arch = build_model("tensornet", species=SPECIES, cutoff=4.0, features=8, n_interactions=1, n_rbf=4)
+    with pytest.raises(ValueError, match="architecture tensornet"):
+        Committee([members(n=1)[0], other_arch])
+    with pytest.raises(ValueError, match="each member"):
+        Committee(members(n=2)).set_shift_and_scale({1: 0.0})
