@@ -173,7 +173,7 @@ def test_a_file_that_is_not_an_export(tmp_path):
         physml_md.load_potential(text)
     plain = tmp_path / "plain.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))
-    with pytest.raises(ExportFormatError, match=f"without physml-md's {METADATA_FILE}: .* or it is not a physml-md export"):
+    with pytest.raises(ExportFormatError, match=f"without physml-md's {METADATA_FILE}: .* or it is not a physml-md"):
         physml_md.load_potential(plain)
     with pytest.raises(FileNotFoundError, match="no exported model at"):
         physml_md.load_potential(tmp_path / "missing.pt")

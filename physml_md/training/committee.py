@@ -145,18 +145,21 @@ def committee_metrics(potential, datamodule: AtomsDataModule, split: str = "test
         n_atoms = batch[K.N_ATOMS].to(out[K.ENERGY].dtype)
         mask = batch[K.mask_key(K.ENERGY)]
         energy_errors.append(((out[K.ENERGY].detach() - batch[K.ENERGY]) / n_atoms)[mask])
-        difference = (out[K.FORCES].detach() - batch[K.FORCES]).double()
-        force_errors.append(difference.abs().flatten())
-        error = torch.linalg.vector_norm(difference, dim=-1)
         sigma = out[K.FORCES_STD].detach().double()
         uncertainty.append(sigma)
-        for index in range(int(batch[K.N_ATOMS].shape[0])):
+        if K.FORCES not in batch:  # structures without force labels: energy and uncertainty only
+            continue
+        labelled = batch[K.mask_key(K.FORCES)]
+        error = torch.linalg.vector_norm((out[K.FORCES].detach() - batch[K.FORCES]).double(), dim=-1)
+        force_errors.append((out[K.FORCES].detach() - batch[K.FORCES]).double()[labelled[batch[K.BATCH]]].abs())
+        for index in torch.nonzero(labelled).flatten().tolist():
             atoms = batch[K.BATCH] == index
             frame_errors.append(float(error[atoms].max()))
             frame_uncertainty.append(float(sigma[atoms].max()))
+    forces = torch.cat([f.flatten() for f in force_errors]) if force_errors else torch.full((1,), float("nan"))
     return {
         "energy_mae_mev_per_atom": EV_TO_MEV * float(torch.cat(energy_errors).abs().mean()),
-        "force_mae_mev_per_angstrom": EV_TO_MEV * float(torch.cat(force_errors).mean()),
+        "force_mae_mev_per_angstrom": EV_TO_MEV * float(forces.mean()),
         "mean_forces_std_mev_per_angstrom": EV_TO_MEV * float(torch.cat(uncertainty).mean()),
         "spearman_max_force_error_vs_uncertainty": rank_correlation(
             np.asarray(frame_errors), np.asarray(frame_uncertainty)
