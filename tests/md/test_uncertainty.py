@@ -106,3 +106,20 @@ def test_validation_reports_the_uncertainty_along_the_runs(committee_file, tmp_p
     strict = validate(committee_file, rattled_cu(), nvt_steps=20, nve_steps=10, report_every=5,
                       thresholds={"max_forces_std": 1e-9})  # fmt: skip
     assert not strict.passed and "label those frames" in strict.format()
+
+
+def test_cli_md_flags_frames_beside_the_trajectory(committee_file, tmp_path, capsys):
+    from ase.io import write
+
+    from physml_md.cli import main
+
+    start = tmp_path / "start.extxyz"
+    write(start, rattled_cu())
+    out = tmp_path / "traj.extxyz"
+    argv = ["md", str(committee_file), str(start), "--steps", "10", "--report-every", "5", "--quiet", "--out", str(out)]
+    assert main(argv + ["--uncertainty-threshold", "1e-9 eV/angstrom"]) == 0
+    printed = capsys.readouterr().out
+    assert "committee uncertainty: largest per-atom force std" in printed and "3 frame(s) over 1e-09 eV/Å" in printed
+    assert len(ase.io.read(tmp_path / "traj_uncertain.extxyz", ":")) == 3
+    assert main(["md", str(committee_file), str(start), "--steps", "2", "--stop-on-uncertainty"]) == 2
+    assert "need an uncertainty_threshold" in capsys.readouterr().err
