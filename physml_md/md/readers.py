@@ -21,12 +21,13 @@ from physml_md.md.frame import Frame
 from physml_md.md.geometry import mdtraj, standard_cells
 from physml_md.units import NM_TO_ANGSTROM, PS_TO_FS
 
-__all__ = ["ENERGY_LOG_COLUMNS", "TrajectoryData", "read_energy_log", "read_trajectory"]
+__all__ = ["ENERGY_LOG_COLUMNS", "UNCERTAINTY_COLUMN", "TrajectoryData", "read_energy_log", "read_trajectory"]
 
 PathLike = Union[str, os.PathLike]
 
 # the CSV header of an energy log: time in ps, energies in eV, temperature in kelvin
 ENERGY_LOG_COLUMNS: Tuple[str, ...] = ("step", "time_ps", "potential_ev", "kinetic_ev", "total_ev", "temperature_k")
+UNCERTAINTY_COLUMN = "max_forces_std_ev_per_angstrom"  # a committee run's: the largest per-atom force std
 
 
 @dataclasses.dataclass(eq=False)
@@ -200,18 +201,19 @@ def _read_ase(path: Path) -> TrajectoryData:
 
 
 def read_energy_log(path: PathLike) -> Dict[str, np.ndarray]:
-    """The columns of an ``EnergyLog`` file as numpy arrays (``step`` int64, the others float64)."""
+    """The columns of an ``EnergyLog`` file as numpy arrays (``step`` int64, the others float64); a committee run's
+    log has ``UNCERTAINTY_COLUMN`` too."""
     path = Path(path)
     lines = path.read_text().splitlines()
-    if not lines or tuple(lines[0].split(",")) != ENERGY_LOG_COLUMNS:
+    header = tuple(lines[0].split(",")) if lines else ()
+    if header not in (ENERGY_LOG_COLUMNS, ENERGY_LOG_COLUMNS + (UNCERTAINTY_COLUMN,)):
         raise ValueError(
             f"{str(path)!r} is not an energy log: expected the header {','.join(ENERGY_LOG_COLUMNS)}, "
             f"found {lines[0] if lines else 'an empty file'}"
         )
     for number, line in enumerate(lines[1:], start=2):
-        if line.count(",") != len(ENERGY_LOG_COLUMNS) - 1:
-            fields = line.count(",") + 1
-            raise ValueError(f"line {number} of {str(path)!r} has {fields} fields, expected {len(ENERGY_LOG_COLUMNS)}")
-    dtype = [(name, np.int64 if name == "step" else np.float64) for name in ENERGY_LOG_COLUMNS]
+        if line.count(",") != len(header) - 1:
+            raise ValueError(f"line {number} of {str(path)!r} has {line.count(',') + 1} fields, expected {len(header)}")
+    dtype = [(name, np.int64 if name == "step" else np.float64) for name in header]
     table = np.loadtxt(lines[1:], delimiter=",", dtype=dtype, ndmin=1) if len(lines) > 1 else np.zeros(0, dtype)
-    return {name: np.ascontiguousarray(table[name]) for name in ENERGY_LOG_COLUMNS}
+    return {name: np.ascontiguousarray(table[name]) for name in header}

@@ -63,7 +63,14 @@ from physml_md.md.formats import (
 )
 from physml_md.md.frame import Frame
 from physml_md.md.geometry import mdtraj_topology, pbc_flags
-from physml_md.md.readers import ENERGY_LOG_COLUMNS, PathLike, TrajectoryData, read_energy_log, read_trajectory
+from physml_md.md.readers import (
+    ENERGY_LOG_COLUMNS,
+    UNCERTAINTY_COLUMN,
+    PathLike,
+    TrajectoryData,
+    read_energy_log,
+    read_trajectory,
+)
 from physml_md.units import FS_TO_PS
 
 __all__ = [
@@ -259,7 +266,8 @@ class TrajectoryWriter(_AtomicWriter):
 
 
 class EnergyLog(_AtomicWriter):
-    """CSV of the energies of a run, columns ``ENERGY_LOG_COLUMNS``; total = potential + kinetic.
+    """CSV of the energies of a run, columns ``ENERGY_LOG_COLUMNS``; total = potential + kinetic. When the first
+    frame carries a committee's uncertainty, one more column, ``UNCERTAINTY_COLUMN``: its ``max_forces_std``.
 
     Same atomic semantics as ``TrajectoryWriter``: the file appears at ``path`` when the log closes (so it
     cannot be followed while the run goes on), and a ``with`` block that raises leaves ``path`` as it was.
@@ -271,14 +279,20 @@ class EnergyLog(_AtomicWriter):
         self.n_rows = 0
         self._file = None
         self._writer = None
+        self._uncertainty: bool | None = None  # decided by the first frame, which writes the header
 
     def _start(self, temporaries: List[Path]) -> None:
         self._file = open(temporaries[0], "w", newline="")
         self._writer = csv.writer(self._file, lineterminator="\n")
-        self._writer.writerow(ENERGY_LOG_COLUMNS)
+
+    def _header(self, uncertainty: bool) -> None:
+        self._uncertainty = uncertainty
+        self._writer.writerow(ENERGY_LOG_COLUMNS + ((UNCERTAINTY_COLUMN,) if uncertainty else ()))
 
     def _stop(self) -> None:
         if self._file is not None:
+            if self._uncertainty is None:
+                self._header(False)
             self._file.close()
 
     def write(self, frame: Frame) -> None:
@@ -295,5 +309,9 @@ class EnergyLog(_AtomicWriter):
         energies = [float(frame.potential_energy), float(frame.kinetic_energy), frame.total_energy]
         row = [float(frame.time_fs) * FS_TO_PS, *energies, float(frame.temperature_k)]
         self._ensure_open()
+        if self._uncertainty is None:
+            self._header(frame.forces_std is not None)
+        if self._uncertainty:
+            row.append(float("nan") if frame.forces_std is None else frame.max_forces_std)
         self._writer.writerow([str(int(frame.step))] + [repr(value) for value in row])
         self.n_rows += 1

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from physml_md.md.frame import Frame
+from physml_md.md.readers import UNCERTAINTY_COLUMN, read_energy_log
 from physml_md.md.runner import run_md
 from physml_md.md.uncertainty import UncertaintyWatch, forces_std_of, parse_force_threshold, rank_correlation
 from physml_md.md.validation import validate
@@ -21,8 +22,10 @@ def committee_file(cu_committee):
 def test_md_records_the_committee_uncertainty_of_every_frame(committee_file, engine, tmp_path):
     from physml_md.export import load_potential
 
-    result = run_md(committee_file, rattled_cu(), engine=engine, steps=20, report_every=5, keep_positions=True)
+    log = tmp_path / "run.csv"
+    result = run_md(committee_file, rattled_cu(), engine=engine, steps=20, report_every=5, keep_positions=True, log=log)
     assert len(result.max_forces_std) == len(result.times_fs) == 5
+    np.testing.assert_allclose(read_energy_log(log)[UNCERTAINTY_COLUMN], result.max_forces_std, rtol=1e-15)
     potential = load_potential(committee_file)
     atoms = rattled_cu()
     for positions, value in zip(result.positions, result.max_forces_std):  # the same number as a fresh evaluation
