@@ -100,6 +100,12 @@ RECIPES = {
     "tensornet-f32-w96": ("tensornet-f32, 96 features instead of 64", [*TENSORNET_F32, "model.features=96"]),
     "tensornet-f32-1int": ("tensornet-f32, 1 interaction instead of 2", [*TENSORNET_F32, "model.n_interactions=1"]),
     "tensornet-f32-3int": ("tensornet-f32, 3 interactions instead of 2", [*TENSORNET_F32, "model.n_interactions=3"]),
+    # the same recipes with other seeds (initial weights, data order): how much of a lever's effect is the seed's
+    "tensornet-f32-seed1": ("tensornet-f32, seeds 1", [*TENSORNET_F32, "model.seed=1", "training.seed=1"]),
+    "tensornet-f32-1int-seed1": (
+        "tensornet-f32-1int, seeds 1",
+        [*TENSORNET_F32, "model.n_interactions=1", "model.seed=1", "training.seed=1"],
+    ),
 }
 DEFAULT_RECIPES = ["painn", "painn-f32", "tensornet"]
 
