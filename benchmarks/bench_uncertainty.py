@@ -25,14 +25,12 @@ import numpy as np
 import torch
 from ase.io import read
 
-from physml_md.data import keys as K
 from physml_md.data.collate import collate
 from physml_md.data.structures import LabelKeys, atoms_to_dict
 from physml_md.export import load_potential
-from physml_md.md.uncertainty import rank_correlation
+from physml_md.md.uncertainty import committee_errors
 from physml_md.training.committee import train_committee
 from physml_md.training.config import config_from_dict
-from physml_md.units import EV_TO_MEV
 
 ROOT = Path(__file__).resolve().parents[1]
 COLD = "ethanol_xtb_300K_frames.extxyz"  # made here when missing (the 300 K file of make_data.py is a reference run)
@@ -62,22 +60,10 @@ CONFIG = {
 
 
 def frame_errors(model_path: Path, frames) -> dict:
-    """Per-frame largest force error and largest force std, the force MAE and the mean std (meV/angstrom)."""
+    """``committee_errors`` of the committee file on ``frames`` (meV/angstrom, Spearman), with their count."""
     potential = load_potential(model_path)
     batch = collate([atoms_to_dict(a, LabelKeys(), dtype=potential.dtype) for a in frames])
-    with torch.enable_grad():
-        out = potential({k: batch[k] for k in (K.POSITIONS, K.ATOMIC_NUMBERS, K.CELL, K.PBC, K.BATCH)})
-    difference = (out[K.FORCES].detach() - batch[K.FORCES]).double()
-    error = torch.linalg.vector_norm(difference, dim=-1)
-    sigma = out[K.FORCES_STD].detach().double()
-    largest_error = np.array([float(error[batch[K.BATCH] == i].max()) for i in range(len(frames))])
-    largest_sigma = np.array([float(sigma[batch[K.BATCH] == i].max()) for i in range(len(frames))])
-    return {
-        "frames": len(frames),
-        "force_mae": EV_TO_MEV * float(difference.abs().mean()),
-        "mean_std": EV_TO_MEV * float(sigma.mean()),
-        "spearman": rank_correlation(largest_error, largest_sigma),
-    }
+    return {"frames": len(frames), **committee_errors(potential, [batch])}
 
 
 def cold_frames(data: Path, count: int) -> list:

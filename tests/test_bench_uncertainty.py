@@ -30,5 +30,7 @@ def test_tiny_run_reports_both_test_sets(tmp_path):
     rows = bench_uncertainty.run(tmp_path, n_train=10, n_test=4, epochs=1, members=2, out=tmp_path / "runs")
     assert list(rows) == ["300 K held out (in distribution)", "500 K (outside)"]
     for row in rows.values():
-        assert row["frames"] == 4 and row["force_mae"] > 0 and row["mean_std"] > 0
-        assert np.isnan(row["spearman"]) or -1.0 <= row["spearman"] <= 1.0
+        assert row["frames"] == 4 and row["force_mae_mev_per_angstrom"] > 0
+        assert row["mean_forces_std_mev_per_angstrom"] > 0
+        rho = row["spearman_max_force_error_vs_uncertainty"]
+        assert np.isnan(rho) or -1.0 <= rho <= 1.0

@@ -28,6 +28,7 @@ __all__ = [
     "parse_force_threshold",
     "is_committee",
     "watch_for",
+    "committee_errors",
 ]
 
 
@@ -143,3 +144,37 @@ def watch_for(potential, atoms: Atoms, threshold, stop: bool, path: PathLike | N
             "train with [training] committee = 4 (or physml-md train --committee 4), or drop the threshold"
         )
     return UncertaintyWatch(threshold, atoms.get_chemical_symbols(), atoms.pbc, stop, path)
+
+
+def committee_errors(potential, batches) -> Dict[str, float]:
+    """A committee's errors and uncertainty over labelled batches (data dicts with energy and forces labels and
+    their masks, e.g. a datamodule's loader or one ``collate``d list): energy MAE (meV/atom), force MAE
+    (meV/angstrom), mean per-atom force std (meV/angstrom) and Spearman's correlation of each structure's largest
+    force error with its largest force std (how well the uncertainty ranks the structures by their error)."""
+    from physml_md.units import EV_TO_MEV
+
+    energy_errors, force_errors, sigmas, frame_errors, frame_sigmas = [], [], [], [], []
+    for batch in batches:
+        with torch.inference_mode(False), torch.enable_grad():
+            out = potential(batch)
+        sigma = out[K.FORCES_STD].detach().double()
+        sigmas.append(sigma)
+        energy_error = (out[K.ENERGY].detach() - batch[K.ENERGY]).double() / batch[K.N_ATOMS]
+        energy_errors.append(energy_error[batch[K.mask_key(K.ENERGY)]])
+        if K.FORCES not in batch:  # structures without force labels: energy and uncertainty only
+            continue
+        difference = (out[K.FORCES].detach() - batch[K.FORCES]).double()
+        labelled = batch[K.mask_key(K.FORCES)]
+        force_errors.append(difference[labelled[batch[K.BATCH]]].abs().flatten())
+        error = torch.linalg.vector_norm(difference, dim=-1)
+        for index in torch.nonzero(labelled).flatten().tolist():
+            atoms = batch[K.BATCH] == index
+            frame_errors.append(float(error[atoms].max()))
+            frame_sigmas.append(float(sigma[atoms].max()))
+    forces = torch.cat(force_errors) if force_errors else torch.full((1,), float("nan"))
+    return {
+        "energy_mae_mev_per_atom": EV_TO_MEV * float(torch.cat(energy_errors).abs().mean()),
+        "force_mae_mev_per_angstrom": EV_TO_MEV * float(forces.mean()),
+        "mean_forces_std_mev_per_angstrom": EV_TO_MEV * float(torch.cat(sigmas).mean()),
+        "spearman_max_force_error_vs_uncertainty": rank_correlation(np.asarray(frame_errors), np.asarray(frame_sigmas)),
+    }

@@ -12,7 +12,6 @@ Outputs: the members' mean of every output of a single potential (energy, energi
   |F_member - F_mean|^2) (the root-mean-square length of the deviation vectors).
 """
 
-import copy
 from typing import Dict, List
 
 import torch
@@ -75,7 +74,6 @@ class Committee(Potential):
         self.use_zbl = first.use_zbl
         self.use_charges = first.use_charges
         self.use_coulomb = first.use_coulomb
-        self.size = len(members)
         self.hyperparameters = dict(first.hyperparameters)
         self.hyperparameters["committee"] = len(members)
         self.hyperparameters["members"] = [dict(m.hyperparameters) for m in members]
@@ -133,10 +131,3 @@ class Committee(Potential):
                 )
             )
         return committee_statistics(outputs)
-
-
-def members_of(model: nn.Module) -> List[Potential]:
-    """The members of a committee (copies), or ``[model]`` for a single potential."""
-    if isinstance(model, Committee):
-        return [copy.deepcopy(m) for m in model.members]
-    return [model]

@@ -33,7 +33,7 @@ from physml_md.training.committee import train_committee
 from physml_md.training.config import Config, ConfigError
 from physml_md.training.labelling import label_frames
 from physml_md.training.schema_learning import LearningConfig
-from physml_md.units import EV_TO_MEV, FS_TO_PS
+from physml_md.units import FS_TO_PS
 
 __all__ = ["LearningResult", "learn", "select_frames", "format_rounds"]
 
@@ -63,32 +63,15 @@ def select_frames(frames: List[Atoms], min_spacing_fs: float, cap: int) -> List[
 
 
 def _test_error(model_path: Path, test_frames: List[Atoms], keys) -> Dict[str, float]:
-    """Force MAE (meV/angstrom) and energy MAE (meV/atom) of the committee mean on the test frames, with its mean
-    force uncertainty."""
-    import torch
-
-    from physml_md.data import keys as K
+    """``committee_errors`` of the committee file on the test frames, its keys prefixed with ``test_``."""
     from physml_md.data.collate import collate
     from physml_md.data.structures import atoms_to_dict
     from physml_md.export import load_potential
-    from physml_md.md.uncertainty import rank_correlation
+    from physml_md.md.uncertainty import committee_errors
 
     potential = load_potential(model_path)
     batch = collate([atoms_to_dict(atoms, keys, dtype=potential.dtype) for atoms in test_frames])
-    with torch.enable_grad():
-        out = potential({key: batch[key] for key in (K.POSITIONS, K.ATOMIC_NUMBERS, K.CELL, K.PBC, K.BATCH)})
-    difference = out[K.FORCES].detach() - batch[K.FORCES]
-    energies = (out[K.ENERGY].detach() - batch[K.ENERGY]).abs() / batch[K.N_ATOMS]
-    error, sigma = torch.linalg.vector_norm(difference, dim=-1), out[K.FORCES_STD].detach()
-    largest = [(float(error[batch[K.BATCH] == i].max()), float(sigma[batch[K.BATCH] == i].max())) for i in
-               range(len(test_frames))]  # fmt: skip
-    return {
-        "test_force_mae_mev_per_angstrom": EV_TO_MEV * float(difference.abs().mean()),
-        "test_energy_mae_mev_per_atom": EV_TO_MEV * float(energies.mean()),
-        "test_mean_forces_std_mev_per_angstrom": EV_TO_MEV * float(sigma.mean()),
-        # how well each frame's largest force uncertainty ranks the frames by their largest force error
-        "test_spearman_error_vs_uncertainty": rank_correlation(*zip(*largest)) if len(largest) > 2 else None,
-    }
+    return {f"test_{key}": value for key, value in committee_errors(potential, [batch]).items()}
 
 
 def _resolve(path: str, base: Path) -> Path:
@@ -206,7 +189,7 @@ def format_rounds(rounds: List[Dict[str, Any]], header: bool = True) -> str:
     for r in rounds:
         test = r.get("test_force_mae_mev_per_angstrom")
         sigma = r.get("max_forces_std_ev_per_angstrom")
-        rho = r.get("test_spearman_error_vs_uncertainty")
+        rho = r.get("test_spearman_max_force_error_vs_uncertainty")
         lines.append(
             f"{r['round']:>5} {r['training_frames']:>7} {r['md_ps']:>7.3f} {str(r['md_stable']):>7} "
             f"{'-' if sigma is None else f'{sigma:.3f}':>12} {r['flagged_frames']:>8} {r['labelled_frames']:>6} "

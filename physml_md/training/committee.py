@@ -23,17 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
-import numpy as np
 import torch
 
 from physml_md.atomic import atomic_write_text
 from physml_md.checkpoint import committee_from_checkpoints
-from physml_md.data import keys as K
 from physml_md.export import export_potential
+from physml_md.md.uncertainty import committee_errors
 from physml_md.training.config import Config, ConfigError, config_to_dict
 from physml_md.training.datamodule import AtomsDataModule
 from physml_md.training.run import EXPORT_NAME, TrainResult, datamodule_kwargs, train
-from physml_md.units import EV_TO_MEV
 
 __all__ = ["CommitteeResult", "member_config", "train_committee", "MEMBER_RECORD"]
 
@@ -132,41 +130,6 @@ def _with_device(config: Config, index: int, processes: int) -> Config:
     return config.model_copy(update={"trainer": trainer})
 
 
-def committee_metrics(potential, datamodule: AtomsDataModule, split: str = "test") -> Dict[str, float]:
-    """Energy (meV/atom) and force (meV/angstrom) MAE of the committee mean on one split, the mean force
-    uncertainty and the Spearman correlation of each structure's largest force uncertainty with its largest
-    force error (how well the uncertainty ranks the structures by their error)."""
-    from physml_md.md.uncertainty import rank_correlation
-
-    energy_errors, force_errors, frame_errors, frame_uncertainty, uncertainty = [], [], [], [], []
-    for batch in datamodule.loader(split):
-        with torch.enable_grad():
-            out = potential(batch)
-        n_atoms = batch[K.N_ATOMS].to(out[K.ENERGY].dtype)
-        mask = batch[K.mask_key(K.ENERGY)]
-        energy_errors.append(((out[K.ENERGY].detach() - batch[K.ENERGY]) / n_atoms)[mask])
-        sigma = out[K.FORCES_STD].detach().double()
-        uncertainty.append(sigma)
-        if K.FORCES not in batch:  # structures without force labels: energy and uncertainty only
-            continue
-        labelled = batch[K.mask_key(K.FORCES)]
-        error = torch.linalg.vector_norm((out[K.FORCES].detach() - batch[K.FORCES]).double(), dim=-1)
-        force_errors.append((out[K.FORCES].detach() - batch[K.FORCES]).double()[labelled[batch[K.BATCH]]].abs())
-        for index in torch.nonzero(labelled).flatten().tolist():
-            atoms = batch[K.BATCH] == index
-            frame_errors.append(float(error[atoms].max()))
-            frame_uncertainty.append(float(sigma[atoms].max()))
-    forces = torch.cat([f.flatten() for f in force_errors]) if force_errors else torch.full((1,), float("nan"))
-    return {
-        "energy_mae_mev_per_atom": EV_TO_MEV * float(torch.cat(energy_errors).abs().mean()),
-        "force_mae_mev_per_angstrom": EV_TO_MEV * float(forces.mean()),
-        "mean_forces_std_mev_per_angstrom": EV_TO_MEV * float(torch.cat(uncertainty).mean()),
-        "spearman_max_force_error_vs_uncertainty": rank_correlation(
-            np.asarray(frame_errors), np.asarray(frame_uncertainty)
-        ),
-    }
-
-
 def train_committee(
     config: Config,
     *,
@@ -233,7 +196,7 @@ def train_committee(
     result = CommitteeResult(root=root, members=members, model_path=None)
     split = "test" if datamodule.splits.get("test") else ("validation" if datamodule.splits.get("validation") else None)
     if split is not None:
-        result.test_metrics = committee_metrics(committee, datamodule, split)
+        result.test_metrics = committee_errors(committee, datamodule.loader(split))
     metadata["training"]["committee_metrics"] = {"split": split, **result.test_metrics}
     export_dtype = config.model.export_dtype or config.model.dtype
     result.model_path = export_potential(

@@ -126,3 +126,30 @@ def test_cli_md_flags_frames_beside_the_trajectory(committee_file, tmp_path, cap
     assert len(ase.io.read(tmp_path / "traj_uncertain.extxyz", ":")) == 3
     assert main(["md", str(committee_file), str(start), "--steps", "2", "--stop-on-uncertainty"]) == 2
     assert "need an uncertainty_threshold" in capsys.readouterr().err
+
+
+def test_committee_errors_against_a_hand_computed_answer():
+    """Two structures (2 and 1 atoms); the second's forces unlabelled: only the first counts for forces."""
+    import torch
+
+    from physml_md.data import keys as K
+    from physml_md.md.uncertainty import committee_errors
+
+    batch = {
+        K.ENERGY: torch.tensor([1.0, 2.0], dtype=torch.float64),
+        K.mask_key(K.ENERGY): torch.tensor([True, True]),
+        K.N_ATOMS: torch.tensor([2, 1]),
+        K.FORCES: torch.zeros(3, 3, dtype=torch.float64),
+        K.mask_key(K.FORCES): torch.tensor([True, False]),
+        K.BATCH: torch.tensor([0, 0, 1]),
+    }
+    out = {
+        K.ENERGY: torch.tensor([1.2, 1.9], dtype=torch.float64),
+        K.FORCES: torch.tensor([[0.3, 0.0, 0.0], [0.0, -0.6, 0.0], [9.0, 9.0, 9.0]], dtype=torch.float64),
+        K.FORCES_STD: torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64),
+    }
+    result = committee_errors(lambda data: out, [batch])
+    assert result["energy_mae_mev_per_atom"] == pytest.approx(1000 * (0.1 + 0.1) / 2)
+    assert result["force_mae_mev_per_angstrom"] == pytest.approx(1000 * 0.9 / 6)  # the 9s are not labelled
+    assert result["mean_forces_std_mev_per_angstrom"] == pytest.approx(200.0)
+    assert np.isnan(result["spearman_max_force_error_vs_uncertainty"])  # one labelled structure: no ranking

@@ -86,7 +86,7 @@ def test_exported_committee_and_its_ase_calculator_match_eager(tmp_path, suffix)
     assert atoms.calc.get_property("max_forces_std") == pytest.approx(float(expected[K.FORCES_STD].max()))
 
 
-def test_a_single_potential_gives_no_uncertainty(tmp_path):
+def test_a_single_potential_gives_no_uncertainty():
     atoms = structures()[0]
     atoms.calc = PhysMLCalculator(script_potential(members(n=1)[0]))
     atoms.get_potential_energy()
