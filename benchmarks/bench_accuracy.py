@@ -59,8 +59,8 @@ CALIBRATION_EPOCHS = 3
 
 # Our recipes: overrides of examples/ethanol_xtb/config.toml ("section.key=value", as on the command line). Each
 # names its architecture, so that a change of the example's model does not change what a recipe measures.
-PAINN = ["model.name=painn", "model.n_interactions=3"]
-TENSORNET = ["model.name=tensornet", "model.n_interactions=2"]
+PAINN = ["model.name=painn", "model.n_interactions=3", "model.dtype=float64"]
+TENSORNET = ["model.name=tensornet", "model.n_interactions=2", "model.dtype=float64"]
 TENSORNET_F32 = [*TENSORNET, "model.dtype=float32", "model.export_dtype=float64"]
 RECIPES = {
     "painn": ("PaiNN (64 features, 3 interactions), float64: the example's recipe before TensorNet", PAINN),
@@ -249,7 +249,7 @@ def recipe_config(files: dict, root: Path, overrides, epochs: int) -> dict:
     data.pop("splitting_strategy", None)
     for name in ("train", "validation", "test"):
         data.setdefault(name, {})["path"] = str(files[name])
-    # the example mixes its loss weights over the first 17 of 40 epochs: keep that fraction of the fitted epochs
+    # the example mixes its loss weights over the first 42 of 100 epochs: keep that fraction of the fitted epochs
     mixing = raw.get("training", {}).get("loss_parameter", {}).get("mixing_epochs", {})
     for name, value in mixing.items():
         mixing[name] = max(1, round(value * epochs / raw["trainer"]["max_epochs"]))

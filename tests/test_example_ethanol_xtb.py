@@ -100,3 +100,18 @@ def test_run_py_end_to_end_on_a_tiny_budget(tmp_path):
     assert len(read(validation / "nvt.extxyz", ":")) == 7
     for png in ("energy.png", "structure.png"):
         assert (validation / png).read_bytes()[:8] == PNG
+
+
+def test_epochs_option_keeps_the_mixing_fraction_of_the_config():
+    import tomllib
+
+    run = load_script(EXAMPLE / "run.py")
+    config = tomllib.loads((EXAMPLE / "config.toml").read_text())
+    epochs, mixing = config["trainer"]["max_epochs"], config["training"]["loss_parameter"]["mixing_epochs"]
+    overrides = run.epoch_overrides(EXAMPLE / "config.toml", epochs // 2)
+    expected = [f"trainer.max_epochs={epochs // 2}"]
+    expected += [f"training.loss_parameter.mixing_epochs.{k}={max(1, round(v / 2))}" for k, v in mixing.items()]
+    assert overrides == expected and len(overrides) == 3
+    assert run.epoch_overrides(EXAMPLE / "config.toml", 1)[1:] == [
+        f"training.loss_parameter.mixing_epochs.{k}=1" for k in mixing
+    ]

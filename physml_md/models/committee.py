@@ -3,7 +3,12 @@
 Members differ in their initial weights (and, optionally, in the bootstrap sample of the training data they
 saw); where they agree the model is on familiar ground, where they disagree it is extrapolating. ``Committee``
 is a ``Potential``: it is exported, loaded and run by every engine like one, and one call evaluates every
-member (one neighbour list, then each member's energy model and its backward pass, all inside the one module).
+member (one neighbour list, the members' energy models, one backward pass, all inside the one module).
+
+The members' layers are stacked (``physml_md.models.stacking``): the members run as one model on M copies of the
+structure, so a call costs one member's operations on M times the rows rather than M calls. Members whose energy
+models cannot be stacked (an energy model of your own without ``stackable``, or members of different sizes) run
+one after the other instead, with the same results.
 
 Outputs: the members' mean of every output of a single potential (energy, energies, forces, stress, charges,
 ...), plus
@@ -19,21 +24,21 @@ from torch import Tensor, nn
 
 from physml_md.data import keys as K
 from physml_md.models.potential import Potential, PotentialInputs
+from physml_md.models.stacking import stack_energy_models
 
 __all__ = ["Committee", "committee_statistics", "COMMITTEE_OUTPUTS"]
 
 COMMITTEE_OUTPUTS = (K.ENERGY_STD, K.FORCES_STD)
 
 
-def committee_statistics(outputs: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
-    """The members' mean of every output, plus ``energy_std`` [B] and ``forces_std`` [N] (see the module)."""
+def committee_statistics(outputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Every member's outputs, each with a leading member axis [M, ...] -> the members' mean of every output, plus
+    ``energy_std`` [B] and ``forces_std`` [N] (see the module)."""
     results: Dict[str, Tensor] = {}
-    for key in outputs[0].keys():
-        results[key] = torch.stack([out[key] for out in outputs]).mean(0)
-    energies = torch.stack([out[K.ENERGY] for out in outputs])
-    forces = torch.stack([out[K.FORCES] for out in outputs])
-    results[K.ENERGY_STD] = (energies - results[K.ENERGY]).pow(2).mean(0).sqrt()
-    results[K.FORCES_STD] = (forces - results[K.FORCES]).pow(2).sum(-1).mean(0).sqrt()
+    for key, value in outputs.items():
+        results[key] = value.mean(0)
+    results[K.ENERGY_STD] = (outputs[K.ENERGY] - results[K.ENERGY]).pow(2).mean(0).sqrt()
+    results[K.FORCES_STD] = (outputs[K.FORCES] - results[K.FORCES]).pow(2).sum(-1).mean(0).sqrt()
     return results
 
 
@@ -42,7 +47,8 @@ class Committee(Potential):
 
     ``Committee(members)``: members are trained potentials (e.g. ``physml_md.checkpoint.potential_from_checkpoint``
     of each member's checkpoint). The committee is for evaluation, export and MD; its members are trained one by
-    one (``physml-md train`` with ``committee = N``).
+    one (``physml-md train`` with ``committee = N``). It copies the members' weights when it is built (into
+    ``stacked``): change a member afterwards and build the committee again.
     """
 
     def __init__(self, members: List[Potential]):
@@ -62,6 +68,8 @@ class Committee(Potential):
                 ("dtype", member.shift.dtype, first.shift.dtype),
                 ("device", member.shift.device, first.shift.device),
                 ("charges", member.use_charges, first.use_charges),
+                ("zbl", member.use_zbl, first.use_zbl),
+                ("coulomb", member.use_coulomb, first.use_coulomb),
                 ("architecture", member.hyperparameters.get("name"), first.hyperparameters.get("name")),
             ):
                 if mine != theirs:
@@ -77,6 +85,27 @@ class Committee(Potential):
         self.hyperparameters = dict(first.hyperparameters)
         self.hyperparameters["committee"] = len(members)
         self.hyperparameters["members"] = [dict(m.hyperparameters) for m in members]
+        self.n_members = len(members)
+        self.n_species = len(first.species)
+        # the members as one potential (one entry) when their energy models stack, else empty (a loop over members)
+        self.stacked = nn.ModuleList()
+        try:
+            energy_model = stack_energy_models([member.energy_model for member in members])
+        except ValueError:
+            energy_model = None
+        if energy_model is not None:
+            stacked = Potential(
+                energy_model,
+                first.species,
+                first.cutoff,
+                first.shift.dtype,
+                zbl=first.use_zbl,
+                charges=first.use_charges,
+                coulomb=first.use_coulomb,
+            )
+            stacked.shift = torch.cat([member.shift for member in members])  # [M * S]: species + member * S
+            stacked.scale = torch.cat([member.scale for member in members])
+            self.stacked.append(stacked)
         self.to(device=first.shift.device, dtype=first.shift.dtype)
         with torch.no_grad():  # the mean shift/scale: what the metadata reports; each member applies its own
             self.shift.copy_(torch.stack([m.shift for m in members]).mean(0))
@@ -84,7 +113,10 @@ class Committee(Potential):
 
     @torch.jit.unused
     def set_shift_and_scale(self, shift, scale=1.0) -> None:
-        raise ValueError("set the shift and scale of each member (committee.members[i]), not of the committee")
+        raise ValueError(
+            "a committee's shift and scale are its members': set them on each member, then build the committee "
+            "(Committee(members)) from them"
+        )
 
     @torch.jit.unused
     def cast(self, dtype: torch.dtype) -> "Committee":
@@ -112,9 +144,32 @@ class Committee(Potential):
         check_overlap: bool,
     ) -> Dict[str, Tensor]:
         """Every member on the same checked inputs (one neighbour list), then ``committee_statistics``."""
-        outputs: List[Dict[str, Tensor]] = []
+        m = self.n_members
+        for stacked in self.stacked:  # M copies of the structure, member after member (models.stacking)
+            n = positions.shape[0]
+            member = torch.arange(m, device=positions.device).unsqueeze(1)
+            member_of_atom = member.expand(m, n).reshape(-1)
+            outputs = stacked.evaluate(
+                positions.repeat(m, 1),
+                numbers.repeat(m),
+                species.repeat(m) + member_of_atom * self.n_species,
+                cell.repeat(m, 1, 1),
+                pbc.repeat(m, 1),
+                batch.repeat(m) + member_of_atom * cell.shape[0],
+                n_atoms.repeat(m),
+                edge_index.repeat(1, m) + (member * n).expand(m, edge_index.shape[1]).reshape(1, -1),
+                cell_shifts.repeat(m, 1),
+                total_charge.repeat(m),
+                compute_stress,
+                check_overlap,
+            )
+            per_member: Dict[str, Tensor] = {}
+            for key, value in outputs.items():
+                per_member[key] = value.unflatten(0, [m, -1])
+            return committee_statistics(per_member)
+        outputs_of: List[Dict[str, Tensor]] = []
         for member in self.members:
-            outputs.append(
+            outputs_of.append(
                 member.evaluate(
                     positions,
                     numbers,
@@ -127,7 +182,10 @@ class Committee(Potential):
                     cell_shifts,
                     total_charge,
                     compute_stress,
-                    check_overlap and len(outputs) == 0,
+                    check_overlap and len(outputs_of) == 0,
                 )
             )
-        return committee_statistics(outputs)
+        per_member = {}
+        for key in outputs_of[0].keys():
+            per_member[key] = torch.stack([out[key] for out in outputs_of])
+        return committee_statistics(per_member)

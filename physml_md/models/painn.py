@@ -62,33 +62,51 @@ class PaiNNInteraction(nn.Module):
         here per species, and each chunk carries the basis per neighbour species; the messages are then
         matrix products of that basis with the filter times phi of each species."""
         f = self.features
-        # the filter with its bias as one more input row: (rbf fcut, fcut) @ (W_f, b)^T = (rbf W_f + b) fcut
-        weight = torch.cat([self.filter.weight, self.filter.bias.unsqueeze(-1)], dim=1).t()
-        w_s, w_vv, w_vs = weight[:, :f], weight[:, f : 2 * f], weight[:, 2 * f :]
+        weight = self._filter_weight()
+        w_s, w_vv, w_vs = weight[..., :f], weight[..., f : 2 * f], weight[..., 2 * f :]
         ds_sum = torch.zeros_like(s)
         dv_sum = torch.zeros(s.shape[0], 3, f, dtype=s.dtype, device=s.device)
         if species_features is not None:
             phi_s, _, phi_vs = torch.split(self.scalar_mlp(species_features), f, dim=-1)  # v is zero: no phi_vv
-            m_s = (w_s.unsqueeze(0) * phi_s.unsqueeze(1)).reshape(-1, f)  # [n_species (n_rbf + 1), F]
-            m_vs = (w_vs.unsqueeze(0) * phi_vs.unsqueeze(1)).reshape(-1, f)
+            # per member [n_species (n_rbf + 1), F]
+            shape = [w_s.shape[0], -1, 1, f]
+            m_s = (w_s.unsqueeze(1) * phi_s.reshape(shape)).reshape(w_s.shape[0], -1, f)
+            m_vs = (w_vs.unsqueeze(1) * phi_vs.reshape(shape)).reshape(w_s.shape[0], -1, f)
             for centre_s, centre_v, _, _, basis_species, unit in chunks:
-                ds_sum.scatter_add_(0, centre_s, torch.mm(basis_species, m_s))
-                dv_sum.scatter_add_(0, centre_v, torch.mm(basis_species, m_vs).unsqueeze(1) * unit)
+                ds_sum.scatter_add_(0, centre_s, member_mm(basis_species, m_s))
+                dv_sum.scatter_add_(0, centre_v, member_mm(basis_species, m_vs).unsqueeze(1) * unit)
             return s + ds_sum, dv_sum
         phi_s, phi_vv, phi_vs = torch.split(self.scalar_mlp(s), f, dim=-1)
         p = phi_vv.unsqueeze(1) * v if v is not None else None
         for centre_s, centre_v, neighbour, basis, _, unit in chunks:
             # index_select rather than [] indexing: its backward is an index_add, not an accumulating index_put
-            ds = torch.mm(basis, w_s) * phi_s.index_select(0, neighbour)
-            dvs = (torch.mm(basis, w_vs) * phi_vs.index_select(0, neighbour)).unsqueeze(1)
+            ds = member_mm(basis, w_s) * phi_s.index_select(0, neighbour)
+            dvs = (member_mm(basis, w_vs) * phi_vs.index_select(0, neighbour)).unsqueeze(1)
             if p is None:
                 dv = dvs * unit
             else:
-                dv = torch.mm(basis, w_vv).unsqueeze(1) * p.index_select(0, neighbour)
+                dv = member_mm(basis, w_vv).unsqueeze(1) * p.index_select(0, neighbour)
                 dv.addcmul_(dvs, unit)  # in place: autograd keeps the operands, not the sum
             ds_sum.scatter_add_(0, centre_s, ds)
             dv_sum.scatter_add_(0, centre_v, dv)
         return s + ds_sum, dv_sum if v is None else v + dv_sum
+
+    def _filter_weight(self) -> Tensor:
+        """[M, n_rbf + 1, 3F]: per member, the filter with its bias as one more input row, so that
+        (rbf fcut, fcut) @ (W_f, b)^T = (rbf W_f + b) fcut; M = 1 but for stacked members (models.stacking)."""
+        weight = self.filter.weight
+        bias = self.filter.bias
+        assert bias is not None
+        if weight.dim() == 2:  # nn.Linear: [3F, n_rbf], bias [3F]
+            return torch.cat([weight, bias.unsqueeze(-1)], dim=1).t().unsqueeze(0)
+        return torch.cat([weight, bias], dim=1)  # StackedLinear: [M, n_rbf, 3F], bias [M, 1, 3F]
+
+
+def member_mm(x: Tensor, weight: Tensor) -> Tensor:
+    """x [M K, a] (member after member) times weight [M, a, b], block by block -> [M K, b] (M = 1: one mm)."""
+    if weight.shape[0] == 1:
+        return torch.mm(x, weight[0])
+    return torch.bmm(x.reshape(weight.shape[0], -1, x.shape[1]), weight).reshape(-1, weight.shape[2])
 
 
 class PaiNNUpdate(nn.Module):
@@ -119,6 +137,8 @@ class PaiNN(nn.Module):
     at once (the torch.export file does: its graph may not depend on the number of edges).
     """
 
+    stackable = True  # its layers act on rows of atoms or edges: a committee stacks its members (models.stacking)
+
     def __init__(
         self,
         n_species: int,
@@ -135,6 +155,7 @@ class PaiNN(nn.Module):
         self.features = features
         self.n_outputs = n_outputs
         self.chunk_elements = _CHUNK_ELEMENTS
+        self.members = 1  # M stacked members (models.stacking): atoms and edges come as M copies, member after member
         # fold the species into the first interaction's filter while the basis per neighbour species
         # [E, n_species (n_rbf + 1)] is no larger than two [E, F] tensors (it replaces four)
         self.fold_species = n_species * (n_rbf + 1) <= 2 * features
@@ -162,14 +183,27 @@ class PaiNN(nn.Module):
 
     def _edge_chunks(self, species: Tensor, edge_index: Tensor, vectors: Tensor, lengths: Tensor) -> List[EdgeChunk]:
         """The edges in chunks (one chunk off CPU) with what the interactions need from them."""
-        n_species = self.embedding.num_embeddings
+        m = self.members
+        n_species = self.embedding.num_embeddings // m  # stacked: species index = member * n_species + species
         pieces: List[Tuple[Tensor, Tensor, Tensor]] = [(edge_index, vectors, lengths)]
-        if vectors.device.type == "cpu" and self.chunk_elements > 0:
+        if vectors.device.type == "cpu" and self.chunk_elements > 0 and m == 1:
             size = max(1, self.chunk_elements // self.features)
             # split, not slicing: its backward pass concatenates the chunks' gradients once
             pieces = []
             for index, vector, length in zip(edge_index.split(size, 1), vectors.split(size), lengths.split(size)):
                 pieces.append((index, vector, length))
+        elif vectors.device.type == "cpu" and self.chunk_elements > 0:
+            # stacked members: each chunk takes the same range of every member's edges, member after member
+            size = max(1, self.chunk_elements // (self.features * m))
+            per_member = lengths.shape[0] // m
+            first = (torch.arange(m, device=lengths.device) * per_member).unsqueeze(1)
+            pieces = []
+            for start in range(0, per_member, size):
+                stop = min(start + size, per_member)
+                rows = (first + torch.arange(start, stop, device=lengths.device)).reshape(-1)
+                pieces.append(
+                    (edge_index.index_select(1, rows), vectors.index_select(0, rows), lengths.index_select(0, rows))
+                )
         chunks: List[EdgeChunk] = []
         for index, vector, length in pieces:
             e = length.shape[0]
@@ -177,7 +211,8 @@ class PaiNN(nn.Module):
             basis = torch.cat([self.rbf(length) * fcut, fcut], dim=-1)
             basis_species = basis
             if self.fold_species and n_species > 1:
-                one_hot = nn.functional.one_hot(species.index_select(0, index[1]), n_species).to(basis.dtype)
+                neighbour_species = species.index_select(0, index[1]) % n_species
+                one_hot = nn.functional.one_hot(neighbour_species, n_species).to(basis.dtype)
                 basis_species = (one_hot.unsqueeze(-1) * basis.unsqueeze(1)).reshape(e, n_species * basis.shape[1])
             unit = (vector / length.unsqueeze(-1)).unsqueeze(-1)
             centre = index[0]

@@ -234,6 +234,8 @@ class TensorNet(nn.Module):
     raw charge, both read out of the same MLP). TensorNet's usual depth is 2 interaction layers.
     """
 
+    stackable = True  # its layers act on rows of atoms or edges: a committee stacks its members (models.stacking)
+
     def __init__(
         self,
         n_species: int,

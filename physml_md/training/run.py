@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import lightning
 import torch
@@ -277,6 +278,35 @@ def train(
     ``AtomsDataModule``; a committee member's option). initial_weights starts from the energy-model weights of
     another run's checkpoint (a retraining on more data), not from random ones; the optimizer starts afresh.
     """
+    with torch_threads(config.training.threads):
+        return _train(
+            config, ckpt_path, train_data, validation_data, test_data, verbose, bootstrap_seed, initial_weights
+        )
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` inside the block (and put back after it); None leaves them."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(before)
+
+
+def _train(
+    config: Config,
+    ckpt_path: PathLike | None,
+    train_data: Any,
+    validation_data: Any,
+    test_data: Any,
+    verbose: bool,
+    bootstrap_seed: int | None,
+    initial_weights: PathLike | None,
+) -> TrainResult:
     lightning.seed_everything(config.training.seed, workers=True, verbose=False)
     if train_data is not None and config.data.source is not None:
         # data given as arguments replace the configured files

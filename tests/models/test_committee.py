@@ -45,11 +45,15 @@ def reference(models, data):
     return expected
 
 
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "loop"])
 @pytest.mark.parametrize("arch", MODEL_NAMES)
 @pytest.mark.parametrize("which", [0, 1], ids=["molecule", "triclinic-crystal"])
-def test_committee_gives_the_members_mean_and_spread(arch, which):
+def test_committee_gives_the_members_mean_and_spread(arch, which, stacked):
     models = members(arch)
+    for model in models:  # an energy model that cannot be stacked: the committee loops over its members
+        model.energy_model.stackable = stacked
     committee = Committee(models).eval()
+    assert len(committee.stacked) == int(stacked)
     data = inputs(structures()[which])
     expected = reference(models, data)
     with torch.enable_grad():
@@ -66,9 +70,10 @@ def test_committee_forces_are_the_gradient_of_its_mean_energy():
     assert_matches_finite_differences(structures()[1], committee, rtol=1e-6)
 
 
+@pytest.mark.parametrize("arch", MODEL_NAMES)
 @pytest.mark.parametrize("suffix", [".pt", ".pt2"])
-def test_exported_committee_and_its_ase_calculator_match_eager(tmp_path, suffix):
-    models = members("painn", n=4)
+def test_exported_committee_and_its_ase_calculator_match_eager(tmp_path, suffix, arch):
+    models = members(arch, n=4)
     committee = Committee(models).eval()
     path = export_potential(committee, tmp_path / f"committee{suffix}")
     loaded = load_potential(path)
@@ -96,7 +101,7 @@ def test_a_single_potential_gives_no_uncertainty():
 
 def test_committee_statistics_of_identical_members_is_zero_spread():
     out = {K.ENERGY: torch.tensor([1.0, 2.0]), K.FORCES: torch.ones(3, 3)}
-    stats = committee_statistics([out, out, out])
+    stats = committee_statistics({key: torch.stack([value] * 3) for key, value in out.items()})
     assert torch.equal(stats[K.ENERGY], out[K.ENERGY])
     assert torch.equal(stats[K.ENERGY_STD], torch.zeros(2)) and torch.equal(stats[K.FORCES_STD], torch.zeros(3))
 
@@ -121,3 +126,31 @@ def test_members_that_do_not_fit_together_are_refused():
         Committee([members(n=1)[0], other_arch])
     with pytest.raises(ValueError, match="each member"):
         Committee(members(n=2)).set_shift_and_scale({1: 0.0})
+
+
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_stacked_committee_with_charges_zbl_and_coulomb_matches_its_members(arch):
+    models = members(arch, charges=True, coulomb=True, zbl=True)
+    committee = Committee(models).eval()
+    assert len(committee.stacked) == 1
+    data = inputs(structures()[1])
+    data["total_charge"] = torch.tensor([1.0], dtype=torch.float64)
+    expected = reference(models, data)
+    with torch.enable_grad():
+        out = committee(dict(data))
+    assert {K.CHARGES, K.DIPOLE, K.STRESS} <= set(out) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(out[key].detach().numpy(), value, rtol=1e-12, atol=1e-12, err_msg=key)
+    assert float(out[K.TOTAL_CHARGE]) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_stacked_committee_on_a_batch_of_structures_matches_each_alone(arch):
+    committee = Committee(members(arch)).eval()
+    calculator = PhysMLCalculator(committee)
+    batch = calculator.calculate_batch(structures())
+    for atoms, result in zip(structures(), batch):
+        atoms.calc = PhysMLCalculator(committee)
+        alone = {key: atoms.calc.get_property(key, atoms) for key in ("energy", "forces", "energy_std", "forces_std")}
+        for key, value in alone.items():
+            np.testing.assert_allclose(result[key], value, rtol=1e-12, atol=1e-12, err_msg=key)

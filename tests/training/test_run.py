@@ -225,3 +225,16 @@ def test_two_process_ddp_matches_single_process(tmp_path, tiny_config, cu_data):
     ddp = load_potential(ddp_dir / "checkpoints" / "model.pt")(batch)
     np.testing.assert_allclose(ddp["energy"].numpy(), single["energy"].numpy(), rtol=1e-9)
     np.testing.assert_allclose(ddp["forces"].numpy(), single["forces"].numpy(), rtol=1e-7, atol=1e-9)
+
+
+def test_training_threads_are_set_while_training_and_put_back(tiny_config, monkeypatch):
+    import physml_md.training.run as run
+
+    seen = []
+    monkeypatch.setattr(run, "_train", lambda config, *args: seen.append(torch.get_num_threads()) or "done")
+    before = torch.get_num_threads()
+    raw = dict(tiny_config, training={**tiny_config.get("training", {}), "threads": before + 1})
+    assert train(config_from_dict(raw)) == "done"
+    assert seen == [before + 1] and torch.get_num_threads() == before
+    assert train(config_from_dict(tiny_config)) == "done"  # no threads: torch's own setting
+    assert seen[-1] == before
