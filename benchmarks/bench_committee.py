@@ -1,18 +1,20 @@
 """What a committee costs in MD: ASE ms/step of a committee of N in one exported file against one member.
 
-For each architecture (the ethanol example's sizes: 64 features, 2 interactions, 20 radial functions, 5 angstrom,
-float64 as exported for MD), one member and a committee of ``--members`` (default 4) members built from it (other
-seeds) are exported to temporary files (TorchScript, and AOTInductor with ``--formats``); ASE VelocityVerlet MD of
-ethanol (0.5 fs) runs with each, interleaved over ``--rounds`` rounds, 1 torch thread by default; the table gives
-the median ms/step and committee/member (the goal: <= 2 for 4 members). Weights are random: the cost of a step
-does not depend on them.
+For each architecture (64 features, 2 interactions, 20 radial functions, 5 angstrom, float64 as exported for MD),
+one member and a committee of ``--members`` (default 4) members built from it (other seeds; the committee stacks
+their layers, ``physml_md.models.stacking``) are exported to temporary files (TorchScript, and AOTInductor with
+``--formats``); ASE VelocityVerlet MD of ethanol (0.5 fs) runs with each, interleaved over ``--rounds`` rounds, 1
+torch thread by default; the table gives the median ms/step and committee/member (the goal: <= 2 for 4 members).
+Weights are random: the cost of a step does not depend on them.
 
     .venv/bin/python benchmarks/bench_committee.py [--members 4] [--steps 200] [--formats torchscript aotinductor]
+        [--with-loop]   # also the members one after the other, as a committee of unstackable models runs them
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -46,29 +48,37 @@ def run(
     threads: int = 1,
     formats=("torchscript",),
     sizes=None,
+    with_loop: bool = False,
 ) -> list:
-    """Rows: architecture, format, member ms/step, committee ms/step, ratio."""
+    """Rows: architecture, format, member ms/step, committee ms/step, ratio; with_loop adds the committee whose
+    members run one after the other (loop_ms, loop_ratio; the fallback for energy models that cannot be stacked)."""
     sizes = dict(SIZES, **(sizes or {}))
     rows = []
+    kinds = ["single", "committee", "loop"] if with_loop else ["single", "committee"]
     with tempfile.TemporaryDirectory() as folder:
         files = {}
         for name in architectures:
             models = [build_model(name, species=["H", "C", "O"], seed=seed, **sizes).eval() for seed in range(members)]
+            looped = copy.deepcopy(models)
+            for model in looped:
+                model.energy_model.stackable = False
+            modules = {"single": models[0], "committee": Committee(models), "loop": Committee(looped)}
             for format in formats:
-                single = Path(folder) / f"{name}-single{SUFFIX[format]}"
-                many = Path(folder) / f"{name}-committee{SUFFIX[format]}"
-                export_potential(models[0], single, format=format)
-                export_potential(Committee(models), many, format=format)
-                files[name, format] = (single, many)
-        times = {key: ([], []) for key in files}
+                for kind in kinds:
+                    path = Path(folder) / f"{name}-{kind}{SUFFIX[format]}"
+                    files[name, format, kind] = export_potential(modules[kind], path, format=format)
+        times = {key: [] for key in files}
         for _ in range(rounds):  # interleaved: load on the machine touches every contender alike
-            for key, (single, many) in files.items():
-                times[key][0].append(ms_per_step(single, steps, warmup, threads))
-                times[key][1].append(ms_per_step(many, steps, warmup, threads))
-        for (name, format), (single, many) in times.items():
-            one, all_ = float(np.median(single)), float(np.median(many))
-            rows.append({"architecture": name, "format": format, "member_ms": one, "committee_ms": all_,
-                         "ratio": all_ / one, "members": members})  # fmt: skip
+            for key, path in files.items():
+                times[key].append(ms_per_step(path, steps, warmup, threads))
+        for name in architectures:
+            for format in formats:
+                ms = {kind: float(np.median(times[name, format, kind])) for kind in kinds}
+                row = {"architecture": name, "format": format, "member_ms": ms["single"], "members": members}
+                row.update(committee_ms=ms["committee"], ratio=ms["committee"] / ms["single"])
+                if with_loop:
+                    row.update(loop_ms=ms["loop"], loop_ratio=ms["loop"] / ms["single"])
+                rows.append(row)
     return rows
 
 
@@ -76,9 +86,10 @@ def format_rows(rows: list, threads: int) -> str:
     lines = [f"ASE VelocityVerlet MD of ethanol, {threads} torch thread(s): ms/step, median of interleaved rounds"]
     lines.append(f"{'architecture':<12} {'format':<12} {'1 member':>9} {'committee':>10} {'ratio':>6}")
     for r in rows:
+        loop = f"; members in a loop {r['loop_ms']:.2f} ms, {r['loop_ratio']:.2f}x" if "loop_ms" in r else ""
         lines.append(
             f"{r['architecture']:<12} {r['format']:<12} {r['member_ms']:>9.2f} {r['committee_ms']:>10.2f} "
-            f"{r['ratio']:>5.2f}x  ({r['members']} members; goal <= 2x for 4)"
+            f"{r['ratio']:>5.2f}x  ({r['members']} members; goal <= 2x for 4{loop})"
         )
     return "\n".join(lines)
 
@@ -91,9 +102,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--architectures", nargs="+", default=["tensornet", "painn"])
     parser.add_argument("--formats", nargs="+", default=["torchscript"], choices=sorted(SUFFIX))
+    parser.add_argument(
+        "--with-loop", action="store_true", help="also a committee whose members run one after the other (unstacked)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = run(args.architectures, args.members, args.steps, 20, args.rounds, args.threads, args.formats)
+    rows = run(
+        args.architectures, args.members, args.steps, 20, args.rounds, args.threads, args.formats, None, args.with_loop
+    )
     print(format_rows(rows, args.threads))
     return 0
 

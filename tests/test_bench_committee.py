@@ -15,3 +15,11 @@ def test_tiny_run_gives_one_row_per_architecture_and_format():
     assert (row["architecture"], row["format"], row["members"]) == ("painn", "torchscript", 2)
     assert row["member_ms"] > 0 and row["ratio"] == row["committee_ms"] / row["member_ms"]
     assert "2 members" in bench_committee.format_rows(rows, 1)
+
+
+def test_with_loop_adds_the_unstacked_committee():
+    rows = bench_committee.run(("tensornet",), members=2, steps=2, warmup=1, rounds=1, with_loop=True,
+                               sizes={"features": 8, "n_interactions": 1, "n_rbf": 4})  # fmt: skip
+    (row,) = rows
+    assert row["loop_ms"] > 0 and row["loop_ratio"] == row["loop_ms"] / row["member_ms"]
+    assert "members in a loop" in bench_committee.format_rows(rows, 1)
