@@ -63,6 +63,8 @@ def _traceable_copy(model: Potential) -> Potential:
             module.chunk_elements = 0
         if hasattr(module, "padded"):
             module.padded = False
+        if hasattr(module, "stack_edges"):  # a committee: its members one after the other at every size
+            module.stack_edges = 0
     return copy_
 
 

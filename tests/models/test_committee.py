@@ -154,3 +154,21 @@ def test_stacked_committee_on_a_batch_of_structures_matches_each_alone(arch):
         alone = {key: atoms.calc.get_property(key, atoms) for key in ("energy", "forces", "energy_std", "forces_std")}
         for key, value in alone.items():
             np.testing.assert_allclose(result[key], value, rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_members_are_stacked_on_small_structures_only(arch, monkeypatch):
+    committee = Committee(members(arch)).eval()
+    data = inputs(structures()[1])
+    calls = []
+    evaluate = committee.stacked[0].evaluate
+    monkeypatch.setattr(committee.stacked[0], "evaluate", lambda *args: calls.append(1) or evaluate(*args))
+    with torch.enable_grad():
+        stacked = committee(dict(data))
+        assert len(calls) == 1
+        edges = committee.prepare(dict(data))[7].shape[1]
+        committee.stack_edges = 3 * edges - 1  # M times the edges is more than this: one member after the other
+        looped = committee(dict(data))
+    assert len(calls) == 1
+    for key, value in stacked.items():
+        np.testing.assert_allclose(looped[key].numpy(), value.numpy(), rtol=1e-12, atol=1e-12, err_msg=key)
