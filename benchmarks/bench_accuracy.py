@@ -242,21 +242,18 @@ def recipe_config(files: dict, root: Path, overrides, epochs: int) -> dict:
 
     from physml_md.training.config import apply_overrides
 
-    with open(ROOT / "examples" / "ethanol_xtb" / "config.toml", "rb") as stream:
+    example = ROOT / "examples" / "ethanol_xtb"
+    with open(example / "config.toml", "rb") as stream:
         raw = tomllib.load(stream)
     data = raw["data"]
     data.pop("source", None)
     data.pop("splitting_strategy", None)
     for name in ("train", "validation", "test"):
         data.setdefault(name, {})["path"] = str(files[name])
-    # the example mixes its loss weights over the first 42 of 100 epochs: keep that fraction of the fitted epochs
-    mixing = raw.get("training", {}).get("loss_parameter", {}).get("mixing_epochs", {})
-    for name, value in mixing.items():
-        mixing[name] = max(1, round(value * epochs / raw["trainer"]["max_epochs"]))
-    raw["trainer"].update(
-        max_epochs=epochs, default_root_dir=str(root), enable_progress_bar=False, enable_model_summary=False
-    )
-    return apply_overrides(raw, list(overrides))
+    raw["trainer"].update(default_root_dir=str(root), enable_progress_bar=False, enable_model_summary=False)
+    # the fitted epochs, the loss-weight mixing keeping its fraction of them (as the example's --epochs does)
+    epochs_overrides = _load_script(example / "run.py").epoch_overrides(example / "config.toml", epochs)
+    return apply_overrides(raw, [*epochs_overrides, *overrides])
 
 
 class EpochClock(lightning.Callback):

@@ -17,7 +17,6 @@ calculator (``PhysMLCalculator(calc.potential)`` shares the loaded model) or use
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import warnings
 from typing import Any, Dict, List, Sequence
@@ -32,6 +31,7 @@ from physml_md.data import keys as K
 from physml_md.data.elements import CHEMICAL_SYMBOLS
 from physml_md.data.statistics import PairDistanceFloor, pairs_closer_than
 from physml_md.export import load_model
+from physml_md.threads import torch_threads
 
 __all__ = ["ExtrapolationWarning", "PhysMLCalculator"]
 
@@ -163,18 +163,6 @@ class PhysMLCalculator(Calculator):
         return self._evaluate(list(structures))
 
     # ------------------------------------------------------------------ internals
-    @contextlib.contextmanager
-    def _threads(self):
-        if self.num_threads is None or self.num_threads == torch.get_num_threads():
-            yield
-            return
-        before = torch.get_num_threads()
-        torch.set_num_threads(self.num_threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
     def _check_species(self, numbers: np.ndarray) -> None:
         unknown = sorted(set(numbers.tolist()) - self._known)
         if unknown:
@@ -224,7 +212,7 @@ class PhysMLCalculator(Calculator):
     def _evaluate(self, structures: List[Atoms]) -> List[Dict[str, Any]]:
         # forces come from autograd: enable it even when the caller runs under no_grad or inference_mode (the
         # inputs are made inside too, since tensors made in inference mode can never require grad)
-        with self._threads(), torch.inference_mode(False), torch.enable_grad():
+        with torch_threads(self.num_threads), torch.inference_mode(False), torch.enable_grad():
             out = self.potential(self._inputs(structures))
         self._check_extrapolation(structures)  # after the model, which refuses bad input with its own sentence
         out = {key: value.detach().to("cpu", torch.float64).numpy() for key, value in out.items()}

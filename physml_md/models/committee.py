@@ -94,7 +94,6 @@ class Committee(Potential):
         self.hyperparameters["committee"] = len(members)
         self.hyperparameters["members"] = [dict(m.hyperparameters) for m in members]
         self.n_members = len(members)
-        self.n_species = len(first.species)
         self.stack_edges = STACK_EDGES
         # the members as one potential (one entry) when their energy models stack, else empty (a loop over members)
         self.stacked = nn.ModuleList()
@@ -162,7 +161,7 @@ class Committee(Potential):
                 outputs = stacked.evaluate(
                     positions.repeat(m, 1),
                     numbers.repeat(m),
-                    species.repeat(m) + member_of_atom * self.n_species,
+                    species.repeat(m) + member_of_atom * len(self.species),
                     cell.repeat(m, 1, 1),
                     pbc.repeat(m, 1),
                     batch.repeat(m) + member_of_atom * cell.shape[0],

@@ -186,24 +186,13 @@ class PaiNN(nn.Module):
         m = self.members
         n_species = self.embedding.num_embeddings // m  # stacked: species index = member * n_species + species
         pieces: List[Tuple[Tensor, Tensor, Tensor]] = [(edge_index, vectors, lengths)]
+        # stacked members (m > 1) take every edge at once: a committee stacks only small structures
         if vectors.device.type == "cpu" and self.chunk_elements > 0 and m == 1:
             size = max(1, self.chunk_elements // self.features)
             # split, not slicing: its backward pass concatenates the chunks' gradients once
             pieces = []
             for index, vector, length in zip(edge_index.split(size, 1), vectors.split(size), lengths.split(size)):
                 pieces.append((index, vector, length))
-        elif vectors.device.type == "cpu" and self.chunk_elements > 0:
-            # stacked members: each chunk takes the same range of every member's edges, member after member
-            size = max(1, self.chunk_elements // (self.features * m))
-            per_member = lengths.shape[0] // m
-            first = (torch.arange(m, device=lengths.device) * per_member).unsqueeze(1)
-            pieces = []
-            for start in range(0, per_member, size):
-                stop = min(start + size, per_member)
-                rows = (first + torch.arange(start, stop, device=lengths.device)).reshape(-1)
-                pieces.append(
-                    (edge_index.index_select(1, rows), vectors.index_select(0, rows), lengths.index_select(0, rows))
-                )
         chunks: List[EdgeChunk] = []
         for index, vector, length in pieces:
             e = length.shape[0]

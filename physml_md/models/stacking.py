@@ -75,8 +75,8 @@ def _stacked_module(modules: List[nn.Module], where: str) -> nn.Module | None:
     first = modules[0]
     for index, module in enumerate(modules[1:], start=1):
         if type(module) is not type(first):
-            theirs = type(first).__name__
-            raise ValueError(f"{where}: member {index} has a {type(module).__name__}, member 0 a {theirs}")
+            kind = type(first).__name__
+            raise ValueError(f"{where}: member {index} has a {type(module).__name__}, member 0 a {kind}")
         mine = {name: p.shape for name, p in module.named_parameters(recurse=False)}
         theirs = {name: p.shape for name, p in first.named_parameters(recurse=False)}
         if mine != theirs:
@@ -116,6 +116,6 @@ def stack_energy_models(models: List[nn.Module]) -> nn.Module:
             raise ValueError(f"a {type(first).__name__} has parameters of its own and cannot be stacked")
         parent_name, _, child = name.rpartition(".")
         setattr(stacked.get_submodule(parent_name), child, replacement)
-    if hasattr(stacked, "members"):  # a model that needs to know (PaiNN: chunks of edges, per-member filters)
+    if hasattr(stacked, "members"):  # a model that needs to know M (PaiNN: its species count, its edge chunks)
         stacked.members = len(models)
     return stacked

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import lightning
 import torch
@@ -25,6 +24,7 @@ from physml_md.checkpoint import load_checkpoint, model_kwargs, potential_from_c
 from physml_md.data import keys as K
 from physml_md.data.statistics import shortest_pair_distances
 from physml_md.export import export_potential
+from physml_md.threads import torch_threads
 from physml_md.training.config import Config, ConfigError, config_to_dict, instantiate_callbacks, trainer_kwargs
 from physml_md.training.datamodule import AtomsDataModule
 from physml_md.training.md_validation import MDValidation
@@ -282,19 +282,6 @@ def train(
         return _train(
             config, ckpt_path, train_data, validation_data, test_data, verbose, bootstrap_seed, initial_weights
         )
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's CPU threads set to ``threads`` inside the block (and put back after it); None leaves them."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        if threads:
-            torch.set_num_threads(before)
 
 
 def _train(
