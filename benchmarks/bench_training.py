@@ -49,6 +49,7 @@ from physml_md.training.config import Config, ConfigError, load_config  # noqa: 
 from physml_md.training.datamodule import AtomsDataModule  # noqa: E402
 from physml_md.training.losses import component_errors  # noqa: E402
 from physml_md.training.mixing import LossWeightMixing  # noqa: E402
+from physml_md.training.module import ema_decay  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "examples" / "cu_emt" / "config.toml"
@@ -155,6 +156,7 @@ def plain_epochs(config: Config, epochs: int) -> PlainRun:
     clip_by_value = config.trainer.get("gradient_clip_algorithm") == "value"
     decay = training.ema.decay
     ema = copy.deepcopy(model).requires_grad_(False) if decay > 0.0 else None
+    updates = 0  # EMA updates so far: the warm-up of PotentialModule (ema_decay)
     loader = datamodule.train_dataloader()
     model.train()
     seconds = []
@@ -180,7 +182,8 @@ def plain_epochs(config: Config, epochs: int) -> PlainRun:
             if ema is not None:
                 with torch.no_grad():
                     current = [p.detach() for p in model.parameters()]
-                    torch._foreach_lerp_(list(ema.parameters()), current, 1.0 - decay)
+                    torch._foreach_lerp_(list(ema.parameters()), current, 1.0 - ema_decay(decay, updates))
+                updates += 1
         seconds.append(time.perf_counter() - start)
     return PlainRun(seconds, model, ema, len(loader.dataset))
 

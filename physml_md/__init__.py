@@ -2,15 +2,17 @@
 
 __version__ = "0.1.0"
 
-from physml_md.export import export_potential, load_potential, read_metadata  # noqa: E402
-
 __all__ = ["__version__", "PhysMLCalculator", "export_potential", "load_potential", "read_metadata"]
 
 
 def __getattr__(name):
-    # the ASE calculator is imported on first use, so `import physml_md` stays light
+    # imported on first use, so that `import physml_md` (and `physml-md --version`) does not load torch
     if name == "PhysMLCalculator":
         from physml_md.integrations.ase import PhysMLCalculator
 
         return PhysMLCalculator
+    if name in ("export_potential", "load_potential", "read_metadata"):
+        from physml_md import export
+
+        return getattr(export, name)
     raise AttributeError(f"module 'physml_md' has no attribute {name!r}")

@@ -4,22 +4,47 @@ Commands: ``train`` (train from a TOML/YAML config, test, export, plot), ``expor
 exported file), ``info`` (what an exported file is), ``evaluate`` (run an exported file on structures and
 compare with their reference labels), ``md`` (molecular dynamics in ASE or OpenMM), ``validate`` (the MD
 validation suite and its report) and ``learn`` (active learning with a committee). Exit status: 0 done, 1 the
-MD blew up, the validation failed or learning did not converge, 2 bad input, 130 / 143 `md` interrupted by
-SIGINT / SIGTERM (the files keep every frame up to it). ``train`` with ``--committee N`` trains a committee.
+MD blew up, the validation failed or learning did not converge, 2 bad input, 3 `md --stop-on-uncertainty` stopped
+at an uncertain frame, 130 / 143 `md` (or `learn`'s MD)
+interrupted by SIGINT / SIGTERM (the files keep every frame up to it; `learn` redoes that round when run again).
+``train`` with ``--committee N`` trains a committee. No command writes over a file it did not write in this run
+(an existing output is refused unless ``--force``; an output that is an input, always), and one run at a time
+writes into a training folder. Heavy modules (torch) are imported inside the commands: ``--help`` and
+``--version`` answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import List
 
-import numpy as np
-import torch
+from physml_md import __version__
+from physml_md.atomic import check_outputs, folder_lock
 
-from physml_md import __version__, cli_inspect
-from physml_md.units import FS_TO_PS
+EXIT_STATUS = (
+    "exit status: 0 done; 1 the MD blew up, the validation failed or learning did not converge; 2 bad input "
+    "(one line on stderr); 3 md --stop-on-uncertainty stopped at an uncertain frame; 130 / 143 stopped by "
+    "SIGINT / SIGTERM; 141 the reader of the output went away (a closed pipe)"
+)
+# what a command stopped by a signal keeps, for its one sentence
+_STOPPED = {
+    "train": "finished work is kept: run the same command again to go on (a committee keeps its finished members; "
+    "one model resumes with --ckpt-path and its run's checkpoints/last.ckpt)",
+    "learn": "finished rounds are kept: run the same command again to go on",
+}
+
+
+def _training_lock(folder, command: str):
+    """The folder's lock (``physml_md.atomic.folder_lock``), taken by the first process of a run only: the other
+    ranks of a distributed run (Lightning starts them as copies of this command) write where it writes."""
+    if any(os.environ.get(name, "0") not in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        return contextlib.nullcontext()
+    return folder_lock(folder, command)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -28,65 +53,94 @@ def _train(args: argparse.Namespace) -> int:
 
     overrides = list(args.set) + ([f"training.committee={args.committee}"] if args.committee is not None else [])
     config = load_config(args.config, overrides)
+    root = Path(config.trainer["default_root_dir"])
     if config.training.committee > 1:
         from physml_md.training.committee import train_committee
+        from physml_md.training.run import EXPORT_NAME
 
         if args.ckpt_path is not None:
             raise ValueError(
                 "--ckpt-path resumes one model; a committee run resumes by running the same command again (finished "
                 "members are kept, unfinished ones train anew)"
             )
-        train_committee(config)
+        check_outputs([root / EXPORT_NAME], inputs=[args.config], force=args.force)
+        with _training_lock(root, "physml-md train"):
+            train_committee(config)
         return 0
-    train(config, ckpt_path=args.ckpt_path)
+    with _training_lock(root, "physml-md train"):
+        train(config, ckpt_path=args.ckpt_path)
     return 0
 
 
 def _learn(args: argparse.Namespace) -> int:
-    from physml_md.training.active_learning import format_rounds, learn
+    from physml_md.training.active_learning import learn
     from physml_md.training.config import load_config_and_section
     from physml_md.training.schema_learning import LearningConfig
     from physml_md.training.schema_types import validate as validate_section
 
     config, raw = load_config_and_section(args.config, "learning", args.set)
     learning = validate_section(LearningConfig, raw, "learning")
-    result = learn(config, learning, base=Path(args.config).resolve().parent)
-    print(format_rounds(result.rounds))
+    with _training_lock(config.trainer["default_root_dir"], "physml-md learn"):  # its rounds resume there: no --force
+        result = learn(config, learning, base=Path(args.config).resolve().parent)  # prints the round table as it goes
+    if result.interrupted:  # the shell's convention for a signal: 128 + its number
+        print(result.interruption, file=sys.stderr)
+        return 130 if result.interrupted == "SIGINT" else 143
     verdict = "converged" if result.converged else f"not converged after {len(result.rounds)} round(s)"
     print(f"{verdict}; the last committee: {result.model_path}")
     return 0 if result.converged else 1
 
 
 def _export(args: argparse.Namespace) -> int:
+    from physml_md.atomic import atomic_path
     from physml_md.checkpoint import exportable_from_checkpoint
-    from physml_md.export import export_potential
+    from physml_md.export import export_potential, resolve_format
     from physml_md.integrations.agreement import add_engine_agreement
 
+    path = Path(args.output)
+    check_outputs([path], inputs=args.checkpoint, force=args.force)
+    format = resolve_format(args.format, path)
     if len(args.checkpoint) > 1:
         from physml_md.checkpoint import committee_from_checkpoints
 
         potential, metadata = committee_from_checkpoints(args.checkpoint, use_ema=not args.no_ema)
+    elif args.format == "metatomic" and Path(args.checkpoint[0]).suffix != ".ckpt":  # an exported .pt, converted
+        from physml_md.export_metatomic import potential_from_export
+
+        potential, metadata = potential_from_export(args.checkpoint[0])
     else:
         potential, metadata = exportable_from_checkpoint(args.checkpoint[0], use_ema=not args.no_ema)
-    path = export_potential(potential, args.output, metadata, dtype=args.dtype, format=args.format)
-    try:  # the file against the ASE calculator and each OpenMM backend that loads here, recorded in its metadata
-        add_engine_agreement(path)
-    except Exception:
-        path.unlink()  # an export that an engine disagrees with is no export
-        raise
+    # written and checked under a temporary name: a failure removes only that (a --force target stays as it was)
+    with atomic_path(path) as tmp:
+        try:
+            export_potential(potential, tmp, metadata, dtype=args.dtype, format=format)
+            if args.format != "metatomic":  # (a metatomic file is checked through metatomic by export_potential)
+                add_engine_agreement(tmp)  # the file against the ASE calculator and each OpenMM backend that loads here
+        except Exception as exc:  # name the output, not its temporary
+            if len(exc.args) == 1 and isinstance(exc.args[0], str):
+                exc.args = (exc.args[0].replace(str(tmp), str(path)).replace(tmp.name, path.name),)
+            raise
     print(f"exported {' '.join(args.checkpoint)} -> {path} (agreement with every engine recorded: physml-md info)")
     return 0
 
 
 def _md(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from physml_md.data.readers import read_structure
     from physml_md.md.metrics import energy_drift
     from physml_md.md.runner import run_md
+    from physml_md.units import FS_TO_PS
 
-    atoms = read_structure(args.structure, index=args.index)
     log = args.log
     if log is None and args.out is not None:
         log = str(Path(args.out).with_suffix(".csv"))
+    outputs = [args.out, log, _uncertain_frames(args) if args.uncertainty_threshold is not None else None]
+    if args.out is not None and Path(args.out).suffix.lower() in (".dcd", ".xtc"):
+        from physml_md.md.formats import topology_path
+
+        outputs.append(topology_path(args.out))
+    check_outputs([p for p in outputs if p is not None], inputs=[args.model, args.structure], force=args.force)
+    atoms = read_structure(args.structure, index=args.index)
     result = run_md(
         args.model,
         atoms,
@@ -143,6 +197,12 @@ def _md(args: argparse.Namespace) -> int:
     if result.interrupted:  # the shell's convention for a signal: 128 + its number
         print(result.interruption, file=sys.stderr)
         return 130 if result.interrupted == "SIGINT" else 143
+    if result.uncertainty and result.uncertainty.get("stopped"):
+        print(
+            f"stopped by --stop-on-uncertainty at step {result.steps_done} of {result.steps_requested} (exit status 3)",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 
@@ -171,10 +231,16 @@ def _validate(args: argparse.Namespace) -> int:
             ("min_distance", args.min_distance),
             ("max_force", args.max_force),
             ("max_forces_std", None if args.uncertainty_threshold is None else parse_force(args.uncertainty_threshold)),
+            ("closest_contact", args.contact_threshold),
         )
         if value is not None
     }
     out = args.out or str(Path(args.model).with_suffix("")) + "_validation"
+    outputs = [Path(out) / name for name in VALIDATION_FILES]
+    if Path(args.model).suffix in (".pt", ".pt2"):  # the summary beside an exported file
+        outputs.append(Path(args.model).with_suffix(".validation.json"))
+    inputs = [args.model, args.structures] + ([args.reference] if args.reference else [])
+    check_outputs(outputs, inputs=inputs, force=args.force)
     report = validate(
         args.model,
         read_structure(args.structures, index=args.index),
@@ -199,6 +265,58 @@ def _validate(args: argparse.Namespace) -> int:
     print(report.format())
     print(f"report: {report.files['report']}")
     return 0 if report.passed else 1
+
+
+# what validate writes into its --out folder (physml_md.md.validation's docstring; tests/test_cli.py checks it)
+VALIDATION_FILES = ("report.json", "nvt.csv", "nve.csv", "nvt.extxyz", "energy.png", "structure.png")
+
+
+def _info(args: argparse.Namespace) -> int:
+    from physml_md import cli_inspect
+
+    return cli_inspect.info(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from physml_md import cli_inspect
+
+    return cli_inspect.evaluate(args)
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from physml_md.data.pack import pack
+    from physml_md.data.structures import LabelKeys
+
+    keys = LabelKeys(
+        energy=args.energy_key,
+        forces=args.forces_key,
+        stress=args.stress_key,
+        charges=args.charges_key,
+        total_charge=args.total_charge_key,
+        dipole=args.dipole_key,
+    )
+    added = pack(
+        args.inputs,
+        args.output,
+        keys,
+        append=args.append,
+        chunk_size=args.chunk_size,
+        pair_cutoff=args.pair_cutoff,
+        index=args.index,
+        progress=not args.quiet,
+        record_key=args.record_key,
+    )
+    verb = "appended" if args.append else "packed"
+    print(f"{verb} {added} structures -> {args.output} (physml-md info {args.output})")
+    return 0
+
+
+def _key(value: str) -> str | None:
+    return None if value.lower() in ("none", "null", "") else value
+
+
+def _add_force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="overwrite output files that exist (never an input)")
 
 
 def _add_md_options(parser: argparse.ArgumentParser) -> None:
@@ -229,7 +347,7 @@ def _add_md_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="physml-md", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="physml-md", description=__doc__.splitlines()[0], epilog=EXIT_STATUS)
     parser.add_argument("--version", action="version", version=f"physml-md {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -241,11 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override one config value, e.g. --set trainer.max_epochs=5 (repeatable; values are TOML)",
+        help="override one config value, e.g. --set trainer.max_epochs=5 (repeatable; values are TOML; a relative "
+        "path starts at the working directory, one written in the config file at the file's folder)",
     )
     train.add_argument(
         "--committee", type=int, default=None, metavar="N", help="train N models as a committee (training.committee)"
     )
+    _add_force(train)
     train.set_defaults(run=_train)
 
     learning = commands.add_parser(
@@ -259,15 +379,19 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="export a training checkpoint to a model file (TorchScript .pt or torch.export .pt2)"
     )
     export.add_argument(
-        "checkpoint", nargs="+", help="Lightning checkpoint written by physml-md train (.ckpt); several: a committee"
+        "checkpoint",
+        nargs="+",
+        help="Lightning checkpoint written by physml-md train (.ckpt); several: a committee; with --format "
+        "metatomic also an exported TorchScript file (.pt)",
     )
     export.add_argument("output", help="exported model file to write (.pt: TorchScript; .pt2: torch.export)")
     export.add_argument(
         "--format",
-        choices=["torchscript", "export", "aotinductor"],
+        choices=["torchscript", "export", "aotinductor", "metatomic"],
         default=None,
-        help="torchscript (.pt; what OpenMM's TorchForce runs), export (a torch.export program, .pt2) or "
-        "aotinductor (that program compiled to a shared library, .pt2; needs a C++ compiler); default: from the "
+        help="torchscript (.pt; what OpenMM's TorchForce runs), export (a torch.export program, .pt2), "
+        "aotinductor (that program compiled to a shared library, .pt2; needs a C++ compiler) or metatomic (.pt; "
+        "for LAMMPS' pair_style metatomic, i-PI, torch-sim; needs physml-md[metatomic]); default: from the "
         "output's name",
     )
     export.add_argument("--no-ema", action="store_true", help="export the raw weights, not their moving average")
@@ -277,15 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dtype of the exported file (default: the model's; e.g. float64 for a model trained in float32)",
     )
+    _add_force(export)
     export.set_defaults(run=_export)
 
-    info = commands.add_parser("info", help="show the metadata of an exported model file")
-    info.add_argument("model", help="exported model file (.pt or .pt2)")
+    info = commands.add_parser("info", help="show the metadata of an exported model file, or summarise a packed folder")
+    info.add_argument("model", help="exported model file (.pt or .pt2), or a packed folder (physml-md pack)")
     info.add_argument("--json", action="store_true", help="print the whole metadata document as JSON")
-    info.set_defaults(run=cli_inspect.info)
+    info.set_defaults(run=_info)
 
     evaluate = commands.add_parser("evaluate", help="run an exported model on structures (extxyz or ASE db)")
-    evaluate.add_argument("model", help="exported model file (.pt or .pt2)")
+    evaluate.add_argument("model", help="exported model file (.pt or .pt2) or training checkpoint (.ckpt)")
     evaluate.add_argument("structures", help="extxyz or ASE db file")
     evaluate.add_argument("--index", default=":", help="which structures, ASE style (default ':')")
     evaluate.add_argument("--energy-key", default="energy", help="name of the reference energy in the file")
@@ -293,7 +418,46 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=16)
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda")
     evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    evaluate.set_defaults(run=cli_inspect.evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
+    packer = commands.add_parser(
+        "pack", help="pack extxyz files / ASE databases into a folder that training reads lazily ([data] source)"
+    )
+    packer.add_argument("inputs", nargs="+", metavar="INPUT", help="extxyz files or ASE databases (.db, .json)")
+    packer.add_argument("output", metavar="OUTPUT_FOLDER", help="the packed folder to write (must not exist)")
+    packer.add_argument("--append", action="store_true", help="add the structures to an existing packed folder")
+    for label, default in (
+        ("energy", "energy"),
+        ("forces", "forces"),
+        ("stress", "stress"),
+        ("charges", None),
+        ("total-charge", None),
+        ("dipole", None),
+    ):
+        packer.add_argument(
+            f"--{label}-key",
+            type=_key,
+            default=default,
+            help=f"name of the {label} label in the files, as [data] y_{label.replace('-', '_')} (default: "
+            f"{default or 'none, not stored'}; 'none': not stored)",
+        )
+    packer.add_argument("--index", default=":", help="which structures of each file, ASE style (default ':')")
+    packer.add_argument("--chunk-size", type=int, default=10_000, help="structures per chunk folder (default 10000)")
+    packer.add_argument(
+        "--pair-cutoff",
+        type=float,
+        default=5.0,
+        help="shortest pair distances are stored within this many angstrom (default 5.0; training with a longer "
+        "cut-off computes them from the structures)",
+    )
+    packer.add_argument(
+        "--record-key",
+        default="record",
+        help="atoms.info key of each structure's record, for random_record_splitting_strategy (default 'record'; "
+        "without it: the chemical formula)",
+    )
+    packer.add_argument("--quiet", action="store_true", help="no progress bar")
+    packer.set_defaults(run=_pack)
 
     md = commands.add_parser("md", help="run molecular dynamics with a model in ASE or OpenMM")
     md.add_argument("model", help="exported model file (.pt or .pt2) or training checkpoint (.ckpt)")
@@ -311,9 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="committee models: flag frames whose largest per-atom force std exceeds this, e.g. '0.1 eV/angstrom'",
     )
-    md.add_argument("--stop-on-uncertainty", action="store_true", help="stop at the first flagged frame")
+    md.add_argument(
+        "--stop-on-uncertainty", action="store_true", help="stop at the first flagged frame (exit status 3 if it did)"
+    )
     md.add_argument("--uncertain-frames", default=None, help="extxyz for the flagged frames (default: beside --out)")
     _add_md_options(md)
+    _add_force(md)
     md.set_defaults(run=_md)
 
     check = commands.add_parser("validate", help="MD validation: NVT + NVE stability, drift, structure vs reference")
@@ -335,21 +502,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--rdf-threshold", type=float, default=None, help="rdf_difference threshold (0.1)")
     check.add_argument("--js-threshold", type=float, default=None, help="Jensen-Shannon threshold, bits (0.02)")
+    check.add_argument(
+        "--contact-threshold",
+        type=float,
+        default=None,
+        help="models with training distances: closest contact of each element pair / the training data's shortest; "
+        "pass when >= this (0.95)",
+    )
     _add_md_options(check)
+    _add_force(check)
     check.set_defaults(run=_validate)
     return parser
 
 
 def main(argv: List[str] | None = None) -> int:
+    from physml_md.md.interrupts import Interrupted, Interrupts
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
-    try:
-        return args.run(args)
+    try:  # SIGINT / SIGTERM anywhere in a command: one sentence, 128 + the signal's number (md stops at a frame)
+        with Interrupts() as interrupts, interrupts.armed():
+            if getattr(args, "threads", None):
+                import torch
+
+                torch.set_num_threads(args.threads)
+            code = args.run(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return code
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"physml-md {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (Interrupted, KeyboardInterrupt) as exc:
+        name = str(exc) if isinstance(exc, Interrupted) else "SIGINT"
+        kept = _STOPPED.get(args.command, "no file was left half-written")
+        print(f"physml-md {args.command}: stopped by {name}; {kept}", file=sys.stderr)
+        return 128 + signal.Signals[name].value
+    except BrokenPipeError:  # `physml-md info --json | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python flushes stdout again at exit)
+        return 141
 
 
 if __name__ == "__main__":

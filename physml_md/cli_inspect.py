@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import List, Mapping, Tuple
 
 import numpy as np
 
@@ -18,9 +20,20 @@ __all__ = ["info", "evaluate"]
 
 
 def info(args: argparse.Namespace) -> int:
+    from physml_md.data.packed import PackedFolder
     from physml_md.export import read_metadata
     from physml_md.export_agreement import agreement_summary
 
+    if Path(args.model).is_dir():  # a packed folder (or one that says why it is not)
+        folder = PackedFolder(args.model)
+        if args.json:
+            print(json.dumps(folder.manifest, indent=2, sort_keys=True))
+            return 0
+        rows = packed_summary_rows(folder)
+        width = max(len(name) for name, _ in rows)
+        for name, value in rows:
+            print(f"{name:<{width}}  {value}")
+        return 0
     meta = read_metadata(args.model)
     if args.json:
         print(json.dumps(meta, indent=2, sort_keys=True))
@@ -64,11 +77,11 @@ def evaluate(args: argparse.Namespace) -> int:
     from physml_md.data.collate import collate
     from physml_md.data.readers import read_structures
     from physml_md.data.structures import LabelKeys, atoms_to_dict
-    from physml_md.export import load_potential
+    from physml_md.export import load_model
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive number of structures, got {args.batch_size}")
-    potential = load_potential(args.model, device=args.device)
+    potential = load_model(args.model, device=args.device)  # an exported file or a checkpoint, as md and validate
     structures = read_structures(args.structures, index=args.index)
     if not structures:
         raise ValueError(f"{args.structures!r} holds no structures: give a file with at least one")
@@ -126,3 +139,29 @@ def evaluate(args: argparse.Namespace) -> int:
             f"per-atom force std over {len(frame_errors)} structures (1: the uncertainty ranks them perfectly)"
         )
     return 0
+
+
+def packed_summary_rows(folder) -> List[Tuple[str, str]]:
+    """(name, value) rows describing a packed folder, for ``physml-md info``."""
+    summary = folder.summary
+    size = sum(f.stat().st_size for f in folder.path.rglob("*") if f.is_file())
+    counts: Mapping[str, int] = summary.get("label_counts", {})
+    n = len(folder)
+    energies = summary.get("self_energies") or {}
+    pairs = summary.get("shortest_pair_distances") or {}
+    return [
+        ("folder", str(folder.path)),
+        ("format", f"{folder.manifest['format']}, version {folder.manifest['format_version']}"),
+        ("structures", f"{n} ({summary.get('n_atoms', 0)} atoms) in {len(folder.chunks)} chunk(s)"),
+        ("elements", " ".join(summary.get("elements", []))),
+        ("labels", ", ".join(f"{label} {counts.get(label, 0)}/{n}" for label in folder.labels) or "none"),
+        ("periodic", f"{summary.get('n_periodic', 0)}/{n} structures"),
+        ("self-energies", ", ".join(f"{k}: {v:.6g} eV" for k, v in energies.items()) or "no energies"),
+        ("force RMS", "no forces" if summary.get("forces_rms") is None else f"{summary['forces_rms']:.6g} eV/angstrom"),
+        (
+            "closest pairs",
+            ", ".join(f"{k}: {v:.3f}" for k, v in pairs.items()) + f" (within {folder.manifest.get('pair_cutoff')} A)",
+        ),
+        ("sources", ", ".join(folder.manifest.get("sources", []))),
+        ("size on disk", f"{size} bytes ({size / 2**20:.3g} MiB)"),
+    ]

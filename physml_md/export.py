@@ -10,6 +10,9 @@ Formats (``FORMATS``; the metadata's "format" names it, files without one are To
   ``load_potential`` does that.
 - "export" and "aotinductor" (``.pt2``): a ``torch.export`` program, TorchScript-free, AOTInductor-compiled for
   the second (``physml_md.export_program``); the neighbour list and the input checks run in Python before it.
+- "metatomic" (``.pt``): a metatomic ``AtomisticModel`` for LAMMPS (``pair_style metatomic``, over MPI ranks),
+  i-PI, torch-sim and metatomic-ase (``physml_md.export_metatomic``, the ``metatomic`` extra); its metadata is
+  metatomic's, with this module's document inside; physml-md's own engines do not load it.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from physml_md.models import Potential, resolve_dtype
 from physml_md.torchscript import model_errors
 
 FORMAT_VERSION = 1
-FORMATS = ("torchscript", "export", "aotinductor")
-SUFFIXES = {"torchscript": ".pt", "export": ".pt2", "aotinductor": ".pt2"}
+FORMATS = ("torchscript", "export", "aotinductor", "metatomic")
+SUFFIXES = {"torchscript": ".pt", "export": ".pt2", "aotinductor": ".pt2", "metatomic": ".pt"}
 METADATA_FILE = "physml_md_metadata.json"
 REQUIRED_IMPORTS = ("vesin_torch",)  # registers the TorchScript class of the neighbour list
 UNITS = {
@@ -132,6 +135,11 @@ def build_metadata(
     return metadata
 
 
+def format_file(format: str) -> str:
+    """The format's name with its article: "a torchscript file", "an export file", "an aotinductor file"."""
+    return f"{'an' if format[:1] in 'aeiou' else 'a'} {format} file"
+
+
 def resolve_format(format: str | None, path: Path) -> str:
     """The export format: ``format``, or from the file name (``.pt2``: "export", else "torchscript")."""
     if format is None:
@@ -140,7 +148,7 @@ def resolve_format(format: str | None, path: Path) -> str:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if (path.suffix == ".pt2") != (SUFFIXES[format] == ".pt2"):
         raise ValueError(
-            f"a {format} file is named *{SUFFIXES[format]}, not {path.name}: rename the output to "
+            f"{format_file(format)} is named *{SUFFIXES[format]}, not {path.name}: rename the output to "
             f"{path.with_suffix(SUFFIXES[format]).name} (or choose the format that the name implies)"
         )
     return format
@@ -159,8 +167,9 @@ def export_potential(
     ``metadata`` adds keys (for example ``data_sha256``, ``description``, training details) to the computed
     ones. ``dtype`` ("float32"/"float64") exports a copy in that dtype, e.g. a model trained in float32 as a
     float64 file for MD (the metadata then records ``trained_dtype``); default: the model's own. ``format``:
-    "torchscript" (``.pt``, what TorchForce runs), "export" (a ``torch.export`` program, ``.pt2``) or
-    "aotinductor" (that program compiled, ``.pt2``); default: from the file name. Returns the path written.
+    "torchscript" (``.pt``, what TorchForce runs), "export" (a ``torch.export`` program, ``.pt2``),
+    "aotinductor" (that program compiled, ``.pt2``) or "metatomic" (``.pt``, for LAMMPS and the other metatomic
+    engines: ``physml_md.export_metatomic``); default: from the file name. Returns the path written.
 
     Before the file takes its name, it is loaded again and evaluated beside ``model`` on a few structures (the
     first ``MAX_AGREEMENT_STRUCTURES`` of ``structures``, structure dicts such as the training data's; else
@@ -179,6 +188,10 @@ def export_potential(
         if target != model.shift.dtype:
             metadata = dict(metadata or {}, trained_dtype=str(model.shift.dtype).removeprefix("torch."))
             model = model.cast(target)
+    if format == "metatomic":
+        from physml_md.export_metatomic import export_metatomic
+
+        return export_metatomic(model, path, build_metadata(model, metadata, format), structures)
     source = "training" if structures else "built-in"
     if format != "torchscript":
         from physml_md.export_program import save_program
@@ -208,8 +221,7 @@ def replace_metadata(path: PathLike, metadata: Dict[str, Any]) -> None:
 
     path = Path(path)
     document = json.dumps(metadata, indent=2, sort_keys=True).encode()
-    rewritten = path.with_name(path.name + ".metadata")
-    try:
+    with atomic_path(path) as rewritten:  # a temporary of our own name (never a user's file), renamed onto path
         with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w", zipfile.ZIP_STORED) as target:
             for info in source.infolist():
                 if info.filename.endswith("/extra/" + METADATA_FILE):
@@ -217,9 +229,6 @@ def replace_metadata(path: PathLike, metadata: Dict[str, Any]) -> None:
                 else:
                     with source.open(info) as member, target.open(info, "w") as copy:
                         shutil.copyfileobj(member, copy)
-        rewritten.replace(path)
-    finally:
-        rewritten.unlink(missing_ok=True)
 
 
 def read_metadata(path: PathLike) -> Dict[str, Any]:
@@ -234,6 +243,11 @@ def read_metadata(path: PathLike) -> Dict[str, Any]:
         )
     with zipfile.ZipFile(path) as archive:
         names = [n for n in archive.namelist() if n.endswith("/extra/" + METADATA_FILE)]
+        if not names and any(name.endswith("/extra/model-metadata") for name in archive.namelist()):
+            raise ExportFormatError(
+                f"{path} is a metatomic model (for LAMMPS' pair_style metatomic, i-PI, torch-sim, metatomic-ase), "
+                "which physml-md's own engines do not load: give them the TorchScript (.pt) or .pt2 export"
+            )
         if not names:
             raise ExportFormatError(
                 f"{path} is a zip archive without physml-md's {METADATA_FILE}: it is damaged or truncated (its end, "
@@ -387,8 +401,8 @@ def load_model(model: Union[PathLike, Potential, ExportedPotential], device: Uni
         loaded_on = exported.module.shift.device
         if loaded_on.type != device.type:
             raise ValueError(
-                f"this {exported.format} model was loaded on {loaded_on.type}; load the file again on {device.type} "
-                f"(load_potential(path, device={device.type!r}))"
+                f"this model ({format_file(exported.format)}) was loaded on {loaded_on.type}; load the file again on "
+                f"{device.type} (load_potential(path, device={device.type!r}))"
             )
         return exported
     exported.module.to(device)

@@ -12,7 +12,7 @@ How the trace is made (measured with torch 2.9.1): ``torch.export.export`` of a 
 so ``make_fx`` first traces forward and backward into one graph of aten operations with symbolic sizes (duck
 shaping off, so that sizes equal by chance in the example are not unified), and that graph, which no longer
 calls autograd, is exported with dynamic atoms, edges and structures. Energy models trace with the options
-that make their graph independent of the data (PaiNN: no edge chunks; TensorNet: scatter, not padding).
+that make their graph independent of the data (no edge chunks).
 
 Formats (``FORMATS``): "export" keeps the program (``torch.export.save``; runs on the device it was exported
 for, or moved to another on load); "aotinductor" compiles it to a shared library (needs a C++ compiler at
@@ -23,6 +23,8 @@ archives holding the same metadata document as the TorchScript file, at ``<archi
 from __future__ import annotations
 
 import copy
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -61,8 +63,6 @@ def _traceable_copy(model: Potential) -> Potential:
     for module in copy_.modules():
         if hasattr(module, "chunk_elements"):
             module.chunk_elements = 0
-        if hasattr(module, "padded"):
-            module.padded = False
         if hasattr(module, "stack_edges"):  # a committee: its members one after the other at every size
             module.stack_edges = 0
     return copy_
@@ -137,6 +137,11 @@ def save_program(model: Potential, path: Path, document: str, format: str, devic
     if format == "export":
         torch.export.save(program, str(path), extra_files={METADATA_FILE: document})
         return
+    # the C++ build is silent and long: say what is happening (stderr, as the MD progress bar)
+    print(
+        "compiling the model with AOTInductor (a C++ build; this takes about a minute)...", file=sys.stderr, flush=True
+    )
+    start = time.perf_counter()
     try:
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     except Exception as exc:  # a compiler error: say what to do instead
@@ -145,6 +150,7 @@ def save_program(model: Potential, path: Path, document: str, format: str, devic
             "C++ compiler (g++ or clang): install one, or export with format='export' (the same program, not "
             "compiled)"
         ) from exc
+    print(f"compiled in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     with zipfile.ZipFile(path) as archive:
         root = archive.namelist()[0].split("/", 1)[0]
     with zipfile.ZipFile(path, "a") as archive:

@@ -18,7 +18,13 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 from physml_md.data.structures import LabelKeys, atoms_to_dict
 from physml_md.models import build_model
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+def requires_cuda(test):
+    """Mark a test as needing a CUDA device (``-m gpu`` selects every such test: scripts/gpu_check.sh) and skip
+    it, with the reason, where torch sees none."""
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+    return pytest.mark.gpu(skip(test))
+
 
 # the elements and cutoff (angstrom) of the small models of the model tests (ethanol, Cu and Cu/Al structures)
 SPECIES = ["H", "C", "O", "Al", "Cu"]

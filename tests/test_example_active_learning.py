@@ -20,6 +20,7 @@ def test_smoke_run_makes_data_runs_rounds_and_prints_the_table(tmp_path, capsys)
     assert run.main(argv + ["--md-time", "20 fs"]) == 0
     out = capsys.readouterr().out
     assert "test F MAE meV/A" in out and "500 K test force MAE" in out
+    assert out.count("test F MAE meV/A") == 1, "the round table's header is printed once"
     start = read(tmp_path / "data" / run.START_NAME, ":")
     test = read(tmp_path / "data" / run.TEST_NAME, ":")
     assert len(start) == 12 and len(test) == 4

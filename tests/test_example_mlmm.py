@@ -12,10 +12,16 @@ SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "mlmm" / "run.py"
 
 
 def test_mlmm_example_runs_and_its_ml_energy_equals_ase(molecule_model, tmp_path):
+    """The plumbing: openmm-ml's ML energy equals ASE's, the files are written. The tiny test model was trained on
+    EMT molecules without ethanol and cannot hold ethanol under a minimisation in water (it breaks apart in 200
+    iterations, which the next test shows is caught), so the run starts MD from the built geometry."""
     pytest.importorskip("openmmml")
     command = [sys.executable, str(SCRIPT), "--model", str(molecule_model.model_path), "--out", str(tmp_path)]
     done = subprocess.run(
-        [*command, "--time", "10 fs", "--report-every", "5"], capture_output=True, text=True, timeout=900
+        [*command, "--time", "10 fs", "--report-every", "5", "--minimise-iterations", "0"],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -37,3 +43,26 @@ def test_a_missing_model_is_one_clear_error(tmp_path):
     )
     assert done.returncode != 0 and "missing.pt: no such model file" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_model_that_cannot_hold_the_molecule_is_named_not_the_box(tmp_path):
+    """An untrained model (its network scaled to nothing: no force holds ethanol together) lets the molecule fall
+    apart in MD; the example said "ML region spans 0.52 of box vector 1" (blaming the box) or ran on with a broken
+    molecule, and now stops at the first reported frame where a bond has doubled and says the molecule broke apart."""
+    pytest.importorskip("openmmml")
+    from physml_md.export import export_potential
+    from physml_md.models import build_model
+
+    model = build_model(species=["H", "C", "O"], cutoff=4.0, features=8, n_interactions=1, n_rbf=4, seed=0)
+    model.set_shift_and_scale({1: 0.0, 6: 0.0, 8: 0.0}, 1e-6)
+    path = export_potential(model.eval(), tmp_path / "untrained.pt")
+    out = tmp_path / "out"
+    command = [sys.executable, str(SCRIPT), "--model", str(path), "--out", str(out), "--report-every", "10"]
+    done = subprocess.run([*command, "--time", "150 fs"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith("the ML region broke apart: the ") and " bond is " in message, message
+    assert "Å at the start) after MD steps " in message and "check it with physml-md validate" in message, message
+    assert "box vector" not in done.stderr and "Traceback" not in done.stderr
+    frames = mdtraj.load(str(out / "mlmm.dcd"), top=str(out / "mlmm.pdb"))  # the frames up to the break are kept
+    assert 1 <= frames.n_frames < 30 and not (out / "summary.json").exists()

@@ -273,3 +273,18 @@ def test_program_moves_to_cuda(model, program_file):
     atoms = structures()["cu32"]
     out = loaded({key: value.to("cuda") for key, value in inputs(atoms).items()})
     assert_close(out["forces"].cpu().numpy(), model(inputs(atoms))["forces"].numpy(), 1e-9, "forces on cuda")
+
+
+def test_aotinductor_says_it_is_compiling_before_the_long_silent_build(model, tmp_path, monkeypatch, capsys):
+    """The C++ build takes about a minute with no output of its own; the export says what it is doing first."""
+    printed = []
+
+    def fake_compile(program, package_path):  # stands in for the build: what had been printed when it started
+        printed.append(capsys.readouterr().err)
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fake_compile)
+    with pytest.raises(RuntimeError, match="AOTInductor could not compile"):
+        physml_md.export_potential(model, tmp_path / "model.pt2", format="aotinductor")
+    assert printed == ["compiling the model with AOTInductor (a C++ build; this takes about a minute)...\n"]
+    assert not (tmp_path / "model.pt2").exists()

@@ -29,7 +29,7 @@ from pathlib import Path
 from ase.io import read
 
 from physml_md.atomic import atomic_path, atomic_write_text
-from physml_md.training.active_learning import format_rounds, learn
+from physml_md.training.active_learning import learn
 from physml_md.training.config import load_config_and_section
 from physml_md.training.schema_learning import LearningConfig
 from physml_md.training.schema_types import validate
@@ -93,8 +93,7 @@ def main(argv=None) -> int:
     print(
         f"[2/2] active learning: up to {learning.rounds} rounds, committee of {config.training.committee}", flush=True
     )
-    result = learn(config, learning, base=HERE)
-    print(format_rounds(result.rounds))
+    result = learn(config, learning, base=HERE)  # prints each round's line of the table as it finishes
     first, last = result.rounds[0], result.rounds[-1]
     print(
         f"{'converged' if result.converged else 'not converged'} after {len(result.rounds)} round(s) in "

@@ -13,13 +13,17 @@ rigid water, X-H constraints) becomes a mixed one with the released openmm-ml pa
 (mechanical embedding: the potential computes ethanol's internal energy, the MM charges and Lennard-Jones
 parameters couple it to the water). After a short minimisation, Langevin MD at 300 K (0.5 fs steps: the
 ethanol hydrogens are no longer constrained). At the end the ML energy of the last frame is checked against
-PhysMLCalculator on the same ethanol coordinates, and the ethanol bond lengths are reported.
+PhysMLCalculator on the same ethanol coordinates, and the ethanol bond lengths are reported. The ML region is
+checked after the minimisation and at every reported frame (and when a step fails): a blow-up or a bond stretched
+to twice its starting length stops the run with exit status 1 and a sentence saying that the molecule broke apart
+(what a poorly trained model does), the files holding the frames up to there.
 Outputs under --out (default examples/mlmm/output/): mlmm.dcd + mlmm.pdb, mlmm.csv, summary.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -39,6 +43,11 @@ HERE = Path(__file__).resolve().parent
 ETHANOL_RUNS = HERE.parent / "ethanol_xtb" / "output"
 ML_GROUP = 1
 BOND_RADII = {"H": 0.31, "C": 0.76, "O": 0.66}
+BROKEN_BOND = 2.0  # a bond stretched beyond twice its starting length: the molecule has broken apart
+POOR_MODEL = (
+    "the model cannot hold ethanol together (poorly trained, or far from its training data); train it longer or on "
+    "more data, and check it with physml-md validate before ML/MM"
+)
 
 
 def default_model() -> Path:
@@ -59,6 +68,32 @@ def ethanol_bonds(atoms: Atoms) -> list:
         for j in range(i)
         if distances[i, j] < 1.25 * (BOND_RADII[symbols[i]] + BOND_RADII[symbols[j]])
     ]
+
+
+def region_problem(simulation, ml_atoms: list, bonds: list, start_lengths: list) -> str | None:
+    """What has gone wrong with the ML region now, in a sentence, or None: a blow-up (``blowups.check_frame``:
+    non-finite positions, two atoms closer than 0.5 Å) or a bond of the start stretched past BROKEN_BOND times its
+    length (minimum image), i.e. the molecule broke apart: what a poorly trained model does."""
+    from openmm import unit
+
+    from physml_md.md.blowups import check_frame
+
+    state = simulation.context.getState(getPositions=True)
+    box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom)
+    xyz = state.getPositions(asNumpy=True).value_in_unit(unit.angstrom)[ml_atoms]
+    symbols = molecule("CH3CH2OH").get_chemical_symbols()
+    blow_up = check_frame(xyz, cell=box, pbc=True, max_force_threshold=None)
+    if blow_up is not None:
+        return f"the ML region blew up: {blow_up.message}"
+    for (i, j), start in zip(bonds, start_lengths):
+        delta = xyz[i] - xyz[j]
+        length = float(np.linalg.norm(delta - np.round(delta @ np.linalg.inv(box)) @ box))
+        if length > BROKEN_BOND * start:
+            return (
+                f"the ML region broke apart: the {symbols[i]}{i}-{symbols[j]}{j} bond is {length:.2f} Å long "
+                f"({start:.2f} Å at the start)"
+            )
+    return None
 
 
 def solvated_ethanol(padding_nm: float):
@@ -87,6 +122,9 @@ def main(argv=None) -> int:
     parser.add_argument("--report-every", type=int, default=100, help="steps between trajectory frames")
     parser.add_argument("--platform", default="CPU", help="OpenMM platform (default: CPU)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--minimise-iterations", type=int, default=200, help="energy minimisation before MD (default 200; 0: none)"
+    )
     args = parser.parse_args(argv)
     import openmm
     from openmm import app, unit
@@ -112,7 +150,26 @@ def main(argv=None) -> int:
     integrator.setRandomNumberSeed(args.seed)
     simulation = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName(args.platform))
     simulation.context.setPositions(positions)
-    simulation.minimizeEnergy(maxIterations=200)
+    xyz = np.asarray(positions.value_in_unit(unit.angstrom))[ml_atoms]
+    start_lengths = [float(np.linalg.norm(xyz[i] - xyz[j])) for i, j in bonds]
+
+    def checked(action, what: str) -> str | None:
+        """Run ``action``; then (or when it fails) what is wrong with the ML region, if anything."""
+        try:
+            action()
+        except Exception:  # a broken molecule fails inside the ML force, e.g. "spans ... of box vector"
+            problem = region_problem(simulation, ml_atoms, bonds, start_lengths)
+            if problem is None:
+                raise
+            return f"{problem} during {what}"
+        problem = region_problem(simulation, ml_atoms, bonds, start_lengths)
+        return None if problem is None else f"{problem} after {what}"
+
+    if args.minimise_iterations > 0:
+        problem = checked(lambda: simulation.minimizeEnergy(maxIterations=args.minimise_iterations), "the minimisation")
+        if problem is not None:
+            raise SystemExit(f"{problem}: {POOR_MODEL}")
+    problem = None
     simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, args.seed)
     with atomic_path(out / "mlmm.pdb") as tmp, open(tmp, "w") as handle:
         app.PDBFile.writeFile(topology, simulation.context.getState(getPositions=True).getPositions(), handle)
@@ -125,9 +182,16 @@ def main(argv=None) -> int:
             )
         )
         start = time.perf_counter()
-        simulation.step(steps)
+        while problem is None and simulation.currentStep < steps:  # checked at every reported frame
+            chunk = min(args.report_every, steps - simulation.currentStep)
+            done = simulation.currentStep
+            problem = checked(functools.partial(simulation.step, chunk), f"MD steps {done + 1} to {done + chunk}")
         seconds = time.perf_counter() - start
-        simulation.reporters.clear()  # closes the files before they are renamed
+        simulation.reporters.clear()  # closes the files before they are renamed (they hold the frames up to here)
+        if problem is not None and not dcd_tmp.exists():  # before the first frame: no files
+            raise SystemExit(f"{problem}: {POOR_MODEL}")
+    if problem is not None:
+        raise SystemExit(f"{problem}: {POOR_MODEL} (frames up to there: {dcd}, {log})")
     ns_per_day = steps * timestep_fs * 1e-6 / (seconds / 86400)
 
     print("[3/3] Check the ML region against PhysMLCalculator", flush=True)

@@ -22,6 +22,7 @@ from ase.io.formats import UnknownFileTypeError, string2index
 from torch import Tensor
 
 from physml_md.data import keys as K
+from physml_md.data.statistics import warn_label_outliers
 from physml_md.data.structures import DEFAULT_KEYS, LabelKeys, atoms_to_dict, find_label
 
 # file suffix -> how it is read
@@ -99,7 +100,25 @@ def read_structures(path: Union[str, Path], index: Index = ":") -> List[ase.Atom
         raise ValueError(
             f"index {index!r} selects no structures of {str(path)!r}, which holds {len(read_structures(path))}"
         )
+    _check_atoms(path, images, index)
     return images
+
+
+def _check_atoms(path: Path, images: List[ase.Atoms], index: int | slice) -> None:
+    """Refuse a structure without atoms (it has no energy per atom, nothing to learn), naming its index in the file."""
+    empty = [i for i, atoms in enumerate(images) if len(atoms) == 0]
+    if not empty:
+        return
+    if index != slice(None):  # the selection's positions -> the file's indices
+        count = len(ase.io.read(str(path), index=":")) if _FORMATS.get(path.suffix.lower()) != "db" else None
+        count = len(_read_db(path, slice(None))) if count is None else count
+        positions = range(count)[index]
+        empty = [positions if isinstance(positions, int) else positions[i] for i in empty]
+    which = f"structures {_shown(empty)} (counted from 0) have" if len(empty) > 1 else f"structure {empty[0]} has"
+    raise ValueError(
+        f"{str(path)!r}: {which} no atoms; remove {'them' if len(empty) > 1 else 'it'} from the file (a structure "
+        "without atoms has nothing to learn from or predict for)"
+    )
 
 
 def _check_not_empty(path: Path) -> None:
@@ -128,10 +147,12 @@ def read_structure(path: Union[str, Path], index: int = 0) -> ase.Atoms:
     _check_not_empty(path)
     if isinstance(index, bool) or not isinstance(index, int):
         raise ValueError(f"index must be an integer (which structure of the file), got {index!r}")
+    atoms = None
     try:
         if index < 0:  # ase.io.read gives the first structure for any index below -N
-            return ase.io.read(str(path), index=":")[index]
-        return ase.io.read(str(path), index=index)
+            atoms = ase.io.read(str(path), index=":")[index]
+        else:
+            atoms = ase.io.read(str(path), index=index)
     except (IndexError, StopIteration):
         pass  # past the end: counted below
     except (*_READ_ERRORS, UnknownFileTypeError, sqlite3.Error) as exc:
@@ -139,6 +160,9 @@ def read_structure(path: Union[str, Path], index: int = 0) -> ase.Atoms:
             f"cannot read {str(path)!r} ({type(exc).__name__}: {exc}); the file may be truncated or damaged, or not "
             "a structure file: check it, e.g. with ase.io.read, or write it again"
         ) from None
+    if atoms is not None:
+        _check_atoms(path, [atoms], index)
+        return atoms
     try:
         count = len(ase.io.read(str(path), index=":"))
     except (*_READ_ERRORS, UnknownFileTypeError, sqlite3.Error) as exc:
@@ -167,18 +191,22 @@ def read_dataset(
     keys: LabelKeys = DEFAULT_KEYS,
     required: Sequence[str] = (K.ENERGY,),
     dtype: torch.dtype = torch.float64,
+    where: str | None = None,
 ) -> List[Dict[str, Tensor]]:
     """Structure dictionaries of a file (see ``read_structures``) or of a list of ``ase.Atoms``.
 
     Every label named in ``keys`` is read (missing ones are masked); each label in ``required`` must be present
     in every structure, otherwise one ValueError says which label, how many structures lack it, what those
-    structures do store, and how to fix ``keys`` or ``required``. An empty source is a ValueError.
+    structures do store, and how to fix ``keys`` or ``required``. An empty source, a structure without atoms and
+    a label with non-finite values (other than all NaN, which marks it missing) are each a ValueError naming the
+    structure. Labels far outside the data's own distribution (``physml_md.data.statistics.label_outliers``) get
+    a ``LabelOutlierWarning`` naming structure and atom. ``where`` names a list of structures in messages.
     """
     if isinstance(source, (str, Path)):
         where = repr(str(source))
         images = read_structures(source)
     else:
-        where = "the given list of structures"
+        where = where or "the given list of structures"
         images = list(source)
         bad = [type(a).__name__ for a in images if not isinstance(a, ase.Atoms)]
         if bad:
@@ -198,6 +226,8 @@ def read_dataset(
 
     data = []
     for i, atoms in enumerate(images):
+        if len(atoms) == 0:
+            raise ValueError(f"{where}, structure {i} has no atoms; remove it (it has nothing to learn from)")
         try:
             data.append(atoms_to_dict(atoms, keys, dtype))
         except ValueError as exc:
@@ -225,4 +255,5 @@ def read_dataset(
             f"Fix: set keys.{label} to the name your file uses, e.g. LabelKeys({label}={example!r}), "
             f"or drop {label!r} from required"
         )
+    warn_label_outliers(data, where)
     return data

@@ -73,6 +73,19 @@ def _random_split(n: int, sizes: Tuple[int, int, int], seed: int, test_seed: int
     return [order[:n_train].tolist(), order[n_train:].tolist(), test.tolist()]
 
 
+def record_label(atoms, key: str, index: int) -> Union[str, int]:
+    """The record of one structure for ``random_record_splitting_strategy``: ``atoms.info[key]`` (a string or an
+    integer), else its chemical formula. ``index`` names the structure in the error."""
+    record = atoms.info.get(key)
+    if record is None:
+        record = atoms.get_chemical_formula()
+    if not isinstance(record, (str, numbers.Integral)) or isinstance(record, bool):
+        raise ValueError(
+            f"source structure {index}: info[{key!r}] is {record!r}; record labels must be strings or integers"
+        )
+    return record if isinstance(record, str) else int(record)
+
+
 def check_strategy(name: str, data_split: Sequence[float], seed: int, test_seed: int) -> None:
     """Raise the ValueError ``split_indices`` would raise for these arguments whatever the data."""
     if name not in STRATEGIES:

@@ -8,6 +8,7 @@ eV/angstrom. All arithmetic is float64 numpy, whatever the dtype of the tensors.
 
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
@@ -24,6 +25,23 @@ Structures = Sequence[Dict[str, Tensor]]
 # trained on molecules rattled by 0.08 angstrom reaches an O-H bond 2.6 % shorter), where the model's smooth radial
 # functions still carry it; well past it (the 0.1 angstrom contacts of a blow-up) the model is extrapolating.
 EXTRAPOLATION_MARGIN = 0.05
+
+# A label is far outside the data set's own distribution (``label_outliers``) when it lies more than
+# OUTLIER_SPREADS robust standard deviations (1.4826 x the median absolute deviation) from the median of its kind
+# AND further than the floor of its kind from it. Generous on purpose, so that real data never trigger it: the
+# EMT Cu data of the tests (strained cells, MD at 300-900 K) spread their force components by ~0.5 eV/angstrom,
+# and a data set of relaxed structures with a few hot MD frames has a tiny spread but forces well under the floor.
+# A corrupt value (1e10 eV/angstrom) or a unit slip by orders of magnitude is far beyond both.
+OUTLIER_SPREADS = 1000.0
+FORCE_OUTLIER_FLOOR = 100.0  # eV/angstrom, deviation of one force component from the median component
+ENERGY_OUTLIER_FLOOR = 10.0  # eV/atom, deviation of (E - sum_Z n_Z E_Z) / N from its median
+RESIDUAL_FLOOR = 1e-9  # the robust self-energy fit weighs no residual above 1 / (this x the largest energy per atom)
+_SHOW_OUTLIERS = 5  # how many outliers a warning lists
+
+
+class LabelOutlierWarning(UserWarning):
+    """Labels far outside the data set's own distribution (``label_outliers``): a unit slip or a corrupt value,
+    which training would fit as it is."""
 
 
 def _has(data: Dict[str, Tensor], label: str) -> np.ndarray:
@@ -145,6 +163,101 @@ def energy_statistics(structures: Structures, self_energies: Mapping[int, float]
         "n_energies": int(residual.size),
         "n_force_components": int(square.size),
     }
+
+
+def _far(values: np.ndarray, floor: float) -> Tuple[np.ndarray, float, float]:
+    """(bool mask of the values far from their median, the median, the robust standard deviation)."""
+    median = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - median)))
+    return np.abs(values - median) > max(OUTLIER_SPREADS * spread, floor), median, spread
+
+
+def _robust_residuals(numbers: List[np.ndarray], energies: np.ndarray) -> np.ndarray:
+    """Per-atom residual energies (E - sum_Z n_Z E_Z) / N with self-energies fitted by least absolute deviations
+    (iteratively reweighted least squares): a few absurd energies do not drag the fit, as in least squares."""
+    species = sorted({int(x) for z in numbers for x in z})
+    n_atoms = np.array([len(z) for z in numbers], dtype=np.float64)
+    design, target = _counts(numbers, species) / n_atoms[:, None], energies / n_atoms
+    weights = np.ones_like(target)
+    for _ in range(50):
+        root = np.sqrt(weights)
+        solution, *_ = np.linalg.lstsq(design * root[:, None], target * root, rcond=None)
+        residual = target - design @ solution
+        floor = RESIDUAL_FLOOR * max(float(np.abs(target).max()), 1.0)
+        weights = 1.0 / np.maximum(np.abs(residual), floor)
+    return residual
+
+
+def label_outliers(structures: Structures) -> List[str]:
+    """The labels far outside the data's own distribution, each named for a message ("structure 3, atom 7: force
+    (0.1, -0.2, 1e+10) eV/angstrom, 2.4e+10 robust standard deviations from the median component").
+
+    Force components are compared with the median of every force component of the data; energies per atom,
+    less self-energies fitted by least absolute deviations, with their median (``OUTLIER_SPREADS``, the floors).
+    An energy can be judged only against structures with the same elements: one whose composition no other
+    structure shares is fitted exactly by the self-energies and never named. Structures are counted from 0 in the
+    order given (a batch counts as its structures); the list is empty when no label is an outlier.
+    """
+    numbers, energies, energy_index, forces, force_index = [], [], [], [], []
+    s = -1
+    for data in structures:
+        for z, energy, force in _split(data):
+            s += 1
+            if len(z) == 0:
+                continue
+            if energy is not None:
+                numbers.append(z)
+                energies.append(energy)
+                energy_index.append(s)
+            if force is not None:
+                forces.append(force)
+                force_index.extend((s, a) for a in range(len(z)))
+    found: List[str] = []
+    if forces:
+        stacked = np.concatenate(forces)
+        far, median, spread = _far(stacked.reshape(-1), FORCE_OUTLIER_FLOOR)
+        deviation = np.abs(stacked - median).max(axis=1)
+        for row in np.flatnonzero(far.reshape(-1, 3).any(axis=1)):
+            structure, atom = force_index[row]
+            vector = ", ".join(f"{v:.4g}" for v in stacked[row])
+            found.append(
+                f"structure {structure}, atom {atom}: force ({vector}) eV/angstrom, {_spreads(deviation[row], spread)} "
+                f"from the median component ({median:.3g} eV/angstrom)"
+            )
+    if energies:
+        residual = _robust_residuals(numbers, np.asarray(energies, dtype=np.float64))
+        far, median, spread = _far(residual, ENERGY_OUTLIER_FLOOR)
+        for i in np.flatnonzero(far):
+            found.append(
+                f"structure {energy_index[i]}: energy {energies[i]:.6g} eV, {residual[i]:+.4g} eV/atom from the "
+                f"fitted self-energies, {_spreads(abs(residual[i] - median), spread)} from the median "
+                f"({median:+.3g} eV/atom)"
+            )
+    return found
+
+
+def _spreads(deviation: float, spread: float) -> str:
+    if spread > 0:
+        return f"{deviation / spread:.3g} robust standard deviations ({spread:.3g})"
+    return f"{deviation:.4g} away, with the rest of the data at its median"
+
+
+def warn_label_outliers(structures: Structures, where: str) -> None:
+    """A ``LabelOutlierWarning`` naming the labels of ``label_outliers`` (where the data came from first)."""
+    found = label_outliers(structures)
+    if not found:
+        return
+    more = len(found) - _SHOW_OUTLIERS
+    warnings.warn(
+        f"{where}: {len(found)} label(s) lie far outside the data's own distribution (over {OUTLIER_SPREADS:g} robust "
+        f"standard deviations, 1.4826 x the median absolute deviation, from the median, and over "
+        f"{FORCE_OUTLIER_FLOOR:g} eV/angstrom or {ENERGY_OUTLIER_FLOOR:g} eV/atom): "
+        + "; ".join(found[:_SHOW_OUTLIERS])
+        + (f"; and {more} more" if more > 0 else "")
+        + ". A corrupt value or a unit slip? Training fits them as they are: fix or remove those structures",
+        LabelOutlierWarning,
+        stacklevel=3,
+    )
 
 
 def pair_key(z_a: int, z_b: int) -> str:

@@ -122,15 +122,31 @@ def _label_array(label: str, name: str, value: Any, n: int) -> np.ndarray | None
             f"{shape} (or the same number of values)"
         )
     array = array.reshape(shape)
-    finite = np.isfinite(array)
-    if not finite.any():
+    if np.isnan(array).all():
         return None  # an all-NaN label is how some files say "missing"
+    finite = np.isfinite(array)
     if not finite.all():
         raise ValueError(
-            f"label {label!r} (stored as {name!r}) has {int((~finite).sum())} non-finite values; "
-            "fix the file or store the whole label as NaN to mark it missing"
+            f"label {label!r} (stored as {name!r}) is not finite: {non_finite_entries(label, array)}; fix the "
+            "file, or store the whole label as NaN to mark it missing"
         )
     return array
+
+
+_SHOW_ENTRIES = 5  # how many bad entries a message lists
+
+
+def non_finite_entries(label: str, array: np.ndarray) -> str:
+    """The non-finite entries of a label array, named for a message: "atom 3 (nan), atom 7 (inf)" for a per-atom
+    label, "nan" or "inf" for a per-structure one; at most a few, then how many more."""
+    array = np.asarray(array, dtype=np.float64)
+    if label not in _PER_ATOM:
+        return ", ".join(sorted({str(v) for v in array[~np.isfinite(array)].tolist()}))
+    rows = array.reshape(array.shape[0], -1)
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    shown = [f"atom {i} ({', '.join(sorted({str(v) for v in rows[i][~np.isfinite(rows[i])].tolist()}))})" for i in bad]
+    more = len(shown) - _SHOW_ENTRIES
+    return ", ".join(shown[:_SHOW_ENTRIES]) + (f" and {more} more atoms" if more > 0 else "")
 
 
 def atoms_to_dict(
@@ -140,8 +156,9 @@ def atoms_to_dict(
 
     Floats are ``dtype``; atomic_numbers, batch and n_atoms are int64; pbc and masks are bool. Units are taken
     as they are stored (ASE's: angstrom, eV, e). A non-periodic structure keeps its cell (zeros when it has
-    none). A label that is not found, or is stored as all NaN, is zeros with mask False. Calculator results
-    that no longer match the atoms (positions, cell, pbc or numbers changed since) are an error.
+    none). A label that is not found, or is stored as all NaN, is zeros with mask False; a label with some
+    non-finite values (or any infinity) is an error naming the atoms. Calculator results that no longer match the
+    atoms (positions, cell, pbc or numbers changed since) are an error.
     """
     _check_not_stale(atoms)
     n = len(atoms)

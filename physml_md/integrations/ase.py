@@ -17,10 +17,13 @@ calculator (``PhysMLCalculator(calc.potential)`` shares the loaded model) or use
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import warnings
 from typing import Any, Dict, List, Sequence
 
+import ase
 import numpy as np
 import torch
 from ase import Atoms
@@ -62,6 +65,19 @@ def extrapolation_message(pairs: Dict[str, Any]) -> str:
         f"the model is extrapolating: {described}. Its energy and forces at distances it never saw are not to "
         "be trusted; add such structures to the training data"
     )
+
+
+# Where the calculator's warnings point: the first frame outside these packages (the user's line, not ours).
+_INTERNAL = (os.path.dirname(os.path.dirname(__file__)) + os.sep, os.path.dirname(ase.__file__) + os.sep)
+
+
+def _callers_level() -> int:
+    """``warnings.warn``'s stacklevel, called from the warning function, that names the first caller outside
+    physml-md and ASE (e.g. the user's ``dyn.run(...)`` or ``atoms.get_forces()`` line)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class PhysMLCalculator(Calculator):
@@ -206,7 +222,7 @@ class PhysMLCalculator(Calculator):
             pairs = pairs_closer_than(self._shortest, [data])
             if pairs:
                 self.extrapolated = pairs
-                warnings.warn(extrapolation_message(pairs), ExtrapolationWarning, stacklevel=2)
+                warnings.warn(extrapolation_message(pairs), ExtrapolationWarning, stacklevel=_callers_level())
                 return
 
     def _evaluate(self, structures: List[Atoms]) -> List[Dict[str, Any]]:

@@ -29,7 +29,7 @@ import torch
 
 from physml_md import torchscript
 from physml_md.data.elements import CHEMICAL_SYMBOLS
-from physml_md.export import ExportedPotential, load_model
+from physml_md.export import ExportedPotential, format_file, load_model
 from physml_md.integrations.openmm_module import OpenMMModule
 from physml_md.torchscript import model_errors
 
@@ -210,7 +210,7 @@ def create_force(
     if exported.format != "torchscript" and chosen == "torchforce":
         if backend == "torchforce":
             raise ValueError(
-                f"TorchForce runs TorchScript files only, and this model is a {exported.format} file: use "
+                f"TorchForce runs TorchScript files only, and this model is {format_file(exported.format)}: use "
                 "backend='pythonforce' (or 'auto'), or export the model as TorchScript (.pt) for TorchForce"
             )
         chosen = [name for name in available_backends() if name != "torchforce"][0]

@@ -110,9 +110,15 @@ class OpenMMModule(torch.nn.Module):
         extent = inside.max(dim=0).values - inside.min(dim=0).values
         if bool((extent >= 0.5).any()):
             axis = int(torch.argmax(extent))
+            # two decimals by hand: TorchScript's str(0.52) is "0.52000000000000002" (and it has no format specs)
+            hundredths = int(torch.round(extent[axis] * 100.0))
+            last = hundredths % 10
             raise ValueError(
                 "the ML region spans "
-                + str(float(torch.round(extent[axis] * 100.0)) / 100.0)
+                + str(hundredths // 100)
+                + "."
+                + str(hundredths % 100 // 10)
+                + ("" if last == 0 else str(last))
                 + " of box vector "
                 + str(axis)
                 + ", more than half the periodic box: as an isolated cluster in a periodic system it is made whole "

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from physml_md.md.frame import Frame
-from physml_md.md.geometry import cell_lengths_angles, frame_cells, mdtraj, standard_cells
+from physml_md.md.geometry import cell_lengths_angles, frame_cells, mdtraj, mdtraj_topology, standard_cells
 from physml_md.units import ANGSTROM_TO_NM, FS_TO_PS
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "MDTRAJ_SUFFIXES",
     "SUPPORTED_SUFFIXES",
     "BACKENDS",
+    "pdb_topology",
     "topology_path",
 ]
 
@@ -35,6 +36,26 @@ _XTC_MAX_ANGSTROM = 1e7
 # A cell counts as already in mdtraj's orientation when its upper off-diagonal entries are below this fraction
 # of its longest vector (rounding noise), and its diagonal is positive.
 _LOWER_TRIANGULAR_RTOL = 1e-12
+_PDB_NAME_WIDTH = 4  # characters of a PDB atom name
+
+
+def pdb_topology(symbols: Sequence[str]):
+    """The mdtraj topology of the PDB beside a DCD or XTC trajectory: one chain of "MOL" residues whose atom names are
+    unique within their residue (OpenMM's ``PDBFile`` warns about duplicates): the element symbol and its count in
+    the residue (C1, C2, O1, H1 ... H6, Cu12), at most PDB's 4 characters; a new residue starts where a name would
+    be longer (after C999 or Cu99).
+    """
+    elements = [atom.element for atom in mdtraj_topology(symbols, len(symbols)).atoms]  # checks the symbols
+    topology = mdtraj().Topology()
+    chain = topology.add_chain()
+    residue, counts = None, {}
+    for element in elements:
+        count = counts.get(element.symbol, 0) + 1
+        if residue is None or len(f"{element.symbol}{count}") > _PDB_NAME_WIDTH:
+            residue, counts, count = topology.add_residue("MOL", chain), {}, 1
+        counts[element.symbol] = count
+        topology.add_atom(f"{element.symbol}{count}", element, residue)
+    return topology
 
 
 def topology_path(path) -> Path:

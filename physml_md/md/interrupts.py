@@ -2,6 +2,11 @@
 
 ``Interrupts`` installs the handlers for a ``with`` block; a signal raises ``Interrupted`` only inside
 ``armed()`` (around the engine's steps), so that no frame is ever half-written.
+
+``physml-md`` arms one around every command (``physml_md.cli.main``): training, export and the rest stop where they
+are (their files are written atomically, so none is half-written) with one sentence and exit status 128 + the
+signal's number, and Lightning, which turns a KeyboardInterrupt into ``sys.exit(1)``, lets ``Interrupted`` through.
+``run_md`` installs its own inside it, so MD still stops at a whole frame.
 """
 
 from __future__ import annotations

@@ -14,10 +14,15 @@ from typing import Dict, List
 import numpy as np
 from ase import Atoms
 
+from physml_md.data.statistics import EXTRAPOLATION_MARGIN
 from physml_md.md.criterion import Criterion
 from physml_md.md.runner import MDResult
 
-__all__ = ["training_distances", "extrapolation_criterion", "uncertainty_criterion"]
+__all__ = ["CLOSEST_CONTACT", "training_distances", "extrapolation_criterion", "uncertainty_criterion"]
+
+# The closest contact of a pair may come this close to the training data's shortest (as a fraction of it) before the
+# run counts as extrapolating: the margin the ASE calculator's ExtrapolationWarning allows too.
+CLOSEST_CONTACT = 1.0 - EXTRAPOLATION_MARGIN
 
 
 def training_distances(model) -> Dict[str, float]:
@@ -35,13 +40,15 @@ def training_distances(model) -> Dict[str, float]:
     return {}
 
 
-def extrapolation_criterion(shortest: Dict[str, float], runs: List[MDResult], atoms: Atoms) -> Criterion:
+def extrapolation_criterion(
+    shortest: Dict[str, float], runs: List[MDResult], atoms: Atoms, threshold: float = CLOSEST_CONTACT
+) -> Criterion:
     """The closest contact of each element pair in the recorded frames, as a fraction of the training data's: below
-    1 - EXTRAPOLATION_MARGIN the model was extrapolating during the run."""
+    ``threshold`` (default ``CLOSEST_CONTACT``) the model was extrapolating during the run."""
     import torch
 
     from physml_md.data import keys as K
-    from physml_md.data.statistics import EXTRAPOLATION_MARGIN, shortest_pair_distances
+    from physml_md.data.statistics import shortest_pair_distances
 
     numbers, pbc = torch.as_tensor(atoms.numbers, dtype=torch.long), torch.as_tensor(atoms.pbc).reshape(1, 3)
     frames = [
@@ -56,7 +63,6 @@ def extrapolation_criterion(shortest: Dict[str, float], runs: List[MDResult], at
     ]
     found = shortest_pair_distances(frames, max(shortest.values()) * (1.0 + 1e-9))
     ratios = {pair: distance / shortest[pair] for pair, distance in found.items() if pair in shortest}
-    threshold = 1.0 - EXTRAPOLATION_MARGIN
     if not ratios:
         return Criterion("closest contact / training data's", None, threshold, True, "", ">=", "no pair came close")
     pair = min(ratios, key=ratios.get)

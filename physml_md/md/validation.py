@@ -21,7 +21,9 @@ Default thresholds (``DEFAULT_THRESHOLDS``): drift 1 meV/atom/ps (what well-trai
 with 0.5 fs steps; a potential with a rough energy surface drifts by tens), temperature 10 % (mean) and a
 factor 2 (spread), minimum distance
 0.5 angstrom and maximum force 100 eV/angstrom (``blowups.check_frame`` explains both), rdf_difference 0.1 and
-jensen_shannon 0.02 (``structure.compare_distributions`` explains both, measured on EMT Cu).
+jensen_shannon 0.02 (``structure.compare_distributions`` explains both, measured on EMT Cu); with training distances
+in the model's metadata, closest_contact 0.95 (``trust.extrapolation_criterion``); for committees, max_forces_std
+0.2 eV/angstrom (``trust.uncertainty_criterion``).
 
 ``out`` receives report.json (criteria, pass/fail, run summaries), nvt.csv, nve.csv, nvt.extxyz (the NVT
 trajectory), energy.png and structure.png; every file is written atomically, report.json last. With
@@ -43,7 +45,8 @@ from physml_md.md import blowups, metrics, structure
 from physml_md.md.criterion import Criterion
 from physml_md.md.geometry import half_width
 from physml_md.md.runner import MDResult, run_md
-from physml_md.md.trust import extrapolation_criterion, training_distances, uncertainty_criterion
+from physml_md.md.trust import CLOSEST_CONTACT, extrapolation_criterion, training_distances, uncertainty_criterion
+from physml_md.md.uncertainty import watch_for
 from physml_md.units import parse_quantity
 
 __all__ = ["DEFAULT_THRESHOLDS", "Criterion", "ValidationReport", "validate"]
@@ -57,6 +60,7 @@ DEFAULT_THRESHOLDS: Dict[str, float] = {
     "rdf_difference": structure.DEFAULT_THRESHOLDS["rdf_difference"],
     "jensen_shannon": structure.DEFAULT_THRESHOLDS["jensen_shannon"],
     "max_forces_std": 0.2,  # eV/angstrom, committees only: the largest per-atom force std along the runs
+    "closest_contact": CLOSEST_CONTACT,  # closest contact / the training data's (trust.extrapolation_criterion)
 }
 SKIP_FRACTION = 0.2  # of the NVT frames, discarded as equilibration
 DISTRIBUTION_BINS = 30
@@ -210,12 +214,22 @@ def validate(
     For molecules, give long runs: the dihedral distributions of a 1 ps run differ from a reference by more
     than the 0.02-bit threshold even for the reference potential itself (see examples/ethanol_xtb/run.py).
     """
+    from physml_md.export import load_model
+
     unknown = sorted(set(thresholds or {}) - set(DEFAULT_THRESHOLDS))
     if unknown:
         raise ValueError(f"unknown threshold(s) {unknown}; known: {', '.join(DEFAULT_THRESHOLDS)}")
     limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    if not 0.0 < limits["closest_contact"] < float("inf"):
+        raise ValueError(
+            f"the closest_contact threshold is a positive fraction of the training data's shortest distance (default "
+            f"{CLOSEST_CONTACT:g}), got {limits['closest_contact']}"
+        )
     target = parse_quantity(temperature, "temperature", "temperature")
     atoms = _structure(structures, index)
+    model_given, model = model, load_model(model, device or "cpu")  # once for both runs
+    if "max_forces_std" in (thresholds or {}):  # md's check: a threshold on a single potential could never fail
+        watch_for(model, atoms, limits["max_forces_std"], False, None)
     out = None if out is None else Path(out)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -305,9 +319,9 @@ def validate(
     criteria.append(
         Criterion("maximum force", largest, limits["max_force"], largest <= limits["max_force"], "eV/angstrom")
     )
-    shortest = training_distances(model)
+    shortest = training_distances(model_given)
     if shortest:
-        criteria.append(extrapolation_criterion(shortest, runs_done, atoms))
+        criteria.append(extrapolation_criterion(shortest, runs_done, atoms, limits["closest_contact"]))
     uncertain = uncertainty_criterion(runs_done, limits["max_forces_std"])
     if uncertain is not None:
         criteria.append(uncertain)
@@ -328,11 +342,11 @@ def validate(
         "structure_index": index,
         "reference": None if reference is None else str(reference),
         "thresholds": limits,
-        "model": str(model) if isinstance(model, (str, Path)) else type(model).__name__,
+        "model": str(model_given) if isinstance(model_given, (str, Path)) else type(model_given).__name__,
     }
     report = ValidationReport(criteria, runs, settings, notes, files)
     if out is not None:
-        _write(report, out, model, nvt, nve, drift, atoms, target)
+        _write(report, out, model_given, nvt, nve, drift, atoms, target)
     return report
 
 

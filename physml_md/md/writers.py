@@ -14,8 +14,9 @@ suffix        written with                             what a frame keeps
 ``.xyz``      frame                                    (5e-9 angstrom), energy, time and cell exact
 ============  =======================================  ==================================================
 
-DCD and XTC hold no elements, so a PDB of the first frame is written beside them (``<path without suffix>.pdb``)
-and ``mdtraj.load(path, top=that_pdb)`` works. They store a cell as lengths and angles (DCD) or as box vectors
+DCD and XTC hold no elements, so a PDB of the first frame is written beside them (``<path without suffix>.pdb``,
+atom names unique within their residue: ``formats.pdb_topology``) and ``mdtraj.load(path, top=that_pdb)`` and
+OpenMM's ``PDBFile`` read it. They store a cell as lengths and angles (DCD) or as box vectors
 that GROMACS and mdtraj expect lower-triangular (XTC); mdtraj rebuilds a cell with a along x and b in the xy
 plane. A periodic frame whose cell is not already in that orientation is therefore rotated into it (through
 fractional coordinates, with the cell): a rigid rotation, so every interatomic distance is kept, but the
@@ -59,10 +60,11 @@ from physml_md.md.formats import (
     BACKENDS,
     MDTRAJ_SUFFIXES,
     SUPPORTED_SUFFIXES,
+    pdb_topology,
     topology_path,
 )
 from physml_md.md.frame import Frame
-from physml_md.md.geometry import mdtraj_topology, pbc_flags
+from physml_md.md.geometry import pbc_flags
 from physml_md.md.readers import (
     ENERGY_LOG_COLUMNS,
     UNCERTAINTY_COLUMN,
@@ -220,7 +222,7 @@ class TrajectoryWriter(_AtomicWriter):
         self._backend: Any = None
         self._backend_class = BACKENDS[self.suffix]
         self._mdtraj = self.suffix in MDTRAJ_SUFFIXES
-        self._topology = mdtraj_topology(self.symbols, len(self.symbols)) if self._mdtraj else None
+        self._topology = pdb_topology(self.symbols) if self._mdtraj else None
 
     @property
     def topology_path(self) -> Path | None:

@@ -50,6 +50,21 @@ def committee_statistics(outputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return results
 
 
+def _refuse_identical(members: List[Potential]) -> None:
+    """ValueError naming two members with the same weights and buffers (shift, scale, ...): their outputs never
+    differ, so they add nothing to the mean and pull the spread (the uncertainty) towards 0."""
+    states = [member.state_dict() for member in members]
+    for j in range(1, len(members)):
+        for i in range(j):
+            if states[i].keys() == states[j].keys():
+                if all(torch.equal(states[i][key], states[j][key]) for key in states[i]):
+                    raise ValueError(
+                        f"committee members {i} and {j} are identical (the same weights): identical members always "
+                        "agree, so the committee's uncertainty could never show; build it from members trained "
+                        "with different seeds (physml-md train --committee N), not from one member twice"
+                    )
+
+
 class Committee(Potential):
     """N ``Potential`` members with one species list, cutoff, dtype and output set, as one potential.
 
@@ -85,6 +100,7 @@ class Committee(Potential):
                         f"committee member {index} has {what} {mine}, member 0 has {theirs}: the members of a "
                         f"committee must share species, cutoff, dtype, device, charge head and architecture"
                     )
+        _refuse_identical(members)
         PotentialInputs.__init__(self, first.species, first.cutoff)
         self.members = nn.ModuleList(members)
         self.use_zbl = first.use_zbl

@@ -253,7 +253,6 @@ class Potential(PotentialInputs):
         can trace it with ``compute_stress`` fixed."""
         dtype = self.shift.dtype
         device = self.shift.device
-        n = positions.shape[0]
         positions = positions.detach().requires_grad_(True)
         n_structures = cell.shape[0]
         displacement = torch.zeros(n_structures, 3, 3, dtype=dtype, device=device)
@@ -270,19 +269,9 @@ class Potential(PotentialInputs):
         if check_overlap:
             raise_on_overlap(lengths, edge_index)
 
-        raw = self.energy_model(species, edge_index, vectors, lengths)
-        charges = torch.zeros(0, dtype=dtype, device=device)
-        if self.use_charges:
-            raw_charges = raw[:, 1]
-            raw_total = torch.zeros(n_structures, dtype=dtype, device=device).index_add(0, batch, raw_charges)
-            correction = (total_charge - raw_total) / n_atoms.clamp(min=1).to(dtype)
-            charges = raw_charges + correction.index_select(0, batch)
-            raw = raw[:, 0]
-        energies = raw * self.scale[species] + self.shift[species]
-        if self.use_zbl:
-            energies = energies + self.zbl(numbers, edge_index, lengths, n)
-        if self.use_coulomb:
-            energies = energies + self.coulomb(charges, edge_index, lengths)
+        energies, charges = self.atomic_energies(
+            numbers, species, batch, n_atoms, edge_index, vectors, lengths, total_charge
+        )
         energy = torch.zeros(n_structures, dtype=dtype, device=device).index_add(0, batch, energies)
 
         inputs = [positions, displacement] if compute_stress else [positions]
@@ -311,6 +300,39 @@ class Potential(PotentialInputs):
             for key in list(results.keys()):
                 results[key] = results[key].detach()
         return results
+
+    def atomic_energies(
+        self,
+        numbers: Tensor,
+        species: Tensor,
+        batch: Tensor,
+        n_atoms: Tensor,
+        edge_index: Tensor,
+        vectors: Tensor,
+        lengths: Tensor,
+        total_charge: Tensor,
+    ) -> Tuple[Tensor, Tensor]:
+        """Per-atom energies [N] (eV) and charges [N] (e; empty without a charge head) from the edge vectors r_ij
+        [E, 3] and their lengths [E]: the energy model's output times scale plus shift, with ZBL and Coulomb added.
+        The energy path of every form of the potential (``evaluate``; the metatomic model of
+        ``physml_md.export_metatomic``, which takes r_ij from the engine's neighbour list); differentiable in
+        ``vectors`` and ``lengths``."""
+        dtype = self.shift.dtype
+        device = self.shift.device
+        raw = self.energy_model(species, edge_index, vectors, lengths)
+        charges = torch.zeros(0, dtype=dtype, device=device)
+        if self.use_charges:
+            raw_charges = raw[:, 1]
+            raw_total = torch.zeros(n_atoms.shape[0], dtype=dtype, device=device).index_add(0, batch, raw_charges)
+            correction = (total_charge - raw_total) / n_atoms.clamp(min=1).to(dtype)
+            charges = raw_charges + correction.index_select(0, batch)
+            raw = raw[:, 0]
+        energies = raw * self.scale[species] + self.shift[species]
+        if self.use_zbl:
+            energies = energies + self.zbl(numbers, edge_index, lengths, numbers.shape[0])
+        if self.use_coulomb:
+            energies = energies + self.coulomb(charges, edge_index, lengths)
+        return energies, charges
 
 
 def edge_vectors(positions: Tensor, cell: Tensor, batch: Tensor, edge_index: Tensor, cell_shifts: Tensor) -> Tensor:

@@ -9,10 +9,26 @@ Representation: a matrix is stored by its 9 coordinates in an orthonormal basis 
 inner product) whose first element spans I, the next 3 span A and the last 5 span S (``component_basis``).
 Node features are kept as the three parts' coordinates, I [N, F], A [N, 3, F] and S [N, 5, F]: the
 decomposition is free, squared Frobenius norms are sums of squares, channel mixing is a Linear on the last axis,
-and matrices ([N, 3, 3, F]) are formed only per atom, for the matrix products. Edge tensors ([E, k, F]) are
-never sliced (the backward of a slice allocates zeros the size of the whole): per part, one gather, one scaling
-by the filter, one scatter. The embedding's sum of per-edge outer products is a batched matmul over each atom's
-edges, padded to the largest neighbour count (``neighbour_slots``).
+and matrices ([N, 3, 3, F]) are formed only per atom, for the matrix products.
+
+On a large system the edge-sized tensors ([E, k, F]) set both the memory and the time of a forward + backward
+pass (on CPU much of the time goes to the first touch of freshly allocated pages), so they are kept few:
+- the embedding's per-edge factors are all linear (the filter in e(r) phi(r), the pair embedding in the
+  species), so its sum over edges is taken first, of the [9 x n_rbf] outer products of each edge's geometry and
+  basis per atom and neighbour species ([N, 9, n_species n_rbf]); the filter and the pair embedding then act per
+  atom. No [E, F] tensor at all;
+- an interaction's messages, per part, are one gather of the neighbours' coordinates (component-major, [k, e, F],
+  a part's filter [e, F] scaling contiguous blocks), one product with the filter and one ``scatter_add_`` (which keeps
+  only its index for the backward pass; ``index_add`` keeps its source): autograd keeps the gathered [E, 9, F]
+  and the filters [E, 3, F] of each interaction;
+- on CPU the edges come in chunks of ``chunk_elements`` [edges, F] elements, so the temporaries are small and
+  reused; in eval mode (energy and forces, no second derivative needed but still possible) with several chunks
+  the messages of each chunk go through torch.utils.checkpoint (``recompute_edges``): autograd keeps no
+  per-edge tensor of the interactions and computes one chunk's again at a time in the backward pass. TorchScript
+  has no checkpoint: a scripted model keeps them.
+The parameters and the numbers are those of the plain formulation kept in tests/models/reference_tensornet.py
+(equal up to rounding, tests/models/test_tensornet.py); benchmarks/bench_model.py --reference tensornet compares
+the two.
 
 Layers (r_ij = r_j - r_i, u = r_ij / |r_ij|, phi the cosine cutoff, e(r) the exponential-normal basis):
   embedding    Z_ij = W [z_i, z_j] (pair of species embeddings);
@@ -37,7 +53,7 @@ filters are one bias-free linear map of e(r) phi(r), in the interactions too, wh
 e(r): per edge and layer that MLP cost more than the rest of the layer (one interaction, forward + backward, 500
 Cu atoms at 5 angstrom, float64, one thread: 161 ms linear, 304 ms with the MLP n_rbf -> F -> 2F -> 3F), and
 without a bias every filter is a multiple of phi, whose value and slope vanish at the cutoff (smooth energy and
-forces). The pair embedding W [z_i, z_j] is computed per atom (W_c z_i + W_n z_j) and gathered per edge.
+forces). The pair embedding W [z_i, z_j] = W_c z_i + W_n z_j (+ bias) is computed per species.
 """
 
 import math
@@ -45,8 +61,11 @@ from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from physml_md.models.radial import ExpNormalBasis, cosine_cutoff
+
+_CHUNK_ELEMENTS = 1 << 20  # [edges, F] elements per chunk of edges on CPU
 
 
 def component_basis() -> Tensor:
@@ -72,8 +91,12 @@ Parts = Tuple[Tensor, Tensor, Tensor]  # coordinates of I [N, F], A [N, 3, F] an
 def to_matrices(parts: Parts, basis: Tensor) -> Tensor:
     """(I [N, F], A [N, 3, F], S [N, 5, F]) coordinates -> matrices [N, 3, 3, F]."""
     scalar, vector, tensor = parts
-    components = torch.cat([scalar.unsqueeze(1), vector, tensor], dim=1)
-    return torch.matmul(basis.reshape(9, 9).t(), components).reshape(scalar.shape[0], 3, 3, -1)
+    return components_to_matrices(torch.cat([scalar.unsqueeze(1), vector, tensor], dim=1), basis)
+
+
+def components_to_matrices(components: Tensor, basis: Tensor) -> Tensor:
+    """The 9 coordinates [N, 9, F] (I, A, S after one another) -> matrices [N, 3, 3, F]."""
+    return torch.matmul(basis.reshape(9, 9).t(), components).reshape(components.shape[0], 3, 3, -1)
 
 
 def to_parts(matrices: Tensor, basis: Tensor) -> Parts:
@@ -123,35 +146,17 @@ class PartLinear(nn.Module):
         return self.scalar(parts[0]), self.vector(parts[1]), self.tensor(parts[2])
 
 
-def scatter_parts(parts: Parts, weights: Tensor, index: Tensor, n: int) -> Parts:
-    """Per-edge parts (I [E, F], A [E, 3, F], S [E, 5, F]) scaled by weights [E, 3, F] (one factor per part and
-    channel) and summed into n atoms by index [E]."""
-    scalar_weight, vector_weight, tensor_weight = torch.unbind(weights, dim=1)
-    features = weights.shape[-1]
-    zeros = torch.zeros(n, 9, features, dtype=weights.dtype, device=weights.device)
-    return (
-        zeros[:, 0].index_add(0, index, parts[0] * scalar_weight),
-        zeros[:, 1:4].index_add(0, index, parts[1] * vector_weight.unsqueeze(1)),
-        zeros[:, 4:].index_add(0, index, parts[2] * tensor_weight.unsqueeze(1)),
-    )
+# per chunk of edges: centre [e], neighbour [e], radial basis times the cutoff [e, n_rbf], edge_components [e, 9],
+# row of the edge's (centre, neighbour species) pair in the embedding's per-species sums [e]
+EdgeChunk = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
-def neighbour_slots(centre: Tensor, n: int) -> Tuple[Tensor, int]:
-    """Row of every edge in a padded [n, width] layout (atom, rank among the atom's edges) and width, the most
-    edges of one atom: ``pad`` puts per-edge rows there, so a sum over each atom's edges becomes a batched matmul."""
-    sorted_centre, order = torch.sort(centre, stable=True)
-    counts = torch.bincount(centre, minlength=n)
-    width = int(counts.max())
-    starts = torch.cumsum(counts, 0) - counts
-    rank_sorted = torch.arange(centre.shape[0], device=centre.device) - starts.index_select(0, sorted_centre)
-    rank = torch.zeros_like(order).index_copy(0, order, rank_sorted)
-    return centre * width + rank, width
-
-
-def pad(values: Tensor, rows: Tensor, n: int, width: int) -> Tensor:
-    """[E, C] per-edge values -> [n, width, C], zero where an atom has fewer than width edges."""
-    padded = torch.zeros(n * width, values.shape[1], dtype=values.dtype, device=values.device)
-    return padded.index_copy(0, rows, values).reshape(n, width, values.shape[1])
+def radial_weight(weight: Tensor) -> Tensor:
+    """The weight of a bias-free radial filter as [M, n_rbf, out]: M = 1 (``nn.Linear``: [out, n_rbf]) or M
+    stacked members (``StackedLinear``: [M, n_rbf, out])."""
+    if weight.dim() == 2:  # nn.Linear: [out, n_rbf]
+        return weight.t().unsqueeze(0)
+    return weight  # StackedLinear: [M, n_rbf, out]
 
 
 class TensorEmbedding(nn.Module):
@@ -169,33 +174,37 @@ class TensorEmbedding(nn.Module):
             nn.Linear(3 * features, 2 * features), nn.SiLU(), nn.Linear(2 * features, 3 * features), nn.SiLU()
         )
         self.mix = PartLinear(features)
-        self.padded = True  # False: scatter instead (no shape that depends on the data; set for torch.export)
 
-    def forward(self, species: Tensor, edge_index: Tensor, radial_basis: Tensor, geometry: Tensor) -> Parts:
-        """radial_basis [E, n_rbf]: the basis times the cutoff; geometry [E, 9]: ``edge_components``."""
-        centre, neighbour = edge_index[0], edge_index[1]
+    def forward(self, species: Tensor, chunks: List[EdgeChunk]) -> Parts:
+        """The edges in chunks (``EdgeChunk``); the chunk's row = centre * n_species + species of the neighbour."""
+        f = self.features
         z = self.species(species)
-        pair = self.pair_centre(z).index_select(0, centre) + self.pair_neighbour(z).index_select(0, neighbour)
-        weights = self.radial(radial_basis).reshape(-1, 3, self.features) * pair.unsqueeze(1)
-        # X_i = sum_j geometry_j (outer) weights_j per part, as a batched matmul over each atom's (padded) edges
-        # rather than [E, k, F] outer products and a scatter: forward + backward of a model without interactions
-        # on 500 Cu atoms at 5 angstrom (float64, one thread) went from 323 to 113 ms
-        n = z.shape[0]
-        if self.padded:
-            rows, width = neighbour_slots(centre, n)
-            geometry = pad(geometry, rows, n, width).transpose(1, 2)  # [N, 9, width]
-            scalar_weight, vector_weight, tensor_weight = torch.unbind(weights, dim=1)
-            parts = (
-                torch.bmm(geometry[:, :1], pad(scalar_weight, rows, n, width)).squeeze(1),
-                torch.bmm(geometry[:, 1:4], pad(vector_weight, rows, n, width)),
-                torch.bmm(geometry[:, 4:], pad(tensor_weight, rows, n, width)),
-            )
-        else:  # the same sums, per edge and scattered (the padded width depends on the data: torch.export)
-            per_edge = (geometry[:, :1], geometry[:, 1:4].unsqueeze(-1), geometry[:, 4:].unsqueeze(-1))
-            parts = scatter_parts(per_edge, weights, centre, n)
-        norms = squared_norms(parts)
+        n, n_species = z.shape[0], self.species.weight.shape[0]
+        # X_i = sum_j g_ij (outer) f(r_ij) (P_c[z_i] + P_n[z_j]) with f = W e(r) phi(r): the per-edge factors are
+        # all linear, so X_i = sum_{s, k} G_i[:, s, k] (outer) W_k (P_c[z_i] + P_n[s]) with
+        # G_i[:, s, k] = sum over the neighbours j of species s of g_ij e_k(r_ij) phi(r_ij): [9, n_rbf] per atom and
+        # neighbour species, summed per edge, and no [E, F]-sized tensor at all
+        sums = torch.zeros(n * n_species, 9, self.radial.in_features, dtype=z.dtype, device=z.device)
+        for _, _, basis, geometry, rows in chunks:
+            e = basis.shape[0]
+            index = rows.view(-1, 1, 1).expand(e, 9, basis.shape[1])
+            sums.scatter_add_(0, index, geometry.unsqueeze(2) * basis.unsqueeze(1))
+        sums = sums.view(n, n_species, 9, -1).transpose(1, 2).reshape(n, 9, -1)  # [N, 9, n_species n_rbf]
+        # [M, n_rbf, 3F]; species row s belongs to member s // (n_species / M)
+        weight = radial_weight(self.radial.weight)
+        weight = weight.repeat_interleave(n_species // weight.shape[0], dim=0)  # [n_species, n_rbf, 3F]
+        neighbour = self.pair_neighbour(self.species.weight).unsqueeze(1)  # [n_species, 1, F]
+        centre = self.pair_centre(z).unsqueeze(1)  # [N, 1, F]
+        parts: List[Tensor] = []
+        for p, part_sums in enumerate(torch.split(sums, [1, 3, 5], dim=1)):
+            w = weight[:, :, p * f : (p + 1) * f]  # [n_species, n_rbf, F]
+            both = torch.cat([w, w * neighbour], dim=-1).reshape(-1, 2 * f)
+            summed = torch.matmul(part_sums, both)  # [N, k, 2F]: sum W_k, sum W_k P_n[s]
+            parts.append(torch.addcmul(summed[..., f:], centre, summed[..., :f]))
+        scalar, vector, tensor = parts[0].squeeze(1), parts[1], parts[2]
+        norms = squared_norms((scalar, vector, tensor))
         factors = self.factors(self.norm(norms.reshape(norms.shape[0], -1))).reshape(-1, 3, self.features)
-        scalar, vector, tensor = self.mix(parts)
+        scalar, vector, tensor = self.mix((scalar, vector, tensor))
         return scalar * factors[:, 0], vector * factors[:, 1:2], tensor * factors[:, 2:]
 
 
@@ -210,15 +219,21 @@ class TensorInteraction(nn.Module):
         self.mix_out = PartLinear(features)
         self.register_buffer("basis", component_basis(), persistent=False)
 
-    def forward(self, parts: Parts, edge_index: Tensor, radial_basis: Tensor) -> Parts:
-        """radial_basis [E, n_rbf]: the basis times the cutoff."""
-        centre, neighbour = edge_index[0], edge_index[1]
+    def forward(self, parts: Parts, chunks: List[EdgeChunk], recompute: bool = False) -> Parts:
+        """The edges in chunks (``EdgeChunk``); ``recompute``: keep no per-edge tensor for the backward pass but
+        compute each chunk's messages again there (eager mode only: torch.utils.checkpoint)."""
         x = normalise(parts)
         y = self.mix_in(x)
-        filters = self.radial(radial_basis).reshape(-1, 3, self.features)
-        # index_select rather than [] indexing: its backward is a fast index_add, not an accumulating index_put
-        neighbours = (y[0].index_select(0, neighbour), y[1].index_select(0, neighbour), y[2].index_select(0, neighbour))
-        messages = to_matrices(scatter_parts(neighbours, filters, centre, y[0].shape[0]), self.basis)
+        # the messages' edge tensors component-major ([k, e, F]): the filter [e, F] of a part scales each
+        # component's contiguous [e, F] block
+        nodes = (y[0].unsqueeze(0), y[1].transpose(0, 1).contiguous(), y[2].transpose(0, 1).contiguous())
+        if recompute and not torch.jit.is_scripting():
+            messages = self._recomputed_messages(nodes, chunks)
+        else:
+            messages = (torch.zeros_like(nodes[0]), torch.zeros_like(nodes[1]), torch.zeros_like(nodes[2]))
+            for centre, neighbour, basis, _, _ in chunks:
+                self._add_messages(messages, nodes, centre, neighbour, basis)
+        messages = components_to_matrices(torch.cat(messages, dim=0).transpose(0, 1), self.basis)
         y_matrices = to_matrices(y, self.basis)
         product = matrix_product(y_matrices, messages) + matrix_product(messages, y_matrices)
         dx = self.mix_out(normalise(to_parts(product, self.basis)))
@@ -226,12 +241,52 @@ class TensorInteraction(nn.Module):
         square = to_parts(matrix_product(dx_matrices, dx_matrices), self.basis)
         return x[0] + dx[0] + square[0], x[1] + dx[1] + square[1], x[2] + dx[2] + square[2]
 
+    def _add_messages(self, messages: Parts, nodes: Parts, centre: Tensor, neighbour: Tensor, basis: Tensor) -> Parts:
+        """messages += the chunk's sum_j f(r_ij) Y_j, part by part (in place; returns messages); the parts of
+        messages and nodes component-major: [1, N, F], [3, N, F], [5, N, F]."""
+        f = self.features
+        weight = radial_weight(self.radial.weight)  # [M, n_rbf, 3F]
+        members, n_rbf = weight.shape[0], weight.shape[1]
+        # filters [3, e, F] (part-major), each member's block of edges through its own weight
+        weight = weight.view(members, n_rbf, 3, f).permute(2, 0, 1, 3)  # [3, M, n_rbf, F]
+        filters = torch.matmul(basis.view(1, members, -1, n_rbf), weight).view(3, -1, f)
+        index = centre.view(1, -1, 1)
+        for k in range(3):
+            # index_select rather than [] indexing: its backward is an index_add; scatter_add_ on an expanded
+            # index keeps only the index for the backward pass (index_add its source)
+            gathered = nodes[k].index_select(1, neighbour)
+            messages[k].scatter_add_(1, index.expand(gathered.shape), gathered * filters[k])
+        return messages
+
+    def _chunk_messages(self, scalar: Tensor, vector: Tensor, tensor: Tensor, chunk: List[Tensor]) -> List[Tensor]:
+        nodes = (scalar, vector, tensor)
+        messages = (torch.zeros_like(scalar), torch.zeros_like(vector), torch.zeros_like(tensor))
+        return list(self._add_messages(messages, nodes, chunk[0], chunk[1], chunk[2]))
+
+    @torch.jit.unused
+    def _recomputed_messages(self, nodes: Parts, chunks: List[EdgeChunk]) -> Parts:
+        """The messages, chunk by chunk under torch.utils.checkpoint: autograd keeps each chunk's inputs (the
+        node features, the chunk's indices and basis), not its [e, 9, F] gathered features and [e, 3, F] filters,
+        and computes them again, one chunk at a time, in the backward pass."""
+        total = [torch.zeros_like(part) for part in nodes]
+        for centre, neighbour, basis, _, _ in chunks:
+            chunk = checkpoint(
+                self._chunk_messages, *nodes, [centre, neighbour, basis], use_reentrant=False, preserve_rng_state=False
+            )
+            for part, addend in zip(total, chunk):
+                part.add_(addend)
+        return total[0], total[1], total[2]
+
 
 class TensorNet(nn.Module):
     """Energy model: species indices and edge vectors in, raw per-atom outputs out (before shift/scale).
 
     ``n_outputs`` = 1 gives one raw energy per atom [N]; 2 gives [N, 2] (column 0 the raw energy, column 1 a
-    raw charge, both read out of the same MLP). TensorNet's usual depth is 2 interaction layers.
+    raw charge, both read out of the same MLP). One interaction layer is the recommended depth (README).
+    ``chunk_elements`` (an attribute, not a parameter) bounds the edges processed at once on CPU: chunk_elements /
+    features edges; 0 processes them all at once (the torch.export file does: its graph may not depend on the
+    number of edges). ``recompute_edges`` (default True): in eval mode with several chunks, recompute each chunk's
+    messages in the backward pass rather than keep them (see the module).
     """
 
     stackable = True  # its layers act on rows of atoms or edges: a committee stacks its members (models.stacking)
@@ -264,17 +319,39 @@ class TensorNet(nn.Module):
             nn.Linear(hidden, n_outputs),
         )
         self.register_buffer("basis", component_basis(), persistent=False)
+        self.chunk_elements = _CHUNK_ELEMENTS
+        self.recompute_edges = True
+        self.members = 1  # M stacked members (models.stacking): atoms and edges come as M copies, member after member
 
     def representations(self, species: Tensor, edge_index: Tensor, vectors: Tensor, lengths: Tensor) -> List[Parts]:
         """Coordinates of I [N, F], A [N, 3, F] and S [N, 5, F] after the embedding and after each interaction."""
-        radial_basis = self.rbf(lengths) * cosine_cutoff(lengths, self.cutoff).unsqueeze(-1)
-        geometry = edge_components(vectors / lengths.unsqueeze(-1), self.basis)
-        x = self.embedding(species, edge_index, radial_basis, geometry)
+        chunks = self._edge_chunks(species, edge_index, vectors, lengths)
+        x = self.embedding(species, chunks)
         states = [x]
+        # recompute the edge tensors in the backward pass rather than keep them: eager inference on CPU
+        recompute = self.recompute_edges and not self.training and len(chunks) > 1
         for interaction in self.interactions:
-            x = interaction(x, edge_index, radial_basis)
+            x = interaction(x, chunks, recompute)
             states.append(x)
         return states
+
+    def _edge_chunks(self, species: Tensor, edge_index: Tensor, vectors: Tensor, lengths: Tensor) -> List[EdgeChunk]:
+        """The edges in chunks of chunk_elements / features edges (one chunk off CPU, for stacked members, or with
+        chunk_elements 0) with what the layers need from them."""
+        radial_basis = self.rbf(lengths) * cosine_cutoff(lengths, self.cutoff).unsqueeze(-1)
+        geometry = edge_components(vectors / lengths.unsqueeze(-1), self.basis)
+        rows = edge_index[0] * self.embedding.species.weight.shape[0] + species.index_select(0, edge_index[1])
+        # stacked members take every edge at once: their filters (StackedLinear) need every member's block of edges
+        if vectors.device.type != "cpu" or self.chunk_elements <= 0 or self.members > 1:
+            return [(edge_index[0], edge_index[1], radial_basis, geometry, rows)]
+        size = max(1, self.chunk_elements // self.features)
+        # split, not slicing: its backward pass concatenates the chunks' gradients once
+        chunks: List[EdgeChunk] = []
+        for index, basis, edge_geometry, edge_rows in zip(
+            edge_index.split(size, 1), radial_basis.split(size), geometry.split(size), rows.split(size)
+        ):
+            chunks.append((index[0], index[1], basis, edge_geometry, edge_rows))
+        return chunks
 
     def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor, lengths: Tensor) -> Tensor:
         """species [N] (index into the model's species list), edge_index [2,E], vectors [E,3] (r_ij, angstrom),

@@ -16,6 +16,11 @@ threshold (converged), after ``rounds`` rounds, or when a round finds nothing to
 A killed loop started again resumes at the round it was in: the finished rounds are read back, the committee
 members already trained in that round are kept, and the MD (same seed) and the labelling run again. Each round
 trains from the previous round's weights (``restart = "previous"``) or from random ones (``"scratch"``).
+
+Before the first round it runs, the loop imports the labelling calculator and labels the MD start structure with
+it, so that a wrong import path or setting fails in seconds rather than after a round of training and MD. A SIGINT
+or SIGTERM during a round's MD ends the loop there (``LearningResult.interrupted``): that round is neither labelled
+nor recorded, so the next run redoes it.
 """
 
 from __future__ import annotations
@@ -31,11 +36,11 @@ from ase import Atoms
 from physml_md.atomic import atomic_path, atomic_write_text
 from physml_md.training.committee import train_committee
 from physml_md.training.config import Config, ConfigError
-from physml_md.training.labelling import label_frames
+from physml_md.training.labelling import LabellingError, label_frames
 from physml_md.training.schema_learning import LearningConfig
 from physml_md.units import FS_TO_PS
 
-__all__ = ["LearningResult", "learn", "select_frames", "format_rounds"]
+__all__ = ["LearningResult", "check_calculator", "learn", "select_frames", "format_rounds"]
 
 ROUND_RECORD = "round.json"
 
@@ -48,6 +53,8 @@ class LearningResult:
     rounds: List[Dict[str, Any]] = field(default_factory=list)
     converged: bool = False
     model_path: Path | None = None  # the last round's committee
+    interrupted: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped a round's MD (round not recorded)
+    interruption: str | None = None  # what happened, in one sentence
 
 
 def select_frames(frames: List[Atoms], min_spacing_fs: float, cap: int) -> List[Atoms]:
@@ -79,8 +86,19 @@ def _resolve(path: str, base: Path) -> Path:
     return candidate if candidate.is_absolute() else (base / candidate).resolve()
 
 
+def check_calculator(learning: LearningConfig, frame: Atoms, keys) -> None:
+    """Import the labelling calculator and label ``frame`` with it: a ``LabellingError`` saying so when it fails."""
+    try:
+        label_frames([frame], learning.label.calculator, learning.label.kwargs, keys, learning.label.threads)
+    except LabellingError as exc:
+        raise LabellingError(
+            f"[learning.label] was checked on the MD start structure before any training and failed: {exc}"
+        ) from None
+
+
 def learn(config: Config, learning: LearningConfig, base: Path | None = None, verbose: bool = True) -> LearningResult:
-    """Run the loop (see the module docstring); ``base`` resolves the relative paths of ``learning``."""
+    """Run the loop (see the module docstring); ``base`` resolves the relative paths of ``learning``. ``verbose``
+    prints each round's line of ``format_rounds`` (finished rounds read back too) as it is done."""
     from physml_md.md.runner import run_md
 
     if config.training.committee < 2:
@@ -96,12 +114,19 @@ def learn(config: Config, learning: LearningConfig, base: Path | None = None, ve
     result = LearningResult(root=root)
     added: List[Atoms] = []
     previous_members: List[Path] | None = None
+    checked = False
+
+    def show(record: Dict[str, Any]) -> None:
+        if verbose:
+            print(format_rounds([record], header=len(result.rounds) == 1), flush=True)
+
     for k in range(learning.rounds):
         folder = root / f"round_{k}"
         record_path = folder / ROUND_RECORD
         if record_path.is_file():  # finished before: read it back and go on
             record = json.loads(record_path.read_text())
             result.rounds.append(record)
+            show(record)
             labelled_path = folder / "labelled.extxyz"
             added += ase.io.read(labelled_path, ":") if labelled_path.is_file() else []
             previous_members = [Path(p) for p in record["members"]]
@@ -110,6 +135,9 @@ def learn(config: Config, learning: LearningConfig, base: Path | None = None, ve
                 result.converged = record["converged"]
                 break
             continue
+        if not checked:  # before any training: a calculator that cannot label costs seconds, not a round
+            check_calculator(learning, start, keys)
+            checked = True
         folder.mkdir(parents=True, exist_ok=True)
         data_file = folder / "data.extxyz"
         with atomic_path(data_file) as tmp:
@@ -138,6 +166,13 @@ def learn(config: Config, learning: LearningConfig, base: Path | None = None, ve
             uncertainty_threshold=learning.uncertainty_threshold,
             uncertain_frames=folder / "uncertain.extxyz",
         )
+        if md.interrupted:  # the MD did not run its course: the round stays unfinished, the next run redoes it
+            result.interrupted = md.interrupted
+            result.interruption = (
+                f"round {k} interrupted by {md.interrupted} during its MD (at {md.steps_done} of "
+                f"{md.steps_requested} steps); it was not labelled nor recorded: run the same command again to redo it"
+            )
+            break
         flagged = ase.io.read(folder / "uncertain.extxyz", ":") if "uncertain_frames" in md.files else []
         selected = select_frames(flagged, learning.min_spacing, learning.max_new_frames)
         labelled = label_frames(
@@ -170,8 +205,7 @@ def learn(config: Config, learning: LearningConfig, base: Path | None = None, ve
         result.model_path = committee.model_path
         added += labelled
         previous_members = [m.best_checkpoint for m in committee.members]
-        if verbose:
-            print(format_rounds(result.rounds[-1:], header=k == 0 or len(result.rounds) == 1))
+        show(record)
         if converged or stop:
             result.converged = converged
             break

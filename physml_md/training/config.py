@@ -1,9 +1,10 @@
 """Training configuration: read TOML or YAML, apply overrides, validate once with the schema.
 
 ``load_config`` reads a ``.toml``/``.yaml``/``.yml`` file, applies ``section.key=value`` overrides, resolves
-relative paths against the file's directory and validates; ``config_from_dict`` validates a mapping. The schema
-(pydantic models) is ``physml_md.training.schema``; every problem is one ``ConfigError`` naming the full dotted
-key, what is wrong and how to fix it. ``config_to_dict`` gives plain built-in types, safe for
+relative paths (those in the file against its directory, those in overrides against the working directory) and
+validates; ``config_from_dict`` validates a mapping. The schema (pydantic models) is
+``physml_md.training.schema``; every problem is one ``ConfigError`` naming the full dotted key, what is wrong and
+how to fix it. ``config_to_dict`` gives plain built-in types, safe for
 ``torch.load(weights_only=True)``, and ``config_from_dict(config_to_dict(c)) == c``.
 """
 
@@ -69,12 +70,18 @@ def validate_sources(config: Config) -> None:
     for key, path in [("data.source", data.source)] + [
         (f"data.{name}.path", getattr(data, name).path) for name in ("train", "validation", "test", "predict")
     ]:
-        if path is None:
+        if path is None or Path(path).is_dir():  # a folder: AtomsDataModule checks that it is a packed folder
             continue
         if Path(path).suffix.lower() not in SUPPORTED_SUFFIXES:
-            raise ConfigError(f"{key} = {path!r}: unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+            raise ConfigError(
+                f"{key} = {path!r}: unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)} or a packed "
+                "folder (physml-md pack)"
+            )
         if not Path(path).is_file():
-            raise ConfigError(f"{key} = {path!r}: no such file; fix the path (relative paths start at the config file)")
+            raise ConfigError(
+                f"{key} = {path!r}: no such file; fix the path (a relative path written in the config file starts at "
+                "its folder, one given with --set at the working directory)"
+            )
 
 
 def _plain(value: Any, key: str) -> Any:
@@ -213,6 +220,8 @@ _PATH_KEYS = (
     ("trainer", "default_root_dir"),
     ("trainer", "checkpoint", "dirpath"),
     ("training", "md_validation", "structures"),
+    ("learning", "structures"),  # physml-md learn's table (load_config_and_section)
+    ("learning", "test_data"),
 )
 
 
@@ -227,9 +236,9 @@ def _resolve_paths(raw: Dict[str, Any], base: Path) -> None:
 def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = (), *, require_files: bool = True) -> Config:
     """Read a ``.toml``/``.yaml``/``.yml`` configuration, apply ``overrides`` and validate it.
 
-    Relative paths in the file (data.source, data.*.path, data.cache_dir, trainer.default_root_dir,
-    trainer.checkpoint.dirpath) are taken relative to the file's directory; relative paths given in
-    ``overrides`` relative to the working directory.
+    Relative paths written in the file (data.source, data.*.path, data.cache_dir, trainer.default_root_dir,
+    trainer.checkpoint.dirpath, training.md_validation.structures) start at the file's directory; relative paths
+    given in ``overrides`` (``--set``) start at the working directory, as any path typed on a command line.
     """
     path = Path(path)
     raw = _read_file(path)
@@ -243,8 +252,8 @@ def load_config_and_section(
     path: Union[str, os.PathLike], section: str, overrides: Sequence[str] = ()
 ) -> Tuple[Config, Dict[str, Any]]:
     """``load_config`` for a file that holds one more table than training reads (``physml-md learn``'s
-    ``[learning]``): the validated configuration and that table, raw (its relative paths are the caller's to
-    resolve, against the file's directory)."""
+    ``[learning]``): the validated configuration and that table, raw; its paths (learning.structures,
+    learning.test_data) resolved as ``load_config`` resolves the others."""
     path = Path(path)
     raw = _read_file(path)
     _resolve_paths(raw, path.resolve().parent)

@@ -83,6 +83,9 @@ def leaf_fields(cls: type) -> Iterator[Tuple[str, FieldInfo]]:
             yield name, info
 
 
+LEARNING_SECTIONS = (("learning", LearningConfig), ("learning.label", LabelConfig))  # physml-md learn's tables
+
+
 def config_keys() -> List[str]:
     """Every dotted key (``model.name``, ``data.train.batch_size``, ...) and every table name (``data.train``)."""
     keys: List[str] = []
@@ -95,9 +98,12 @@ def config_keys() -> List[str]:
 def is_config_key(key: str) -> bool:
     """True when ``key`` (dotted) names a key or table that a configuration may set: a schema field or table,
     a ``lightning.Trainer`` argument under ``trainer``, a ``ModelCheckpoint`` argument under
-    ``trainer.checkpoint``."""
+    ``trainer.checkpoint``, a key of ``physml-md learn``'s ``[learning]`` tables."""
     if key in config_keys():
         return True
+    for section, cls in LEARNING_SECTIONS:
+        if key == section or key in {f"{section}.{_key(name, info)}" for name, info in leaf_fields(cls)}:
+            return True
     parts = key.split(".")
     if parts[0] != "trainer" or len(parts) < 2:
         return False
@@ -215,14 +221,16 @@ def config_reference() -> str:
         "`physml-md train CONFIG --set section.key=value` overrides single keys. " + _markdown(Config.__doc__ or ""),
         "",
         f'Quantities are a number in the internal unit ({units}) or a string with a unit, e.g. `"4.5 angstrom"`. '
-        "`null` (YAML, or `--set key=null`) leaves an optional key unset; in TOML, leave the key out. Relative paths "
-        "start at the config file. An unknown key is an error that names the closest valid key.",
+        "`null` (YAML, or `--set key=null`) leaves an optional key unset; in TOML, leave the key out. A relative path "
+        "written in the config file starts at the file's folder, wherever the command runs; one given with `--set` "
+        "starts at the working directory, as any path typed on a command line. An unknown key is an error that names "
+        "the closest valid key.",
         "",
     ]
     for name, cls, instance in config_sections():
         lines += _section(name, cls, instance)
     lines += ["# Active learning (`physml-md learn`)", "", _markdown(learning_doc()), ""]
-    for name, cls in (("learning", LearningConfig), ("learning.label", LabelConfig)):
+    for name, cls in LEARNING_SECTIONS:
         lines += _section(name, cls, cls.model_construct())
     return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -7,6 +7,11 @@ file (or list of ``ase.Atoms``) per split. Every structure's neighbour list for 
 (``pre_batch="on_disk"``). A cache file is named by a hash of the split's data (``dataset_sha256``), the
 cut-off, the pbc/cell overrides and the cache format, so it is rebuilt whenever one of them changes.
 
+``source`` or a split's path may also name a packed folder (``physml-md pack``, ``physml_md.data.packed``): it is
+split by index without reading structures (the same split as its source file's for the same seed), each split is a
+``PackedDataset`` that reads structures and computes their neighbour lists in the DataLoader workers (``pre_batch``
+and ``cache_dir`` do not apply), and the statistics come from its stored arrays (``physml_md.training.packed_data``).
+
 Batches are ``physml_md.data.collate`` dicts with ``edge_index``/``cell_shifts``, which the model uses
 instead of computing its own neighbour list. The training loader is a ``ResumableLoader`` (exact mid-epoch
 resume, shards by rank under ``torch.distributed``: run Lightning with ``use_distributed_sampler=False``);
@@ -35,11 +40,13 @@ from physml_md.data import keys as K
 from physml_md.data.collate import PER_ATOM_KEYS, collate
 from physml_md.data.hashing import dataset_sha256
 from physml_md.data.neighbors import neighbor_list
+from physml_md.data.packed import PackedDataset, PackedFolder, is_packed_folder
 from physml_md.data.readers import read_dataset, read_structures
-from physml_md.data.splits import RANDOM_RECORD, split_indices
-from physml_md.data.statistics import energy_statistics, fit_self_energies
+from physml_md.data.splits import RANDOM_RECORD, record_label, split_indices
+from physml_md.data.statistics import energy_statistics, fit_self_energies, shortest_pair_distances
 from physml_md.data.structures import dict_to_atoms
 from physml_md.models import resolve_dtype
+from physml_md.training import packed_data
 from physml_md.training.loader import ResumableLoader
 from physml_md.training.schema_data import SPLITS, DataConfig
 from physml_md.training.schema_types import ConfigError, validate
@@ -182,7 +189,7 @@ class AtomsDataModule(lightning.LightningDataModule):
                     "and test by splitting_strategy; give either source or files per split, not both"
                 )
 
-        self.splits: Dict[str, PackedStructures] = {}
+        self.splits: Dict[str, PackedStructures | PackedDataset] = {}
         self.split_indices_: Dict[str, List[int]] | None = None
         self.cache_paths: Dict[str, Path] = {}
         self.cache_written: List[str] = []
@@ -192,6 +199,13 @@ class AtomsDataModule(lightning.LightningDataModule):
     @staticmethod
     def _checked_data(what: str, value: Any) -> Any:
         if isinstance(value, (str, os.PathLike)):
+            if is_packed_folder(value):
+                return Path(value)
+            if Path(value).is_dir():
+                raise ConfigError(
+                    f"{what}: {str(value)!r} is a folder without a packed-folder manifest; give a file (extxyz or ASE "
+                    "db) or a folder written by physml-md pack (a pack that was stopped leaves none)"
+                )
             if not Path(value).is_file():
                 raise ConfigError(f"{what}: no such file {str(value)!r}")
             return Path(value)
@@ -225,17 +239,7 @@ class AtomsDataModule(lightning.LightningDataModule):
 
     def _records(self, atoms: Sequence[ase.Atoms]) -> List[Hashable]:
         key = self.config.splitting_strategy.record_key
-        records = []
-        for i, a in enumerate(atoms):
-            record = a.info.get(key)
-            if record is None:
-                record = a.get_chemical_formula()
-            if not isinstance(record, (str, int)) or isinstance(record, bool):
-                raise ValueError(
-                    f"source structure {i}: info[{key!r}] is {record!r}; record labels must be strings or integers"
-                )
-            records.append(record)
-        return records
+        return [record_label(a, key, i) for i, a in enumerate(atoms)]
 
     def _with_edges(self, what: str, structures: List[Dict[str, Tensor]]) -> List[Dict[str, Tensor]]:
         for i, data in enumerate(structures):
@@ -292,7 +296,13 @@ class AtomsDataModule(lightning.LightningDataModule):
             return
         required = (K.ENERGY,)
         split_data: Dict[str, List[Dict[str, Tensor]]] = {}
-        if self.source is not None:
+        if isinstance(self.source, Path) and self.source.is_dir():
+            folder = self._folder("source", self.source)
+            lazy, self.split_indices_ = packed_data.packed_splits(
+                folder, self.config, list(self.label_keys.requested()), self.dtype, "source"
+            )
+            self.splits.update({name: data for name, data in lazy.items() if len(data)})
+        elif self.source is not None:
             structures, atoms = self._read("source", self.source, required)
             strategy = self.config.splitting_strategy
             labels = self._records(atoms) if strategy.name == RANDOM_RECORD else len(structures)
@@ -302,7 +312,21 @@ class AtomsDataModule(lightning.LightningDataModule):
                 split_data[name] = [structures[i] for i in indices]
             del structures, atoms
         for name, data in self._given.items():
+            if isinstance(data, Path) and data.is_dir():
+                folder = self._folder(f"{name} data", data)
+                indices = packed_data.selected(folder, self.config.index)
+                labels = list(self.label_keys.requested())
+                if len(indices):
+                    self.splits[name] = packed_data.dataset(folder, indices, self.config, labels, self.dtype, name)
+                continue
             split_data[name], _ = self._read(f"{name} data", data, () if name == "predict" else required)
+        for name, lazy in self.splits.items():
+            if name != "predict":
+                packed_data.check_required(lazy, required, f"{name} data")
+        if self.bootstrap_seed is not None and isinstance(self.splits.get("train"), PackedDataset):
+            train = self.splits["train"]
+            draw = np.random.default_rng(self.bootstrap_seed).integers(0, len(train), len(train))
+            train.indices = train.indices[draw]
         if self.bootstrap_seed is not None and split_data.get("train"):
             train = split_data["train"]
             draw = np.random.default_rng(self.bootstrap_seed).integers(0, len(train), len(train))
@@ -311,6 +335,11 @@ class AtomsDataModule(lightning.LightningDataModule):
             if split_data.get(name):
                 self.splits[name] = self._pack(name, split_data.pop(name))
         self._is_setup = True
+
+    def _folder(self, what: str, path: Path) -> PackedFolder:
+        folder = PackedFolder(path)
+        packed_data.check_labels(folder, list(self.label_keys.requested()), what)
+        return folder
 
     # ----------------------------------------------------------------------------------------- statistics
 
@@ -325,6 +354,9 @@ class AtomsDataModule(lightning.LightningDataModule):
         self.setup()
         found = set()
         for packed in self.splits.values():
+            if isinstance(packed, PackedDataset):
+                found.update(packed_data.species(packed))
+                continue
             found.update(torch.unique(packed.tensors[K.ATOMIC_NUMBERS]).tolist())
         return sorted(int(z) for z in found)
 
@@ -333,21 +365,44 @@ class AtomsDataModule(lightning.LightningDataModule):
         self.setup()
         flags = set()
         for packed in self.splits.values():
+            if isinstance(packed, PackedDataset):
+                flags.update(packed_data.periodic_flags(packed))
+                continue
             flags.update(packed.tensors[K.PBC].any(dim=1).tolist())
         return flags.pop() if len(flags) == 1 else None
 
     def self_energies(self) -> Dict[int, float]:
         """Per-element reference energies (eV) fitted on the training split (``fit_self_energies``)."""
-        return fit_self_energies(self._split("train"))
+        train = self._split("train")
+        if isinstance(train, PackedDataset):
+            return packed_data.self_energies(train)
+        return fit_self_energies(train)
 
     def statistics(self, self_energies: Mapping[int, float] | None = None) -> Dict[str, float | None]:
         """``energy_statistics`` of the training split (self-energies fitted on it when None)."""
         train = self._split("train")
-        return energy_statistics(train, fit_self_energies(train) if self_energies is None else self_energies)
+        if self_energies is None:
+            self_energies = self.self_energies()
+        if isinstance(train, PackedDataset):
+            return packed_data.statistics(train, self_energies)
+        return energy_statistics(train, self_energies)
+
+    def shortest_pair_distances(self, cutoff: float, split: str = "train") -> Dict[str, float]:
+        """``shortest_pair_distances`` of a split (from a packed folder's stored values when it has them)."""
+        data = self._split(split)
+        if isinstance(data, PackedDataset):
+            found = packed_data.shortest_pair_distances(data, cutoff)
+            if found is not None:
+                return found
+        return shortest_pair_distances(data, cutoff)
 
     def dataset_sha256(self, split: str = "train") -> str:
-        """``dataset_sha256`` of a split's structures as read (labels, pbc/cell overrides; no neighbour lists)."""
-        self._split(split)
+        """``dataset_sha256`` of a split's structures as read (labels, pbc/cell overrides; no neighbour lists). For a
+        packed folder, without reading the structures: ``packed_data.split_sha256`` (its files' sha256 from the
+        manifest, the split's indices, labels, dtype and overrides)."""
+        data = self._split(split)
+        if split not in self._sha256 and isinstance(data, PackedDataset):
+            self._sha256[split] = packed_data.split_sha256(data)
         return self._sha256[split]
 
     def test_atoms(self) -> List[ase.Atoms]:

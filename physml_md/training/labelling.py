@@ -4,8 +4,8 @@
 
 Each frame gets the calculator's energy and forces (and stress for a cell periodic in all three directions, when
 the calculator gives it), stored under the data set's label names (``LabelKeys``) so that training reads them.
-A calculator that fails stops the labelling with a ``LabellingError`` naming the frame; nothing is returned
-half-labelled.
+A calculator that fails, or gives a label that is not a finite number (NaN, inf), stops the labelling with a
+``LabellingError`` naming the frame (and the label and atoms); nothing is returned half-labelled.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from physml_md.data.structures import LabelKeys
+from physml_md.data.structures import LabelKeys, non_finite_entries
 
 __all__ = ["LabellingError", "calculator_class", "label_frames", "openmp_threads"]
 
@@ -110,11 +110,26 @@ def label_frames(
                     with contextlib.suppress(PropertyNotImplementedError, NotImplementedError):
                         results["stress"] = np.array(work.get_stress())
             except Exception as exc:  # noqa: BLE001  (the reference code's own failure, reported with the frame)
-                step = atoms.info.get("step")
-                where = f"frame {index}" + (f" (MD step {step})" if step is not None else "")
                 raise LabellingError(
-                    f"{calculator} failed on {where}: {type(exc).__name__}: {exc}; nothing of this round was labelled "
-                    "(fix the calculator or its settings and run again: the loop resumes at this round)"
+                    f"{calculator} failed on {_frame_name(atoms, index)}: {type(exc).__name__}: {exc}; {_NOTHING}"
                 ) from None
+            for label, value in results.items():
+                if not np.isfinite(value).all():
+                    raise LabellingError(
+                        f"{calculator} gave non-finite {label} on {_frame_name(atoms, index)}: "
+                        f"{non_finite_entries(label, np.reshape(value, (-1, 3)) if label == 'forces' else value)}; "
+                        f"{_NOTHING}"
+                    )
             labelled.append(_labelled(atoms, results, keys))
     return labelled
+
+
+_NOTHING = (
+    "nothing of this round was labelled (fix the calculator or its settings and run again: the loop resumes at this "
+    "round)"
+)
+
+
+def _frame_name(atoms: Atoms, index: int) -> str:
+    step = atoms.info.get("step")
+    return f"frame {index}" + (f" (MD step {step})" if step is not None else "")

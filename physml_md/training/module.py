@@ -2,9 +2,12 @@
 
 It receives the validated configuration (``physml_md.training.config.Config``; its plain-dict form is stored
 in the checkpoint) and the ``build_model`` arguments, builds the model itself, and keeps an exponential moving
-average (EMA) of the weights that is used for validation, testing and export. Forces and stress come from
-autograd inside the model, so validation and test run with gradients enabled (the Trainer must be created with
-``inference_mode=False``).
+average (EMA) of the weights that is used for validation, testing and export. The average warms up: its decay
+after ``t`` updates is ``min(decay, (1 + t) / (10 + t))`` (``ema_decay``), so the first steps move it quickly and a
+short run exports weights that moved with training, while a long run averages with ``decay`` itself; ``t`` is a
+buffer of the module (``ema_updates``), saved in every checkpoint, so a resumed run continues the warm-up exactly.
+Forces and stress come from autograd inside the model, so validation and test run with gradients enabled (the
+Trainer must be created with ``inference_mode=False``).
 """
 
 from __future__ import annotations
@@ -22,10 +25,23 @@ from physml_md.data import keys as K
 from physml_md.models import build_model
 from physml_md.training.config import Config, config_to_dict
 from physml_md.training.losses import component_errors, masked_pair
+from physml_md.units import EV_TO_MEV
 
-__all__ = ["PotentialModule"]
+__all__ = ["PotentialModule", "ema_decay", "EMA_UPDATES"]
 
 _STAGES = ("train", "val", "test")
+EMA_UPDATES = "ema_updates"  # the buffer (and state-dict key) counting the EMA updates done
+# metric -> its name in the progress bar, where it shows in meV/atom (E) or meV/angstrom (F), as in the epoch line
+_PROGRESS_BAR = {
+    f"{stage}__{component}__mae": f"{symbol}_{stage}"
+    for stage in ("train", "val")
+    for symbol, component in (("E", "per_atom_energy"), ("F", "per_atom_force"))
+}
+
+
+def ema_decay(decay: float, updates: int) -> float:
+    """The EMA decay of update number ``updates`` (0 for the first): ``min(decay, (1 + t) / (10 + t))``."""
+    return min(decay, (1.0 + updates) / (10.0 + updates))
 
 
 def _metric_names(components) -> List[str]:
@@ -80,6 +96,7 @@ class PotentialModule(lightning.LightningModule):
         decay = training.ema.decay
         self.ema_decay = decay
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if decay > 0.0 else None
+        self.register_buffer(EMA_UPDATES, torch.zeros((), dtype=torch.int64))
         self.metrics = torch.nn.ModuleDict()
         for stage in _STAGES:
             for name in _metric_names(self.components):
@@ -141,7 +158,12 @@ class PotentialModule(lightning.LightningModule):
         for key in sorted(k for k in self._updated if k.startswith(stage + "__")):
             metric = self.metrics[key]
             # a metric without any labelled row this epoch is not reported; compute() syncs across processes
-            self.log(key.replace("__", "/"), metric.compute(), on_step=False, on_epoch=True)
+            value = metric.compute()
+            self.log(key.replace("__", "/"), value, on_step=False, on_epoch=True)
+            if key in _PROGRESS_BAR:  # the energy and force MAEs in meV, in the progress bar only
+                self.log(
+                    _PROGRESS_BAR[key], value * EV_TO_MEV, on_step=False, on_epoch=True, prog_bar=True, logger=False
+                )
             metric.reset()
             self._updated.discard(key)
 
@@ -180,10 +202,20 @@ class PotentialModule(lightning.LightningModule):
     def _update_ema(self) -> None:
         if self.ema is None:
             return
+        updates = getattr(self, EMA_UPDATES)
+        decay = ema_decay(self.ema_decay, int(updates))
         with torch.no_grad():
             averaged = list(self.ema.parameters())
             current = [p.detach() for p in self.model.parameters()]
-            torch._foreach_lerp_(averaged, current, 1.0 - self.ema_decay)
+            torch._foreach_lerp_(averaged, current, 1.0 - decay)
+            updates += 1
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # a checkpoint written before the warm-up existed has no count: its average is past any warm-up, so it
+        # continues with the full decay (t = the optimizer steps done)
+        state = checkpoint.get("state_dict", {})
+        if EMA_UPDATES not in state:
+            state[EMA_UPDATES] = torch.tensor(int(checkpoint.get("global_step", 0)), dtype=torch.int64)
 
     # ------------------------------------------------------------------ optimisation
     def on_train_epoch_end(self) -> None:

@@ -11,16 +11,18 @@ import csv
 import math
 import re
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from physml_md.atomic import PathLike, atomic_path
+from physml_md.training.epoch_log import METRIC_UNITS
 from physml_md.units import EV_TO_MEV
 
-__all__ = ["parity_plot", "learning_curves", "read_metrics"]
+__all__ = ["parity_plot", "learning_curves", "learning_curve_panels", "read_metrics", "Panel"]
 
 _PANEL_SIZE = (4.2, 3.6)  # inches per panel
 
@@ -215,15 +217,36 @@ def read_metrics(metrics_csv: PathLike) -> Dict[str, Tuple[np.ndarray, np.ndarra
     return series
 
 
-def _plot_series(ax, series, names: List[str], labels: List[str], log: bool) -> None:
+class Panel(NamedTuple):
+    """One panel of the learning curves: its columns of ``metrics.csv``, their legend labels, and the factor from
+    the logged unit to the one of ``ylabel``."""
+
+    title: str
+    ylabel: str
+    columns: List[str]
+    labels: List[str]
+    log: bool
+    factor: float = 1.0
+
+
+_SPLIT_COLORS = {"train": "C0", "val": "C1"}
+
+
+def _plot_series(ax, series, panel: Panel) -> None:
     positive = True
-    for name, label in zip(names, labels):
+    for name, label in zip(panel.columns, panel.labels):
         epochs, values = series[name]
+        values = values * panel.factor
         positive &= bool(np.all(values > 0))
-        ax.plot(epochs, values, marker="o", markersize=3, label=label)
-    if log and positive:
+        style = "--" if name.endswith(("/rmse", "/rmse_epoch")) else "-"
+        color = _SPLIT_COLORS.get(name.split("/", 1)[0])  # one colour per split, MAE solid and RMSE dashed
+        ax.plot(epochs, values, style, color=color, marker="o", markersize=3, label=label)
+    if panel.log and positive:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
+    ax.set_title(panel.title)
+    ax.set_ylabel(panel.ylabel)
     ax.legend(fontsize="small")
 
 
@@ -231,48 +254,58 @@ def _first_present(series, candidates: List[str]) -> str | None:
     return next((name for name in candidates if name in series), None)
 
 
-def learning_curves(path: PathLike, metrics_csv: PathLike) -> Path:
-    """Plot a Lightning CSVLogger ``metrics.csv`` against epoch and write the figure to ``path``.
+def _axis_unit(unit: str) -> str:
+    return unit.replace("angstrom^3", "Å³").replace("angstrom", "Å")
 
-    Panels: train and val loss (log y); one per ``val/<component>/rmse`` column (with
-    ``train/<component>/rmse`` beside it when logged; log y); the loss weights (columns ``weight/<component>``,
-    also ``weights/<component>``). Values logged several times in one epoch are averaged. Panels whose columns
-    are absent are skipped. A missing, empty or header-only file, or one with nothing to plot, is an error.
-    """
-    path = Path(path)
-    fmt = _format_of(path)
-    series = read_metrics(metrics_csv)
 
-    panels = []  # (title, ylabel, column names, legend labels, log y)
+def learning_curve_panels(series: Dict[str, Tuple[np.ndarray, np.ndarray]]) -> List[Panel]:
+    """The panels ``learning_curves`` draws from ``read_metrics``' series: train and val loss (log y); per
+    component with a ``val/`` or ``train/<component>/{mae,rmse}`` column, its MAE (solid) and RMSE (dashed) in meV
+    units (log y); the loss weights (columns ``weight/<component>``, also ``weights/<component>``)."""
+    panels = []
     losses = [
         (name, split)
         for split in ("train", "val")
         if (name := _first_present(series, [f"{split}/loss", f"{split}/loss_epoch", f"{split}/loss_step"]))
     ]
     if losses:
-        panels.append(("loss", "loss", [n for n, _ in losses], [s for _, s in losses], True))
-    for name in sorted(series):
-        match = re.fullmatch(r"val/(.+)/rmse(_epoch)?", name)
-        if not match:
-            continue
-        component = match.group(1)
-        names, labels = [name], ["val"]
-        train = _first_present(series, [f"train/{component}/rmse", f"train/{component}/rmse_epoch"])
-        if train:
-            names, labels = [train, name], ["train", "val"]
-        panels.append((f"{component} RMSE", "RMSE", names, labels, True))
+        ylabel = "Σ weight × MSE (eV, Å units)"
+        panels.append(Panel("loss", ylabel, [n for n, _ in losses], [s for _, s in losses], True))
+    components = sorted(
+        {m.group(2) for name in series if (m := re.fullmatch(r"(train|val)/(.+)/(mae|rmse)(_epoch)?", name))}
+    )
+    for component in components:
+        columns, labels = [], []
+        for kind in ("mae", "rmse"):
+            for split in ("train", "val"):
+                name = _first_present(series, [f"{split}/{component}/{kind}", f"{split}/{component}/{kind}_epoch"])
+                if name:
+                    columns.append(name)
+                    labels.append(f"{split} {kind.upper()}")
+        unit, factor = METRIC_UNITS.get(component, ("logged unit", 1.0))
+        panels.append(Panel(component, f"error ({_axis_unit(unit)})", columns, labels, True, factor))
     weights = sorted(name for name in series if name.startswith(("weight/", "weights/")))
     if weights:
-        panels.append(("loss weights", "weight", weights, [w.split("/", 1)[1] for w in weights], False))
+        panels.append(Panel("loss weights", "weight", weights, [w.split("/", 1)[1] for w in weights], False))
+    return panels
+
+
+def learning_curves(path: PathLike, metrics_csv: PathLike) -> Path:
+    """Plot a Lightning CSVLogger ``metrics.csv`` against epoch and write the figure to ``path`` (atomically).
+
+    The panels are ``learning_curve_panels``'; values logged several times in one epoch are averaged. A missing,
+    empty or header-only file, or one with nothing to plot, is an error.
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    series = read_metrics(metrics_csv)
+    panels = learning_curve_panels(series)
     if not panels:
         raise ValueError(
-            f"{metrics_csv} has nothing to plot: no train/loss, val/loss, val/<component>/rmse or weight/<component> "
-            f"values (columns with values: {', '.join(sorted(series)) or 'none'})"
+            f"{metrics_csv} has nothing to plot: no train/loss, val/loss, <split>/<component>/mae or rmse, or "
+            f"weight/<component> values (columns with values: {', '.join(sorted(series)) or 'none'})"
         )
-
     fig, axes = _grid(len(panels), None)
-    for ax, (title, ylabel, names, labels, log) in zip(axes, panels):
-        _plot_series(ax, series, names, labels, log)
-        ax.set_title(title)
-        ax.set_ylabel(ylabel)
+    for ax, panel in zip(axes, panels):
+        _plot_series(ax, series, panel)
     return _save(fig, path, fmt)

@@ -3,7 +3,8 @@
 ``train(config)`` is what ``physml-md train`` and ``PhysMLModel.train`` call. Outputs go to the logger's run
 directory ``<trainer.default_root_dir>/version_<n>/``: ``metrics.csv``, ``checkpoints/`` (best and last
 checkpoints, and ``model.pt``, the exported best model, written beside them), ``parity.png`` and
-``learning_curves.png``.
+``learning_curves.png`` (redrawn during training). A run resumed from ``<run>/checkpoints/*.ckpt`` continues in
+``<run>/`` (``physml_md.training.csv_log``). Each epoch prints one line (``physml_md.training.epoch_log``).
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from lightning.pytorch.loggers import CSVLogger
 from physml_md.atomic import PathLike
 from physml_md.checkpoint import load_checkpoint, model_kwargs, potential_from_checkpoint
 from physml_md.data import keys as K
-from physml_md.data.statistics import shortest_pair_distances
 from physml_md.export import export_potential
 from physml_md.threads import torch_threads
 from physml_md.training.config import Config, ConfigError, config_to_dict, instantiate_callbacks, trainer_kwargs
+from physml_md.training.csv_log import resumed_csv_logger, resumed_run_dir
 from physml_md.training.datamodule import AtomsDataModule
+from physml_md.training.epoch_log import LEARNING_CURVES, METRIC_UNITS, EpochLog
 from physml_md.training.md_validation import MDValidation
 from physml_md.training.mixing import LossWeightMixing
 from physml_md.training.module import PotentialModule
-from physml_md.units import EV_TO_MEV
 
 __all__ = ["TrainResult", "train", "EXPORT_NAME"]
 
@@ -104,8 +105,7 @@ def _check_work_left(config: Config, checkpoint: Dict[str, Any], ckpt_path: Path
     )
 
 
-def _resumed_model_kwargs(config: Config, ckpt_path: PathLike) -> Dict[str, Any]:
-    checkpoint = load_checkpoint(ckpt_path)
+def _resumed_model_kwargs(config: Config, checkpoint: Dict[str, Any], ckpt_path: PathLike) -> Dict[str, Any]:
     _check_work_left(config, checkpoint, ckpt_path)
     stored = checkpoint.get("hyper_parameters", {}).get("config", {}).get("model")
     current = config_to_dict(config)["model"]
@@ -158,7 +158,7 @@ def _monitor_training_metrics(config: Config) -> Config:
     return config.model_copy(update={"training": training, "trainer": trainer})
 
 
-def _callbacks(config: Config, resumed_from: PathLike | None = None) -> List[lightning.Callback]:
+def _callbacks(config: Config, resumed_from: PathLike | None = None, verbose: bool = True) -> List[lightning.Callback]:
     training = config.training
     checkpoint_kwargs = dict(config.trainer["checkpoint"])
     if resumed_from is not None and checkpoint_kwargs.get("dirpath") is None:
@@ -168,6 +168,7 @@ def _callbacks(config: Config, resumed_from: PathLike | None = None) -> List[lig
     callbacks: List[lightning.Callback] = [ModelCheckpoint(**checkpoint_kwargs)]
     callbacks.append(LossWeightMixing.from_config(training.loss_parameter))
     callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    callbacks.append(EpochLog(print_lines=verbose))
     stopping = training.early_stopping
     if stopping.enabled:
         callbacks.append(
@@ -181,14 +182,21 @@ def _callbacks(config: Config, resumed_from: PathLike | None = None) -> List[lig
     return callbacks
 
 
-def _loggers(root: Path) -> list:
-    loggers: list = [CSVLogger(save_dir=str(root), name="")]
+def _loggers(root: Path, ckpt_path: PathLike | None = None, checkpoint: Dict[str, Any] | None = None) -> list:
+    """The CSV logger (and TensorBoard's when installed): a new ``<root>/version_<n>``, or the folder of the run a
+    checkpoint of ``<run>/checkpoints/`` belongs to, continued (its rows after the checkpoint's step dropped)."""
+    run_dir = None if ckpt_path is None else resumed_run_dir(ckpt_path)
+    if run_dir is not None:
+        step = (checkpoint or {}).get("global_step")
+        loggers: list = [resumed_csv_logger(run_dir, step if isinstance(step, int) else None)]
+    else:
+        loggers = [CSVLogger(save_dir=str(root), name="")]
     try:
         import tensorboard  # noqa: F401  (TensorBoard is optional)
         from lightning.pytorch.loggers import TensorBoardLogger
     except ImportError:
         return loggers
-    loggers.append(TensorBoardLogger(save_dir=str(root), name="", version=loggers[0].version))
+    loggers.append(TensorBoardLogger(save_dir=loggers[0].save_dir, name="", version=loggers[0].version))
     return loggers
 
 
@@ -235,17 +243,8 @@ def _collect_parity(potential: torch.nn.Module, datamodule: AtomsDataModule, spl
 
 def format_metrics_table(metrics: Dict[str, float], title: str = "test split") -> str:
     """A table of MAE and RMSE per component (energies in meV, forces in meV/angstrom, stress in meV/angstrom^3)."""
-    units = {
-        "per_system_energy": ("meV/structure", EV_TO_MEV),
-        "per_atom_energy": ("meV/atom", EV_TO_MEV),
-        "per_atom_force": ("meV/angstrom", EV_TO_MEV),
-        "per_system_stress": ("meV/angstrom^3", EV_TO_MEV),
-        "per_system_dipole_moment": ("me*angstrom", EV_TO_MEV),
-        "per_system_total_charge": ("me", EV_TO_MEV),
-        "per_atom_charge": ("me", EV_TO_MEV),
-    }
     rows = []
-    for component, (unit, factor) in units.items():
+    for component, (unit, factor) in METRIC_UNITS.items():
         mae = next((v for k, v in metrics.items() if k.endswith(f"/{component}/mae")), None)
         rmse = next((v for k, v in metrics.items() if k.endswith(f"/{component}/rmse")), None)
         if mae is None and rmse is None:
@@ -277,6 +276,7 @@ def train(
     files of ``config.data``. bootstrap_seed trains on a bootstrap sample of the training split (see
     ``AtomsDataModule``; a committee member's option). initial_weights starts from the energy-model weights of
     another run's checkpoint (a retraining on more data), not from random ones; the optimizer starts afresh.
+    verbose prints a line per epoch (``physml_md.training.epoch_log``), the test table and the output paths.
     """
     with torch_threads(config.training.threads):
         return _train(
@@ -306,8 +306,9 @@ def _train(
         test_data=test_data,
     )
     datamodule.setup("fit")
+    checkpoint = None if ckpt_path is None else load_checkpoint(ckpt_path)
     if ckpt_path is not None:
-        kwargs = _resumed_model_kwargs(config, ckpt_path)
+        kwargs = _resumed_model_kwargs(config, checkpoint, ckpt_path)
     else:
         kwargs = build_model_kwargs(config, datamodule)
     validates = len(datamodule.splits.get("validation") or []) > 0 and config.trainer.get("limit_val_batches") != 0
@@ -321,13 +322,14 @@ def _train(
         kwargs,
         data_sha256=datamodule.dataset_sha256(),
         periodic=datamodule.periodic(),
-        shortest_pair_distances=shortest_pair_distances(datamodule.splits.get("train") or [], kwargs["cutoff"]),
+        shortest_pair_distances=datamodule.shortest_pair_distances(kwargs["cutoff"]),  # (a packed folder's stored ones)
     )
     if initial_weights is not None and ckpt_path is None:
         _load_initial_weights(module, initial_weights)
     root = Path(config.trainer["default_root_dir"])
-    loggers = _loggers(root)
-    callbacks = _callbacks(config, ckpt_path)
+    loggers = _loggers(root, ckpt_path, checkpoint)
+    del checkpoint
+    callbacks = _callbacks(config, ckpt_path, verbose)
     checkpoint_callback = callbacks[0]
     trainer = lightning.Trainer(**_trainer_kwargs(config), logger=loggers, callbacks=callbacks)
     with warnings.catch_warnings():
@@ -392,7 +394,7 @@ def _train(
         )
     metrics_csv = run_dir / "metrics.csv"
     if metrics_csv.is_file():
-        result.learning_curves = learning_curves(run_dir / "learning_curves.png", metrics_csv)
+        result.learning_curves = learning_curves(run_dir / LEARNING_CURVES, metrics_csv)
     if verbose:
         if result.test_metrics:
             print(format_metrics_table(result.test_metrics))

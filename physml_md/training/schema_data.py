@@ -55,8 +55,8 @@ class ModelConfig(Section):
     name: Literal[MODEL_NAMES] = Field(
         "painn",
         description="the potential's architecture: painn (PaiNN: scalar and vector features per atom) or tensornet "
-        "(TensorNet: a 3x3 Cartesian tensor per feature channel, usually with n_interactions = 2); features, "
-        "n_interactions and n_rbf size either",
+        "(TensorNet: a 3x3 Cartesian tensor per feature channel; use n_interactions = 1, which beat 2 per CPU-second "
+        "on ethanol, see the README's Architectures); features, n_interactions and n_rbf size either",
     )
     cutoff: Cutoff | None = Field(
         None,
@@ -71,7 +71,7 @@ class ModelConfig(Section):
         description="dtype of the exported model file; unset: dtype (e.g. train in float32, export float64 for MD)",
     )
     features: int = Field(64, ge=1, description="feature channels per atom")
-    n_interactions: int = Field(3, ge=1, description="interaction (message-passing) layers")
+    n_interactions: int = Field(3, ge=1, description="interaction (message-passing) layers (tensornet: 1, see name)")
     n_rbf: int = Field(20, ge=1, description="radial basis functions that expand each interatomic distance")
     zbl: bool = Field(False, description="add the ZBL screened nuclear repulsion as a short-range prior")
     charges: bool = Field(False, description="add a per-atom charge head (outputs charges, total_charge and dipole)")
@@ -94,8 +94,9 @@ class SplitConfig(Section):
 
     path: Path | None = Field(
         None,
-        description="file (extxyz or ASE db) holding this split, instead of splitting data.source; relative paths "
-        "start at the config file",
+        description="file (extxyz or ASE db) or packed folder (physml-md pack) holding this split, instead of "
+        "splitting data.source; a relative path starts at the config file's folder (at the working directory when "
+        "given with --set)",
     )
     batch_size: int = Field(16, ge=1, description="structures per batch")
 
@@ -125,8 +126,9 @@ class DataConfig(Section):
 
     source: Path | None = Field(
         None,
-        description="one file (extxyz or ASE db) split into train/validation/test by [data.splitting_strategy]; "
-        "relative paths start at the config file",
+        description="one file (extxyz or ASE db), or a packed folder (physml-md pack; read lazily), split into "
+        "train/validation/test by [data.splitting_strategy]; a relative path starts at the config file's folder (at "
+        "the working directory when given with --set)",
     )
     index: Index = Field(
         ":", description="which structures of each file to read, as in ase.io.read (':' all, '-10:' the last ten)"

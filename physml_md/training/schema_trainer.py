@@ -89,7 +89,8 @@ class TrainerConfig(PassThrough):
     devices: Any = Field(1, description="number of devices (or a list of device indices)")
     default_root_dir: Path = Field(
         "physml_runs",
-        description="runs are written to <default_root_dir>/version_N/; relative paths start at the config file",
+        description="runs are written to <default_root_dir>/version_N/; a relative path starts at the config file's "
+        "folder (at the working directory when given with --set)",
     )
     enable_progress_bar: bool = Field(True, description="show Lightning's progress bar")
     precision: Literal[32, 64, "32", "64", "32-true", "64-true"] | None = Field(

@@ -36,7 +36,9 @@ class EMAConfig(Section):
         0.0,
         ge=0.0,
         lt=1.0,
-        description="weight of the old average at each optimizer step; the average is validated, tested and exported",
+        description="weight of the old average at each optimizer step once warmed up (update t uses "
+        "min(decay, (1 + t) / (10 + t)), so short runs follow the training); the average is validated, tested and "
+        "exported",
     )
 
 

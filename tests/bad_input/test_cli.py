@@ -1,13 +1,19 @@
 """Bad input through every ``physml-md`` command: exit code 2, one line on stderr naming the problem, no traceback."""
 
+import json
+import os
 import re
 
 import pytest
+import torch
 import yaml
+from ase.build import bulk
 from ase.io import write
 
 from physml_md.cli import main
+from physml_md.models import build_model
 from tests.bad_input.cases import CASES, truncated
+from tests.test_checkpoint import KWARGS, _checkpoint
 
 
 def _one_line_error(capsys, command):
@@ -136,3 +142,114 @@ def test_resuming_a_finished_run_exits_2_saying_how_to_train_longer(tiny_config,
     assert "raise trainer.max_epochs" in line and "metrics.csv" not in line, line
     versions = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert versions == ["version_0"], versions  # no empty run directory was started
+
+
+# ------------------------------------------------------------------ outputs: no command writes over a file not its own
+def test_export_with_the_output_name_forgotten_leaves_the_checkpoint_byte_identical(good_checkpoint, tmp_path, capsys):
+    """`physml-md export member_a.ckpt member_b.ckpt` wrote over member_b.ckpt, then its clean-up deleted it."""
+    member_a, member_b = tmp_path / "member_a.ckpt", tmp_path / "member_b.ckpt"
+    member_a.write_bytes(good_checkpoint.read_bytes())
+    torch.save(_checkpoint(KWARGS, build_model(**{**KWARGS, "seed": 4})), member_b)
+    before = {path: path.read_bytes() for path in (member_a, member_b)}
+    assert main(["export", str(member_a), str(member_b)]) == 2
+    line = _one_line_error(capsys, "export")
+    assert f"{member_b} exists and this run did not write it" in line and "--force to overwrite it" in line, line
+    # an input named as the output is refused, --force or not
+    assert main(["export", str(member_a), str(member_b), str(member_a), "--force"]) == 2
+    assert f"{member_a} is an input of this command and also its output" in _one_line_error(capsys, "export")
+    assert {path: path.read_bytes() for path in tmp_path.iterdir()} == before  # and no temporary left behind
+
+
+def _existing_output_case(case, files, structure_files, tiny_config, tmp_path):
+    """(argv, the file that exists before the command)."""
+    model, structure = str(files[".pt"]), str(structure_files["good"])
+    traj = tmp_path / "traj.dcd"
+    md = ["md", model, structure, "--steps", "2", "--quiet", "--out", str(traj)]
+    md += ["--uncertainty-threshold", "1 eV/angstrom"]
+    if case.startswith("md"):
+        name = {"md --out": "traj.dcd", "md topology": "traj.pdb", "md log": "traj.csv"}.get(case)
+        return md, tmp_path / (name or "traj_uncertain.extxyz")
+    if case == "validate report":
+        return ["validate", model, "--structures", structure, "--out", str(tmp_path / "report")], tmp_path / "report"
+    if case == "validate summary beside the model":
+        copy = tmp_path / "model.pt"
+        copy.write_bytes(files[".pt"].read_bytes())
+        argv = ["validate", str(copy), "--structures", structure, "--out", str(tmp_path / "report")]
+        return argv, tmp_path / "model.validation.json"
+    tiny_config["training"]["committee"] = 2  # train --committee: the committee's file
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config))
+    return ["train", str(config)], tmp_path / "runs" / "model.pt"
+
+
+EXISTING = ["md --out", "md topology", "md log", "md uncertain frames", "validate report"]
+EXISTING += ["validate summary beside the model", "train committee"]
+
+
+@pytest.mark.parametrize("case", EXISTING)
+def test_every_command_refuses_an_existing_output_before_it_starts(
+    case, files, structure_files, tiny_config, tmp_path, capsys
+):
+    argv, existing = _existing_output_case(case, files, structure_files, tiny_config, tmp_path)
+    if case == "validate report":
+        existing.mkdir()
+        existing = existing / "report.json"
+    existing.parent.mkdir(parents=True, exist_ok=True)
+    existing.write_text("mine")
+    assert main(argv) == 2
+    line = _one_line_error(capsys, argv[0])
+    assert f"{existing} exists and this run did not write it" in line and "--force" in line, line
+    assert existing.read_text() == "mine"
+    assert not list(tmp_path.rglob("member_*")) and not list(tmp_path.rglob("*.tmp*"))  # nothing started
+
+
+@pytest.mark.parametrize("command", ["md", "export", "validate", "train"])
+def test_an_output_below_a_file_is_one_line_not_file_exists_error(
+    command, files, structure_files, good_checkpoint, tiny_config, tmp_path, capsys
+):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    below = notes / "sub"
+    argv = {
+        "md": ["md", str(files[".pt"]), str(structure_files["good"]), "--steps", "2", "--out", str(below / "t.xyz")],
+        "export": ["export", str(good_checkpoint), str(below / "model.pt")],
+        "validate": ["validate", str(files[".pt"]), "--structures", str(structure_files["good"]), "--out", str(below)],
+        "train": ["train", str(tmp_path / "config.yaml")],
+    }[command]
+    tiny_config["trainer"]["default_root_dir"] = str(below)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config))
+    assert main(argv) == 2
+    assert f"{notes} is a file, not a folder" in _one_line_error(capsys, command)
+    assert notes.read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["train", "learn"])
+def test_a_training_folder_in_use_by_another_run_is_refused(command, tiny_config, tmp_path, capsys):
+    """Two `train --committee 2` into one folder at once both exited 0, model.pt holding the second's members."""
+    from physml_md.atomic import _host
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    running = {"pid": os.getppid(), "host": _host(), "command": "physml-md train", "started": "2026-01-01T00:00:00"}
+    (runs / ".physml-md.lock").write_text(json.dumps(running))
+    tiny_config["training"]["committee"] = 2
+    if command == "learn":
+        tiny_config["learning"] = {
+            "structures": str(tmp_path / "start.extxyz"),
+            "uncertainty_threshold": "0.1 eV/angstrom",
+            "label": {"calculator": "ase.calculators.emt.EMT"},
+        }
+        write(tmp_path / "start.extxyz", bulk("Cu", "fcc", a=3.6, cubic=True))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config))
+    assert main([command, str(config)]) == 2
+    line = _one_line_error(capsys, command)
+    assert f"{runs} is in use by another run (process {os.getppid()} on {_host()}" in line, line
+    assert [p.name for p in runs.iterdir()] == [".physml-md.lock"]  # nothing trained, their lock kept
+
+
+@pytest.mark.parametrize(("format", "name"), [("export", "an export file"), ("aotinductor", "an aotinductor file")])
+def test_a_format_and_a_file_name_that_disagree_read_well(good_checkpoint, format, name, tmp_path, capsys):
+    """It said "a export file" / "a aotinductor file"."""
+    assert main(["export", str(good_checkpoint), str(tmp_path / "model.pt"), "--format", format]) == 2
+    assert f"{name} is named *.pt2, not model.pt: rename the output to model.pt2" in _one_line_error(capsys, "export")

@@ -9,9 +9,11 @@ import pytest
 import torch
 from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
 
 from physml_md.data import keys as K
-from physml_md.data.readers import read_dataset, read_structures
+from physml_md.data.readers import read_dataset, read_structure, read_structures
+from physml_md.data.statistics import LabelOutlierWarning
 from physml_md.data.structures import LabelKeys
 
 TOL = 1e-10
@@ -239,3 +241,67 @@ def test_unreadable_files_are_value_errors(tmp_path, files):
             read_structures(files[name], index=10)
     with pytest.raises(ValueError, match="index 'energy>1' is not a structure index"):
         read_structures(files["frames.db"], index="energy>1")
+
+
+def _with_labels(atoms, **results):
+    """A copy of ``atoms`` whose calculator results are its EMT labels with ``results`` replaced."""
+    copy = atoms.copy()
+    labels = {key: atoms.calc.results[key] for key in ("energy", "forces", "stress") if key in atoms.calc.results}
+    copy.calc = SinglePointCalculator(copy, **{**labels, **results})
+    return copy
+
+
+def test_a_structure_without_atoms_is_refused_naming_file_and_index(tmp_path, frames):
+    """Before: read, then a ZeroDivisionError in the statistics (energy per atom of no atoms)."""
+    empty = ase.Atoms()
+    empty.calc = SinglePointCalculator(empty, energy=0.0)
+    path = tmp_path / "with_empty.extxyz"
+    ase.io.write(path, [*frames[:2], empty, *frames[2:]], format="extxyz")
+    message = rf"'{re.escape(str(path))}': structure 2 has no atoms; remove it"
+    for index in (":", "1:", 2, -5):
+        with pytest.raises(ValueError, match=message):
+            read_structures(path, index=index)
+    with pytest.raises(ValueError, match=message):
+        read_structure(path, index=2)
+    with pytest.raises(ValueError, match=r"the given list of structures, structure 2 has no atoms; remove it"):
+        read_dataset([*frames[:2], empty])
+
+
+def test_non_finite_labels_in_a_file_name_structure_and_atom(tmp_path, frames):
+    """A NaN among real forces, or an infinite energy, is an error naming where it is; all-NaN still marks missing."""
+    forces = frames[1].calc.results["forces"].copy()
+    forces[2, 1] = np.nan
+    path = tmp_path / "nan.extxyz"
+    ase.io.write(path, [frames[0], _with_labels(frames[1], forces=forces), *frames[2:]], format="extxyz")
+    with pytest.raises(ValueError, match=rf"'{re.escape(str(path))}', structure 1: label 'forces'.*atom 2 \(nan\)"):
+        read_dataset(path)
+    images = list(frames)
+    images[3] = _with_labels(frames[3], energy=np.inf)
+    with pytest.raises(ValueError, match=r"structure 3: label 'energy'.*not finite: inf"):
+        read_dataset(images)
+    images[3] = _with_labels(frames[3], forces=np.full_like(forces, np.nan))
+    assert not bool(read_dataset(images)[3][K.mask_key(K.FORCES)][0])
+
+
+def test_absurd_labels_warn_naming_structure_and_atom(tmp_path, frames):
+    """One force of 1e10 eV/angstrom (or an energy of 1e10 eV) among real labels trained silently before."""
+    images = [*frames]
+    for seed in range(3):  # more Cu cells, so that a Cu energy has others to be judged against
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+        atoms.rattle(0.05, seed=seed)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        images.append(atoms)
+    forces = frames[2].calc.results["forces"].copy()
+    forces[3, 0] = 1e10
+    images[2] = _with_labels(frames[2], forces=forces)
+    images[7] = _with_labels(images[7], energy=1e10)
+    path = tmp_path / "absurd.extxyz"
+    ase.io.write(path, images, format="extxyz")
+    with pytest.warns(LabelOutlierWarning) as record:
+        read_dataset(path)
+    (warning,) = record
+    text = str(warning.message)
+    assert text.startswith(f"'{path}': 2 label(s) lie far outside")
+    assert "structure 2, atom 3: force (1e+10," in text and "structure 7: energy 1e+10 eV" in text
+    read_dataset([*frames, *images[6:7], *images[8:]])  # the real labels: no warning (pytest turns one into an error)

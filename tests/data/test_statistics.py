@@ -9,7 +9,13 @@ from ase.calculators.emt import EMT
 
 from physml_md.data import keys as K
 from physml_md.data.collate import collate
-from physml_md.data.statistics import energy_statistics, fit_self_energies
+from physml_md.data.statistics import (
+    ENERGY_OUTLIER_FLOOR,
+    FORCE_OUTLIER_FLOOR,
+    energy_statistics,
+    fit_self_energies,
+    label_outliers,
+)
 from physml_md.data.structures import atoms_to_dict
 
 TOL = 1e-10
@@ -231,3 +237,63 @@ def test_pair_distance_floor_answers_as_pairs_closer_than(periodic):
         assert floor.breached(data["positions"], data["atomic_numbers"], data["cell"], data["pbc"]) == expected
         answers.append(expected)
     assert answers == [False, False, False, True, True, True]  # the 5 % margin lies between 0.97 and 0.94
+
+
+def _labelled(atoms):
+    atoms.calc = EMT()
+    atoms.get_forces()
+    return atoms_to_dict(atoms)
+
+
+def test_label_outliers_name_absurd_forces_and_energies_and_spare_real_tails(alloys):
+    """Real EMT data, with a compressed cell (+~1 eV/atom), a hot one (0.3 angstrom rattle) and a Ni4 cell whose
+    energy is 100 eV/atom off what the alloys' self-energies give: only the last and a force of 1e10
+    eV/angstrom are named."""
+    data = [atoms_to_dict(a) for a in alloys]
+    compressed = bulk("Cu", "fcc", a=3.0, cubic=True)
+    hot = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((1, 1, 2))
+    hot.rattle(0.3, seed=3)
+    data += [_labelled(compressed), _labelled(hot)]
+    assert label_outliers(data) == []
+    shifted = bulk("Ni", "fcc", a=3.6, cubic=True)
+    shifted.rattle(0.05, seed=4)
+    data.append(set_energy(_labelled(shifted), float(_labelled(shifted)[K.ENERGY][0]) + 400.0))
+    broken = dict(data[5])
+    broken[K.FORCES] = broken[K.FORCES].clone()
+    broken[K.FORCES][1, 2] = 1e10
+    data[5] = broken
+    found = label_outliers(data)
+    assert len(found) == 2
+    assert found[0].startswith("structure 5, atom 1: force (") and "1e+10) eV/angstrom" in found[0]
+    assert found[1].startswith(f"structure {len(data) - 1}: energy ")
+    assert float(found[1].split(", ")[1].split(" eV/atom")[0]) == pytest.approx(100.0, abs=0.5)
+    assert label_outliers([collate(data[:8]), collate(data[8:])]) == found  # a batch counts as its structures
+
+
+def test_label_outlier_energies_are_judged_by_a_fit_the_outlier_cannot_drag():
+    """Cu4 and Cu2Ni2 cells; one Cu4 energy 1e10 eV. With least-squares self-energies the residuals spread by
+    ~2e8 eV/atom and the outlier stands only ~12 spreads out; least absolute deviations fit around it."""
+    data = []
+    for k in range(20):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        if k % 2:
+            atoms.numbers[[0, 1]] = 28
+        atoms.rattle(0.05, seed=k)
+        data.append(_labelled(atoms))
+    assert label_outliers(data) == []
+    data[4] = set_energy(data[4], 1e10)
+    (found,) = label_outliers(data)
+    assert found.startswith("structure 4: energy 1e+10 eV")
+
+
+def test_label_outliers_with_no_spread_use_the_floors():
+    """Identical structures spread by nothing: a label is named only past the floor (10 eV/atom, 100 eV/angstrom)."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    data = [_labelled(atoms.copy()) for _ in range(5)]
+    energy = float(data[0][K.ENERGY][0])
+    data[1] = set_energy(data[1], energy + 4 * ENERGY_OUTLIER_FLOOR * 0.99)  # 4 atoms: 9.9 eV/atom
+    data[2] = set_energy(data[2], energy + 4 * ENERGY_OUTLIER_FLOOR * 1.01)
+    data[3] = dict(data[3], **{K.FORCES: torch.full((4, 3), FORCE_OUTLIER_FLOOR * 0.99, dtype=torch.float64)})
+    data[4] = dict(data[4], **{K.FORCES: torch.full((4, 3), FORCE_OUTLIER_FLOOR * 1.01, dtype=torch.float64)})
+    found = label_outliers(data)
+    assert [f.split(":")[0] for f in found] == [f"structure 4, atom {i}" for i in range(4)] + ["structure 2"]

@@ -164,8 +164,20 @@ def test_all_nan_label_is_missing_partial_nan_is_an_error():
     atoms.info["energy"] = float("nan")
     data = atoms_to_dict(atoms)
     assert not bool(data["energy_mask"]) and float(data[K.ENERGY]) == 0.0
-    atoms.arrays["forces"] = np.array([[0.0, 0.0, np.nan], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    with pytest.raises(ValueError, match=r"'forces'.*1 non-finite values"):
+    atoms.arrays["forces"] = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, np.nan], [0.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"label 'forces' \(stored as 'forces'\) is not finite: atom 1 \(nan\);"):
+        atoms_to_dict(atoms)
+
+
+def test_an_infinite_label_is_an_error_naming_the_atoms_not_a_missing_one():
+    """Only NaN marks a label missing; inf (even in every entry) is a broken number and names where it is."""
+    atoms = molecule("H2O")
+    atoms.arrays["forces"] = np.full((3, 3), np.inf)
+    with pytest.raises(ValueError, match=r"'forces'.*not finite: atom 0 \(inf\), atom 1 \(inf\), atom 2 \(inf\)"):
+        atoms_to_dict(atoms)
+    del atoms.arrays["forces"]
+    atoms.info["energy"] = -np.inf
+    with pytest.raises(ValueError, match=r"label 'energy' .*is not finite: -inf;"):
         atoms_to_dict(atoms)
 
 

@@ -369,6 +369,18 @@ def test_cuda_platform(molecule_model, backend):
     assert energy == pytest.approx(_reference(atoms, molecule_model.model_path)[0], rel=ENERGY_RTOL)
 
 
+@requires_cuda
+def test_python_backend_runs_the_model_on_the_gpu_under_any_platform(molecule_model):
+    """backend="pythonforce", device="cuda": OpenMM's CPU platform integrates, the model runs on the GPU."""
+    atoms = methanol(seed=16)
+    topology, positions = topology_from_atoms(atoms)
+    system = create_system(topology, molecule_model.model_path, backend="pythonforce", device="cuda")
+    energy, forces = energy_forces(make_context(system, positions, "CPU"))
+    ref_energy, ref_forces = _reference(atoms, molecule_model.model_path)
+    assert energy == pytest.approx(ref_energy, rel=ENERGY_RTOL)
+    assert_close(forces, ref_forces, FORCE_RTOL, "forces with the model on the GPU")
+
+
 def test_training_records_the_periodicity_the_engines_check(cu_model, molecule_model):
     from physml_md.export import load_model, read_metadata
 

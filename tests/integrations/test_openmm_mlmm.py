@@ -157,3 +157,26 @@ def test_bulk_model_in_a_non_periodic_mm_system_is_refused(cu_model):
         system.addParticle(63.5)
     with pytest.raises(ValueError, match="trained on periodic structures only"):
         create_mixed_system(topology, system, [0, 1], cu_model.model_path)
+
+
+@pytest.mark.parametrize("span", [0.52, 0.6, 0.83])
+def test_the_region_too_large_for_the_box_message_prints_plain_numbers(span):
+    """TorchScript's str(0.52) is "0.52000000000000002" (and str(0.99) "0.98999999999999999"): the scripted force
+    (what TorchForce runs) wrote "spans 0.52000000000000002 of box vector 0"; both the module and its TorchScript
+    form now write at most two decimals."""
+    import torch
+
+    from physml_md.integrations.openmm_module import OpenMMModule
+    from physml_md.torchscript import script
+    from tests.helpers import small_model
+
+    model = small_model(features=8, n_interactions=1, n_rbf=4, seed=3)
+    wrapped = OpenMMModule(model, [6, 8, 1], torch.float64, periodic=False, unwrap=True)
+    box = torch.eye(3, dtype=torch.float64)  # nm
+    # nearest images of the first particle: 0, +0.4 and -(span - 0.4) of box vector 0 apart: the region spans span
+    positions = torch.tensor([[0.0, 0.0, 0.0], [0.4, 0.0, 0.0], [1.4 - span, 0.0, 0.0]], dtype=torch.float64)
+    for module in (wrapped, script(wrapped)):
+        with pytest.raises(Exception, match="the ML region spans") as error:
+            module(positions, box)
+        message = str(error.value)
+        assert f"spans {span:g} of box vector 0, more than half the periodic box" in message, message

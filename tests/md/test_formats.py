@@ -134,3 +134,28 @@ def test_triclinic_cells_keep_interatomic_distances(tmp_path, suffix, cell_kind)
         )
     # the positions really were rotated (they are not the ones written): the distances test is not trivial
     assert np.abs(read.positions - positions).max() > 0.1
+
+
+def test_the_pdb_beside_a_dcd_has_unique_atom_names_that_openmm_reads_without_warnings(tmp_path):
+    """OpenMM's PDBFile warned about every duplicate atom name (all carbons were "C"); 230 atoms here: 120 Cu need
+    two residues (Cu1 .. Cu99, then Cu1 .. Cu21 and the hydrogens H1 .. H101)."""
+    app = pytest.importorskip("openmm.app")
+    import warnings
+
+    rng = np.random.default_rng(4)
+    ethanol_symbols, ethanol_positions, _ = ethanol_frames(rng)
+    symbols = ethanol_symbols + ["Cu"] * 120 + ["H"] * 101
+    positions = np.concatenate([ethanol_positions, rng.uniform(10.0, 40.0, (N_FRAMES, 221, 3))], axis=1)
+    path = tmp_path / "run.dcd"
+    write_frames(path, symbols, positions, None, False, labels(rng, len(symbols)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pdb = app.PDBFile(str(topology_path(path)))
+    atoms = list(pdb.topology.atoms())
+    assert [atom.element.symbol for atom in atoms] == symbols
+    names = [(atom.residue.index, atom.name) for atom in atoms]
+    assert len(set(names)) == len(symbols) and max(len(name) for _, name in names) <= 4
+    assert [name for _, name in names[:9]] == ["C1", "C2", "O1", "H1", "H2", "H3", "H4", "H5", "H6"]
+    assert names[9 + 98 : 9 + 100] == [(0, "Cu99"), (1, "Cu1")] and names[-1] == (1, "H101")
+    np.testing.assert_allclose(pdb.getPositions(asNumpy=True)._value * 10.0, positions[0], atol=1e-3)
+    assert read_trajectory(path).symbols == symbols

@@ -153,3 +153,27 @@ def test_committee_errors_against_a_hand_computed_answer():
     assert result["force_mae_mev_per_angstrom"] == pytest.approx(1000 * 0.9 / 6)  # the 9s are not labelled
     assert result["mean_forces_std_mev_per_angstrom"] == pytest.approx(200.0)
     assert np.isnan(result["spearman_max_force_error_vs_uncertainty"])  # one labelled structure: no ranking
+
+
+def test_validate_refuses_an_uncertainty_threshold_on_a_single_model_as_md_does(cu_model, tmp_path, capsys):
+    """md refused the option; validate passed with "uncertainty": null (a criterion that could never fail)."""
+    from physml_md.cli import main
+    from physml_md.md.validation import validate
+
+    with pytest.raises(ValueError, match="needs a committee model") as from_md:
+        run_md(cu_model.model_path, rattled_cu(), steps=5, uncertainty_threshold=0.1)
+    with pytest.raises(ValueError, match="needs a committee model") as from_validate:
+        validate(cu_model.model_path, rattled_cu(), nvt_steps=10, nve_steps=5, out=tmp_path / "report",
+                 thresholds={"max_forces_std": 0.1})  # fmt: skip
+    assert str(from_validate.value) == str(from_md.value)  # one check, one sentence
+    assert not (tmp_path / "report").exists()  # refused before anything ran or was written
+    structure, model = str(tmp_path / "cu.extxyz"), str(cu_model.model_path)
+    rattled_cu().write(structure)
+    threshold = ["--uncertainty-threshold", "0.1 eV/angstrom", "--quiet"]
+    for command in (
+        ["md", model, structure, "--steps", "5", "--out", str(tmp_path / "md.extxyz"), *threshold],
+        ["validate", model, "--structures", structure, "--out", str(tmp_path / "cli_report"), *threshold],
+    ):
+        assert main(command) == 2
+        assert str(from_md.value) in capsys.readouterr().err
+    assert not (tmp_path / "md.extxyz").exists() and not (tmp_path / "cli_report").exists()

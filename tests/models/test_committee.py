@@ -1,6 +1,8 @@
 """physml_md/models/committee.py: N members as one potential: the mean of their outputs and their spread, the same
 in eager, TorchScript, torch.export and the ASE calculator (float64)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -126,6 +128,19 @@ def test_members_that_do_not_fit_together_are_refused():
         Committee([members(n=1)[0], other_arch])
     with pytest.raises(ValueError, match="each member"):
         Committee(members(n=2)).set_shift_and_scale({1: 0.0})
+
+
+def test_identical_members_are_refused_naming_them():
+    """The same member twice (or a copy of it) gives forces_std = 0 everywhere: no threshold could ever trigger."""
+    first, second = members(n=2)
+    with pytest.raises(ValueError, match="members 0 and 2 are identical"):
+        Committee([first, second, copy.deepcopy(first)])
+    with pytest.raises(ValueError, match="members 0 and 1 are identical"):
+        Committee([first, first])
+    twin = copy.deepcopy(second)
+    with torch.no_grad():  # one weight apart: a different member
+        next(twin.parameters()).view(-1)[0] += 1e-6
+    assert Committee([second, twin]).n_members == 2
 
 
 @pytest.mark.parametrize("arch", MODEL_NAMES)

@@ -1,7 +1,12 @@
 """TensorNet's pieces: the I/A/S decomposition, edge tensors, matrix products, O(3) equivariance of every layer,
-smoothness where a channel is zero, second derivatives. (The contract shared with every architecture, i.e.
+smoothness where a channel is zero, second derivatives; and the optimised model against the plain formulation
+kept in tests/models/reference_tensornet.py (same state dict, float64: energy, forces, stress to 1e-12 relative,
+the training path's second derivative to 1e-10; molecule, periodic triclinic cell, batch; edges in one chunk and
+in many; one output and two; TorchScript; stacked members). (The contract shared with every architecture, i.e.
 symmetry of the potential, finite differences, cutoff, batching, export and engines, is tested over
 MODEL_NAMES in tests/models/test_potential.py and the integration tests.)"""
+
+import copy
 
 import numpy as np
 import pytest
@@ -10,17 +15,19 @@ from ase import Atoms
 from ase.build import bulk, molecule
 from ase.neighborlist import neighbor_list
 
-from physml_md.models import TensorNet, build_model
+from physml_md.data.collate import collate
+from physml_md.models import TensorNet, build_model, tensornet
+from physml_md.models.potential import edge_vectors
+from physml_md.models.stacking import stack_energy_models
 from physml_md.models.tensornet import (
     component_basis,
     edge_components,
     matrix_product,
-    neighbour_slots,
-    pad,
     to_matrices,
     to_parts,
 )
-from tests.helpers import CUTOFF, SYMMETRY, assert_close, inputs, random_rotation
+from tests.helpers import CUTOFF, EXACT, SPECIES, SYMMETRY, assert_close, inputs, random_rotation
+from tests.models.reference_tensornet import TensorNet as ReferenceTensorNet
 
 
 def _random_matrices(n=4, features=3, seed=0):
@@ -192,32 +199,188 @@ def test_build_model_records_the_architecture():
     assert model.energy_model.rbf.means.shape == (6,)
 
 
-def test_padded_edges_sum_like_a_scatter():
-    """neighbour_slots/pad: summing each atom's padded rows equals index_add over the unsorted edge list."""
-    rng = np.random.default_rng(8)
-    n = 7
-    centre = torch.tensor(rng.choice([0, 1, 2, 4, 5], size=40))  # atoms 3 and 6 have no edges
-    values = torch.tensor(rng.normal(size=(40, 4)))
-    rows, width = neighbour_slots(centre, n)
-    assert width == int(torch.bincount(centre).max()) and len(set(rows.tolist())) == 40
-    padded = pad(values, rows, n, width)
-    assert padded.shape == (n, width, 4)
-    reference = torch.zeros(n, 4, dtype=torch.float64).index_add(0, centre, values)
-    assert_close(padded.sum(1).numpy(), reference.numpy(), 1e-14, "sum over padded rows")
-    assert np.all(padded[3].numpy() == 0.0) and np.all(padded[6].numpy() == 0.0)
+# ---------------------------------------------------------------- against the plain formulation
+
+FEATURES = 8
+N_RBF = 5
+SECOND_DERIVATIVE = 1e-10  # relative, float64: a longer chain of roundings than the forces
+# chunk_elements and recompute_edges: the edges at once, in one chunk, or in chunks of 7 (several chunks in eval
+# mode: recomputed in the backward pass under torch.utils.checkpoint unless recompute_edges is False)
+CHUNKS = {
+    "no chunks (as traced for torch.export)": (0, True),
+    "one chunk": (1 << 20, True),
+    "7-edge chunks": (7 * FEATURES, True),
+    "7-edge chunks kept for the backward pass": (7 * FEATURES, False),
+}
 
 
-def test_scatter_embedding_equals_the_padded_one():
-    """padded = False (what the torch.export file traces: no size that depends on the data) gives the padded
-    embedding's energies and forces, float64."""
-    torch.manual_seed(4)
-    model = build_model("tensornet", species=["H", "C", "O", "Cu"], cutoff=4.0, features=8, n_interactions=2).eval()
-    cu = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
-    cu.rattle(0.05, seed=3)
-    for atoms in (molecule("CH3CH2OH"), cu, Atoms("O", positions=[[0.0, 0.0, 0.0]])):
-        padded = model(inputs(atoms))
-        model.energy_model.embedding.padded = False
-        scattered = model(inputs(atoms))
-        model.energy_model.embedding.padded = True
-        for key in padded:
-            assert_close(scattered[key].numpy(), padded[key].numpy(), 1e-12, f"{atoms.get_chemical_formula()} {key}")
+def _reference_structures():
+    ethanol = molecule("CH3CH2OH")
+    ethanol.rattle(0.05, seed=1)
+    rng = np.random.default_rng(7)
+    alloy = bulk("Cu", "fcc", a=3.7).repeat((3, 2, 2))
+    alloy.numbers[rng.choice(len(alloy), 4, replace=False)] = 13
+    alloy.set_cell(alloy.cell.array @ (np.eye(3) + 0.1 * rng.normal(size=(3, 3))), scale_atoms=True)
+    alloy.rattle(0.05, seed=3)
+    return ethanol, alloy
+
+
+ETHANOL, TRICLINIC = _reference_structures()
+
+
+def _system(name):
+    if name == "molecule":
+        return inputs(ETHANOL)
+    if name == "triclinic":
+        return inputs(TRICLINIC)
+    return collate([inputs(ETHANOL), inputs(TRICLINIC)])
+
+
+def _model_pair(chunks="one chunk", n_outputs=1, seed=3):
+    """The optimised potential with random weights (every weight matters) and the same potential around the
+    reference TensorNet with the same state dict."""
+    model = build_model(
+        "tensornet",
+        species=SPECIES,
+        cutoff=CUTOFF,
+        dtype="float64",
+        features=FEATURES,
+        n_interactions=2,
+        n_rbf=N_RBF,
+        charges=n_outputs == 2,
+        seed=seed,
+    )
+    generator = torch.Generator().manual_seed(5 + seed)
+    with torch.no_grad():
+        for parameter in model.energy_model.parameters():
+            parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+    model.energy_model.chunk_elements, model.energy_model.recompute_edges = CHUNKS[chunks]
+    reference = copy.deepcopy(model)
+    reference.energy_model = ReferenceTensorNet(
+        len(SPECIES), CUTOFF, features=FEATURES, n_interactions=2, n_rbf=N_RBF, n_outputs=n_outputs
+    ).to(torch.float64)
+    reference.energy_model.load_state_dict(model.energy_model.state_dict())
+    return model, reference
+
+
+def _outputs(model, data):
+    return {key: value.detach().numpy() for key, value in model(data).items()}
+
+
+def test_state_dict_is_that_of_the_reference():
+    """Checkpoints written before the optimisation load into the optimised model, and back."""
+    model, reference = _model_pair()
+    optimised = {key: tuple(value.shape) for key, value in model.energy_model.state_dict().items()}
+    plain = {key: tuple(value.shape) for key, value in reference.energy_model.state_dict().items()}
+    assert optimised == plain
+    model.energy_model.load_state_dict(reference.energy_model.state_dict(), strict=True)
+
+
+def test_edges_come_in_chunks_on_cpu():
+    model, _ = _model_pair("7-edge chunks")
+    species, edge_index, vectors = _graph(ETHANOL)
+    chunks = model.energy_model._edge_chunks(species, edge_index, vectors, vectors.norm(dim=-1))
+    assert len(chunks) == -(-edge_index.shape[1] // 7) and all(chunk[0].shape[0] <= 7 for chunk in chunks)
+    model.energy_model.chunk_elements = 0
+    assert len(model.energy_model._edge_chunks(species, edge_index, vectors, vectors.norm(dim=-1))) == 1
+
+
+@pytest.mark.parametrize("n_outputs", [1, 2])
+@pytest.mark.parametrize("chunks", list(CHUNKS))
+@pytest.mark.parametrize("name", ["molecule", "triclinic", "batch"])
+def test_energy_forces_stress_equal_the_reference(name, chunks, n_outputs):
+    model, reference = _model_pair(chunks, n_outputs)
+    data = _system(name)
+    expected = _outputs(reference.eval(), data)
+    actual = _outputs(model.eval(), data)
+    assert sorted(actual) == sorted(expected)
+    for key in expected:
+        assert_close(actual[key], expected[key], EXACT[torch.float64], f"{key} ({name}, {chunks})")
+    assert np.abs(expected["forces"]).max() > 0.01  # not a trivially small case
+    if name != "molecule":
+        assert np.abs(expected["stress"]).max() > 1e-3
+
+
+def test_edges_are_recomputed_in_eval_mode_only(monkeypatch):
+    """Several chunks in eval mode: each interaction's messages go through torch.utils.checkpoint (nothing per edge
+    kept for the backward pass); in training mode, with recompute_edges False, or with one chunk they do not."""
+    model, _ = _model_pair("7-edge chunks")
+    calls = []
+    monkeypatch.setattr(tensornet, "checkpoint", lambda function, *args, **kwargs: calls.append(1) or function(*args))
+    data = _system("molecule")
+    model.eval()(data)
+    n_chunks = len(model.energy_model._edge_chunks(*_graph(ETHANOL), _graph(ETHANOL)[2].norm(dim=-1)))
+    assert n_chunks > 1 and len(calls) == 2 * n_chunks  # 2 interactions
+    model.train()(data)
+    model.eval().energy_model.recompute_edges = False
+    model(data)
+    model.energy_model.recompute_edges, model.energy_model.chunk_elements = True, 1 << 20
+    model(data)
+    assert len(calls) == 2 * n_chunks
+
+
+def test_recomputed_edges_give_second_derivatives():
+    """Checkpointed chunks (eval mode) still differentiate twice: d2E/dr2 by gradgradcheck."""
+    torch.manual_seed(0)
+    model = TensorNet(3, CUTOFF, features=6, n_interactions=2, n_rbf=5).double().eval()
+    model.chunk_elements = 3 * 6
+    atoms = Atoms("COHH", positions=[[0, 0, 0], [1.2, 0.1, 0], [-0.6, 0.9, 0.2], [-0.5, -0.8, -0.4]])
+    species, edge_index, vectors = _graph(atoms)
+    assert len(model._edge_chunks(species, edge_index, vectors, vectors.norm(dim=-1))) > 1
+
+    def energy(v):
+        return model(species, edge_index, v, v.norm(dim=-1)).sum()
+
+    assert torch.autograd.gradgradcheck(energy, (vectors.requires_grad_(True),))
+
+
+@pytest.mark.parametrize("n_outputs", [1, 2])
+@pytest.mark.parametrize("name", ["molecule", "batch"])
+def test_second_derivative_equals_the_reference(name, n_outputs):
+    """The training path: d(force and stress loss)/d(parameters) through the autograd force computation."""
+    gradients = []
+    for model in _model_pair("7-edge chunks", n_outputs):
+        model.train()
+        out = model(_system(name))
+        loss = out["forces"].pow(2).sum()
+        if "stress" in out:
+            loss = loss + out["stress"].pow(2).sum()
+        if n_outputs == 2:
+            loss = loss + out["dipole"].pow(2).sum()
+        names, parameters = zip(*model.energy_model.named_parameters())
+        grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+        gradients.append({n: torch.zeros_like(p) if g is None else g for n, p, g in zip(names, parameters, grads)})
+    optimised, reference = gradients
+    assert max(float(g.abs().max()) for g in reference.values()) > 1.0
+    for key in reference:
+        assert_close(optimised[key].numpy(), reference[key].numpy(), SECOND_DERIVATIVE, f"d loss / d {key}")
+
+
+def test_scripted_model_equals_the_reference():
+    model, reference = _model_pair("7-edge chunks", 2)
+    data = _system("batch")
+    expected = _outputs(reference.eval(), data)
+    actual = _outputs(torch.jit.script(model.eval()), data)
+    for key in expected:
+        assert_close(actual[key], expected[key], EXACT[torch.float64], f"scripted {key}")
+
+
+def test_stacked_members_equal_their_references():
+    """Stacked (models.stacking: StackedLinear filters, one species table per member) and asked for small chunks:
+    every member's per-atom outputs are those of its reference on its copy of the structure."""
+    pairs = [_model_pair("7-edge chunks", seed=seed) for seed in range(3)]
+    stacked = stack_energy_models([model.energy_model.eval() for model, _ in pairs])
+    assert stacked.members == 3 and stacked.chunk_elements == CHUNKS["7-edge chunks"][0]
+    positions, _, species, cell, _, batch, _, edge_index, shifts, _ = pairs[0][0].prepare(inputs(TRICLINIC))
+    vectors = edge_vectors(positions, cell, batch, edge_index, shifts)  # periodic images included
+    lengths = vectors.norm(dim=-1)
+    m, n, e = len(pairs), positions.shape[0], lengths.shape[0]
+    out = stacked(
+        species.repeat(m) + torch.arange(m).repeat_interleave(n) * len(SPECIES),
+        edge_index.repeat(1, m) + (torch.arange(m) * n).repeat_interleave(e),
+        vectors.repeat(m, 1),
+        lengths.repeat(m),
+    ).detach()
+    expected = torch.cat([reference.energy_model(species, edge_index, vectors, lengths) for _, reference in pairs])
+    assert_close(out.numpy(), expected.detach().numpy(), EXACT[torch.float64], "stacked members")
+    assert not torch.allclose(expected[:n], expected[n : 2 * n])  # the members differ

@@ -1,6 +1,7 @@
 """Helpers shared by the configuration tests and the training tests."""
 
 import csv
+import os
 import re
 
 import pytest
@@ -68,3 +69,17 @@ class SaveFinalWeights(Callback):
             },
             self.path,
         )
+
+
+class ExpectFileAtEpochStart(Callback):
+    """Fails the run when, at the start of epoch ``epoch``, the file ``name`` is not in the run's log folder."""
+
+    def __init__(self, name: str, epoch: int):
+        self.name = name
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            path = os.path.join(trainer.loggers[0].log_dir, self.name)
+            if not os.path.isfile(path):
+                raise AssertionError(f"{path} missing at the start of epoch {self.epoch}")

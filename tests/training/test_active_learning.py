@@ -1,8 +1,11 @@
 """physml_md/training/active_learning.py: the loop train -> MD -> select -> label (EMT) -> retrain on EMT Cu, its
-round folders, its resume after a kill, and a labelling calculator that fails."""
+round folders, its resume after a kill or a signal, and a labelling calculator that fails (checked before round 0)."""
 
+import contextlib
 import copy
 import json
+import os
+import signal
 from pathlib import Path
 
 import ase.io
@@ -13,6 +16,7 @@ from ase.calculators.calculator import Calculator
 from ase.calculators.emt import EMT
 
 from physml_md.cli import main
+from physml_md.md.interrupts import Interrupts
 from physml_md.training.active_learning import learn, select_frames
 from physml_md.training.config import config_from_dict
 from physml_md.training.labelling import LabellingError
@@ -28,6 +32,21 @@ class BrokenCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=()):
         raise RuntimeError("SCF did not converge")
+
+
+class FailsOnMDFrames(EMT):
+    """EMT on the start structure, a failure on the MD frames (they carry info["step"])."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        if "step" in atoms.info:
+            raise RuntimeError("SCF did not converge")
+        super().calculate(atoms, properties, system_changes)
+
+
+class NaNForces(EMT):
+    def calculate(self, *args, **kwargs):
+        super().calculate(*args, **kwargs)
+        self.results["forces"] = self.results["forces"] * float("nan")
 
 
 @pytest.fixture
@@ -103,15 +122,64 @@ def test_a_killed_loop_resumes_at_its_round(setup):
 
 def test_a_failing_calculator_stops_the_round_and_writes_nothing_half_done(setup):
     raw, learning = setup
-    learning["label"] = {"calculator": f"{__name__}.BrokenCalculator"}
-    with pytest.raises(LabellingError, match="SCF did not converge") as error:
+    learning["label"] = {"calculator": f"{__name__}.FailsOnMDFrames"}
+    with pytest.raises(LabellingError, match=r"failed on frame 0 \(MD step \d+\): RuntimeError: SCF did not converge"):
         run(raw, learning)
-    assert "frame 0 (MD step 0)" in str(error.value) or "MD step" in str(error.value)
     folder = Path(raw["trainer"]["default_root_dir"]) / "round_0"
     assert not (folder / "round.json").exists() and not (folder / "labelled.extxyz").exists()
-    learning["label"] = {"calculator": "ase.calculators.nope.Nothing"}
-    with pytest.raises(LabellingError, match="cannot import ase.calculators.nope"):
+
+
+@pytest.mark.parametrize(
+    ("calculator", "message"),
+    [
+        (f"{__name__}.BrokenCalculator", "failed on frame 0: RuntimeError: SCF did not converge"),
+        ("ase.calculators.nope.Nothing", "cannot import ase.calculators.nope"),
+        (f"{__name__}.NaNForces", r"gave non-finite forces on frame 0: atom 0 \(nan\), atom 1 \(nan\)"),
+    ],
+)
+def test_the_labelling_calculator_is_checked_before_any_training(setup, calculator, message):
+    """Before: the committee was trained and the MD run (a whole round) before the calculator was first imported;
+    a calculator giving NaN forces was accepted (the NaNs read back as missing labels)."""
+    raw, learning = setup
+    learning["label"] = {"calculator": calculator}
+    with pytest.raises(LabellingError, match=rf"checked on the MD start structure before any training.*{message}"):
         run(raw, learning)
+    assert not (Path(raw["trainer"]["default_root_dir"]) / "round_0").exists()
+
+
+@pytest.mark.parametrize(("signal_name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_during_the_md_leaves_the_round_unfinished_and_exits_128_plus_its_number(
+    setup, tmp_path, capsys, monkeypatch, signal_name, code
+):
+    """Before: a SIGTERM that ended round 0's MD early (8 of 20 steps) let the round be labelled and recorded as
+    finished, and the command exit 0 or 1; the rerun went on to round 1."""
+    raw, learning = setup
+    learning["rounds"] = 1
+    path = tmp_path / "learn.yaml"
+    path.write_text(yaml.safe_dump({**raw, "learning": learning}))
+    real_armed = Interrupts.armed
+    calls = {}
+
+    @contextlib.contextmanager
+    def armed(self):  # run_md arms its Interrupts for the first frame, then per 5 steps: the signal comes at step 5
+        calls[id(self)] = calls.get(id(self), 0) + 1
+        if calls[id(self)] == 3:
+            os.kill(os.getpid(), getattr(signal, signal_name))
+        with real_armed(self):
+            yield
+
+    monkeypatch.setattr(Interrupts, "armed", armed)
+    assert main(["learn", str(path)]) == code
+    captured = capsys.readouterr()
+    assert f"round 0 interrupted by {signal_name} during its MD (at 5 of 20 steps)" in captured.err
+    folder = Path(raw["trainer"]["default_root_dir"]) / "round_0"
+    assert (folder / "train" / "model.pt").is_file()  # its committee is kept for the rerun
+    assert not (folder / "round.json").exists() and not (folder / "labelled.extxyz").exists()
+    monkeypatch.setattr(Interrupts, "armed", real_armed)
+    assert main(["learn", str(path)]) == 1  # the rerun redoes round 0, whole: not converged after 1 round
+    record = json.loads((folder / "round.json").read_text())
+    assert record["md_ps"] == pytest.approx(0.04) and record["labelled_frames"] == 2
+    assert capsys.readouterr().out.count("test F MAE") == 1
 
 
 def test_a_committee_that_is_sure_converges_in_the_first_round_through_the_cli(setup, tmp_path, capsys):
@@ -121,7 +189,9 @@ def test_a_committee_that_is_sure_converges_in_the_first_round_through_the_cli(s
     path.write_text(yaml.safe_dump({**raw, "learning": learning}))
     assert main(["learn", str(path)]) == 0
     printed = capsys.readouterr().out
-    assert "converged" in printed and "test F MAE" in printed
+    assert "converged" in printed and printed.count("test F MAE") == 1  # the round table once (twice before)
+    assert main(["learn", str(path)]) == 0  # finished: the rounds are read back and shown, once
+    assert capsys.readouterr().out.count("test F MAE") == 1
 
 
 def test_config_errors_name_the_key(setup, tmp_path, capsys):

@@ -6,7 +6,9 @@ from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read
 
+from physml_md import PhysMLCalculator
 from physml_md.training.api import PhysMLModel
+from tests.helpers import assert_close, requires_cuda
 from tests.training.helpers import metric_column
 
 
@@ -75,3 +77,17 @@ def test_charge_dipole_and_coulomb_training_runs(tmp_path):
         assert len(values) == 4 and all(np.isfinite(values)), name
     dipole = metric_column(metrics_csv, "train/per_system_dipole_moment/loss")
     assert dipole[-1] < dipole[0]
+
+
+@requires_cuda
+def test_training_on_the_gpu_exports_a_cpu_loadable_model(tiny_config, cu_data):
+    """Lightning on a CUDA device: the run finishes, and the exported file answers on the CPU like on the GPU."""
+    frames = read(cu_data, ":")
+    del tiny_config["data"]["source"]
+    tiny_config["trainer"].update({"max_epochs": 2, "accelerator": "gpu", "devices": 1})
+    result = PhysMLModel(tiny_config).train(train_data=frames[:8], validation_data=frames[8:12], verbose=False)
+    atoms = frames[0].copy()
+    atoms.calc = PhysMLCalculator(result.model_path, device="cpu")
+    on_cpu = atoms.get_forces()
+    atoms.calc = PhysMLCalculator(result.model_path, device="cuda")
+    assert_close(atoms.get_forces(), on_cpu, 1e-9, "forces of a GPU-trained model, cuda against cpu")

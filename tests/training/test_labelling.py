@@ -59,3 +59,28 @@ def test_openmp_threads_are_restored():
     with openmp_threads(1):
         assert runtime.omp_get_max_threads() == 1
     assert runtime.omp_get_max_threads() == before
+
+
+class NaNForces(EMT):
+    """EMT whose forces on atom 3 are NaN (as a reference code that lost an atom's gradient would give)."""
+
+    def calculate(self, *args, **kwargs):
+        super().calculate(*args, **kwargs)
+        self.results["forces"] = self.results["forces"].copy()
+        self.results["forces"][3] = np.nan
+
+
+class InfiniteEnergy(EMT):
+    def calculate(self, *args, **kwargs):
+        super().calculate(*args, **kwargs)
+        self.results["energy"] = self.results["free_energy"] = np.inf
+
+
+def test_labels_that_are_not_numbers_are_an_error_naming_frame_label_and_atoms():
+    """Before: NaN forces were stored, and read back as a missing label (the frame trained on its energy alone)."""
+    frames = [rattled_cu(seed) for seed in range(2)]
+    frames[1].info["step"] = 70
+    with pytest.raises(LabellingError, match=r"NaNForces gave non-finite forces on frame 0: atom 3 \(nan\); nothing"):
+        label_frames(frames, f"{__name__}.NaNForces")
+    with pytest.raises(LabellingError, match=r"gave non-finite energy on frame 0 \(MD step 70\): inf;"):
+        label_frames(frames[1:] + frames[:1], f"{__name__}.InfiniteEnergy")

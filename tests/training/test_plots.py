@@ -232,3 +232,33 @@ def test_learning_curves_errors(tmp_path):
     with pytest.raises(ValueError, match="line 2: val/loss = 'abc' is not a number"):
         learning_curves(tmp_path / "c.png", tmp_path / "text.csv")
     assert not (tmp_path / "c.png").exists()
+
+
+def test_learning_curves_label_the_axes_with_units(tmp_path, monkeypatch):
+    """Errors are drawn in meV units named on the y axis (the logged values are in eV); x is the epoch."""
+    columns = [*COLUMNS, "train/per_atom_energy/mae", "val/per_atom_energy/mae"]
+    rows = lightning_rows()
+    for row in rows:
+        if "val/loss" in row:
+            row["val/per_atom_energy/mae"] = 0.004 / (1 + row["epoch"])  # eV/atom
+        if "train/loss_epoch" in row:
+            row["train/per_atom_energy/mae"] = 0.005
+    metrics = write_metrics(tmp_path / "metrics.csv", columns, rows)
+    panels = {panel.title: panel for panel in plots.learning_curve_panels(read_metrics(metrics))}
+    assert panels["per_atom_energy"].ylabel == "error (meV/atom)"
+    assert panels["per_atom_energy"].labels == ["train MAE", "val MAE"]
+    assert panels["per_atom_force"].ylabel == "error (meV/Å)"
+    assert panels["per_system_energy"].ylabel == "error (meV/structure)"
+    assert panels["per_system_stress"].ylabel == "error (meV/Å³)"
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path, fmt: drawn.setdefault("fig", fig) and path)
+    learning_curves(tmp_path / "curves.png", metrics)
+    axes = {ax.get_title(): ax for ax in drawn["fig"].axes if ax.get_visible()}
+    assert set(axes) == set(panels)
+    assert all(ax.get_xlabel() == "epoch" for ax in axes.values())
+    assert axes["per_atom_energy"].get_ylabel() == "error (meV/atom)"
+    assert "MSE" in axes["loss"].get_ylabel() and axes["loss weights"].get_ylabel() == "weight"
+    # the values drawn are the logged ones in meV
+    (val_mae,) = [line for line in axes["per_atom_energy"].get_lines() if line.get_label() == "val MAE"]
+    np.testing.assert_allclose(val_mae.get_ydata(), [4.0 / (1 + e) for e in range(4)], rtol=1e-12)

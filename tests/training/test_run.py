@@ -238,3 +238,30 @@ def test_training_threads_are_set_while_training_and_put_back(tiny_config, monke
     assert seen == [before + 1] and torch.get_num_threads() == before
     assert train(config_from_dict(tiny_config)) == "done"  # no threads: torch's own setting
     assert seen[-1] == before
+
+
+# ----------------------------------------------------------------------------- resumed in one folder
+def test_resume_logs_into_the_same_run_folder_and_continues_the_ema_count(tiny_config):
+    """A resumed run appends to its run's metrics.csv (no new version_<n>; rows after the checkpoint are dropped,
+    since it logs those epochs again) and continues the EMA update count of the checkpoint."""
+    tiny_config["trainer"]["max_epochs"] = 2
+    tiny_config["trainer"]["checkpoint"] = {"monitor": None, "save_top_k": -1, "save_last": True}
+    tiny_config["training"]["ema"] = {"decay": 0.9}
+    first = train(config_from_dict(tiny_config), verbose=False)
+    metrics_csv = first.run_dir / "metrics.csv"
+    before = metric_column(metrics_csv, "val/loss")
+    assert len(before) == 2
+    (epoch_0,) = first.run_dir.glob("checkpoints/epoch=0-*.ckpt")
+
+    tiny_config["trainer"]["max_epochs"] = 3
+    resumed = train(config_from_dict(tiny_config), ckpt_path=epoch_0, verbose=False)  # redoes epochs 1 and 2
+    assert resumed.run_dir == first.run_dir
+    assert sorted(p.name for p in first.run_dir.parent.iterdir()) == [first.run_dir.name]
+    after = metric_column(metrics_csv, "val/loss")
+    assert len(after) == 3 and after[0] == before[0]
+    assert metric_column(metrics_csv, "epoch")[-1] == 3  # the test row of the resumed run, last
+    assert len(metric_column(metrics_csv, "test/loss")) == 1  # the first run's test row (step 6) was dropped
+    assert len(metric_column(metrics_csv, "lr-Adam")) == 3  # one per epoch
+    assert int(load_checkpoint(epoch_0)["state_dict"]["ema_updates"]) == 3  # 3 steps per epoch
+    (final,) = first.run_dir.glob("checkpoints/epoch=2-*.ckpt")
+    assert int(load_checkpoint(final)["state_dict"]["ema_updates"]) == 9
