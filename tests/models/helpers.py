@@ -1,6 +1,34 @@
 """Helpers shared by the model tests."""
 
 import numpy as np
+from ase.build import bulk, molecule
+
+from physml_md.data.collate import collate
+from tests.helpers import inputs
+
+
+def reference_structures():
+    """A rattled ethanol and a rattled, strained (triclinic) Cu/Al cell: where a formulation meets its reference."""
+    ethanol = molecule("CH3CH2OH")
+    ethanol.rattle(0.05, seed=1)
+    rng = np.random.default_rng(7)
+    alloy = bulk("Cu", "fcc", a=3.7).repeat((3, 2, 2))
+    alloy.numbers[rng.choice(len(alloy), 4, replace=False)] = 13
+    alloy.set_cell(alloy.cell.array @ (np.eye(3) + 0.1 * rng.normal(size=(3, 3))), scale_atoms=True)
+    alloy.rattle(0.05, seed=3)
+    return ethanol, alloy
+
+
+ETHANOL, TRICLINIC = reference_structures()
+
+
+def reference_system(name):
+    """The model input of "molecule", "triclinic" or "batch" (both structures)."""
+    if name == "molecule":
+        return inputs(ETHANOL)
+    if name == "triclinic":
+        return inputs(TRICLINIC)
+    return collate([inputs(ETHANOL), inputs(TRICLINIC)])
 
 
 def reference_kernel(r, cutoff):

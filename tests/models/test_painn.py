@@ -11,11 +11,10 @@ import copy
 import numpy as np
 import pytest
 import torch
-from ase.build import bulk, molecule
 
-from physml_md.data.collate import collate
 from physml_md.models import build_model
-from tests.helpers import CUTOFF, EXACT, SPECIES, assert_close, inputs, requires_cuda
+from tests.helpers import CUTOFF, EXACT, SPECIES, assert_close, requires_cuda
+from tests.models.helpers import reference_system
 from tests.models.reference_painn import PaiNN as ReferencePaiNN
 
 FEATURES = 16
@@ -24,28 +23,6 @@ SECOND_DERIVATIVE = 1e-10  # relative, float64: a longer chain of roundings than
 # n_rbf 20 is not (the gather path)
 N_RBF = {"folded": 4, "gathered": 20}
 CHUNKS = {"no chunks (as traced for torch.export)": 0, "one chunk": 1 << 20, "7-edge chunks": 7 * FEATURES}
-
-
-def structures():
-    ethanol = molecule("CH3CH2OH")
-    ethanol.rattle(0.05, seed=1)
-    rng = np.random.default_rng(7)
-    alloy = bulk("Cu", "fcc", a=3.7).repeat((3, 2, 2))
-    alloy.numbers[rng.choice(len(alloy), 4, replace=False)] = 13
-    alloy.set_cell(alloy.cell.array @ (np.eye(3) + 0.1 * rng.normal(size=(3, 3))), scale_atoms=True)
-    alloy.rattle(0.05, seed=3)
-    return ethanol, alloy
-
-
-ETHANOL, TRICLINIC = structures()
-
-
-def system(name):
-    if name == "molecule":
-        return inputs(ETHANOL)
-    if name == "triclinic":
-        return inputs(TRICLINIC)
-    return collate([inputs(ETHANOL), inputs(TRICLINIC)])
 
 
 def model_pair(basis="folded", chunks="one chunk", n_outputs=1):
@@ -94,7 +71,7 @@ def test_state_dict_is_that_of_the_reference():
 @pytest.mark.parametrize("name", ["molecule", "triclinic", "batch"])
 def test_energy_forces_stress_equal_the_reference(name, basis, chunks, n_outputs):
     model, reference = model_pair(basis, chunks, n_outputs)
-    data = system(name)
+    data = reference_system(name)
     expected = outputs(reference.eval(), data)
     actual = outputs(model.eval(), data)
     assert sorted(actual) == sorted(expected)
@@ -113,7 +90,7 @@ def test_second_derivative_equals_the_reference(name, basis, n_outputs):
     gradients = []
     for model in model_pair(basis, "7-edge chunks", n_outputs):
         model.train()
-        out = model(system(name))
+        out = model(reference_system(name))
         loss = out["forces"].pow(2).sum()
         if "stress" in out:
             loss = loss + out["stress"].pow(2).sum()
@@ -131,7 +108,7 @@ def test_second_derivative_equals_the_reference(name, basis, n_outputs):
 @pytest.mark.parametrize("basis", list(N_RBF))
 def test_scripted_model_equals_the_reference(basis):
     model, reference = model_pair(basis, "7-edge chunks", 2)
-    data = system("batch")
+    data = reference_system("batch")
     expected = outputs(reference.eval(), data)
     actual = outputs(torch.jit.script(model.eval()), data)
     for key in expected:
@@ -141,7 +118,7 @@ def test_scripted_model_equals_the_reference(basis):
 @requires_cuda
 def test_on_cuda_equals_the_reference_on_cpu():
     model, reference = model_pair("folded", "7-edge chunks", 1)
-    data = system("batch")
+    data = reference_system("batch")
     expected = outputs(reference.eval(), data)
     on_gpu = model.to("cuda").eval()(data)
     for key, value in on_gpu.items():

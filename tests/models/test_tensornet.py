@@ -15,7 +15,6 @@ from ase import Atoms
 from ase.build import bulk, molecule
 from ase.neighborlist import neighbor_list
 
-from physml_md.data.collate import collate
 from physml_md.models import TensorNet, build_model, tensornet
 from physml_md.models.potential import edge_vectors
 from physml_md.models.stacking import stack_energy_models
@@ -27,6 +26,7 @@ from physml_md.models.tensornet import (
     to_parts,
 )
 from tests.helpers import CUTOFF, EXACT, SPECIES, SYMMETRY, assert_close, inputs, random_rotation
+from tests.models.helpers import ETHANOL, TRICLINIC, reference_system
 from tests.models.reference_tensornet import TensorNet as ReferenceTensorNet
 
 
@@ -214,28 +214,6 @@ CHUNKS = {
 }
 
 
-def _reference_structures():
-    ethanol = molecule("CH3CH2OH")
-    ethanol.rattle(0.05, seed=1)
-    rng = np.random.default_rng(7)
-    alloy = bulk("Cu", "fcc", a=3.7).repeat((3, 2, 2))
-    alloy.numbers[rng.choice(len(alloy), 4, replace=False)] = 13
-    alloy.set_cell(alloy.cell.array @ (np.eye(3) + 0.1 * rng.normal(size=(3, 3))), scale_atoms=True)
-    alloy.rattle(0.05, seed=3)
-    return ethanol, alloy
-
-
-ETHANOL, TRICLINIC = _reference_structures()
-
-
-def _system(name):
-    if name == "molecule":
-        return inputs(ETHANOL)
-    if name == "triclinic":
-        return inputs(TRICLINIC)
-    return collate([inputs(ETHANOL), inputs(TRICLINIC)])
-
-
 def _model_pair(chunks="one chunk", n_outputs=1, seed=3):
     """The optimised potential with random weights (every weight matters) and the same potential around the
     reference TensorNet with the same state dict."""
@@ -290,7 +268,7 @@ def test_edges_come_in_chunks_on_cpu():
 @pytest.mark.parametrize("name", ["molecule", "triclinic", "batch"])
 def test_energy_forces_stress_equal_the_reference(name, chunks, n_outputs):
     model, reference = _model_pair(chunks, n_outputs)
-    data = _system(name)
+    data = reference_system(name)
     expected = _outputs(reference.eval(), data)
     actual = _outputs(model.eval(), data)
     assert sorted(actual) == sorted(expected)
@@ -307,7 +285,7 @@ def test_edges_are_recomputed_in_eval_mode_only(monkeypatch):
     model, _ = _model_pair("7-edge chunks")
     calls = []
     monkeypatch.setattr(tensornet, "checkpoint", lambda function, *args, **kwargs: calls.append(1) or function(*args))
-    data = _system("molecule")
+    data = reference_system("molecule")
     model.eval()(data)
     n_chunks = len(model.energy_model._edge_chunks(*_graph(ETHANOL), _graph(ETHANOL)[2].norm(dim=-1)))
     assert n_chunks > 1 and len(calls) == 2 * n_chunks  # 2 interactions
@@ -341,7 +319,7 @@ def test_second_derivative_equals_the_reference(name, n_outputs):
     gradients = []
     for model in _model_pair("7-edge chunks", n_outputs):
         model.train()
-        out = model(_system(name))
+        out = model(reference_system(name))
         loss = out["forces"].pow(2).sum()
         if "stress" in out:
             loss = loss + out["stress"].pow(2).sum()
@@ -358,7 +336,7 @@ def test_second_derivative_equals_the_reference(name, n_outputs):
 
 def test_scripted_model_equals_the_reference():
     model, reference = _model_pair("7-edge chunks", 2)
-    data = _system("batch")
+    data = reference_system("batch")
     expected = _outputs(reference.eval(), data)
     actual = _outputs(torch.jit.script(model.eval()), data)
     for key in expected:
