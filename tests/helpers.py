@@ -54,10 +54,10 @@ EXPORT_SPECIES = ["H", "C", "O", "Cu"]
 EXPORT_SELF_ENERGIES = {1: -13.6, 6: -1029.0, 8: -2040.0, 29: -0.5}
 
 
-def export_model(arch: str):
+def export_model(arch: str, seed: int = 0):
     """The model the export tests write (every format): EXPORT_SPECIES, 4.5 angstrom, 16 features, 2
-    interactions, ZBL and EXPORT_SELF_ENERGIES, weights from seed 0, eval mode."""
-    torch.manual_seed(0)
+    interactions, ZBL and EXPORT_SELF_ENERGIES, weights from ``seed`` (a committee's members differ), eval mode."""
+    torch.manual_seed(seed)
     return build_model(
         arch,
         species=EXPORT_SPECIES,
@@ -66,6 +66,7 @@ def export_model(arch: str):
         n_interactions=2,
         zbl=True,
         self_energies=EXPORT_SELF_ENERGIES,
+        seed=seed,
     ).eval()
 
 

@@ -34,7 +34,7 @@ from physml_md.export_metatomic import (  # noqa: E402
 from physml_md.integrations.ase import PhysMLCalculator  # noqa: E402
 from physml_md.models import build_model  # noqa: E402
 from physml_md.models.committee import Committee  # noqa: E402
-from tests.helpers import EXPORT_SELF_ENERGIES, EXPORT_SPECIES, export_model, inputs, requires_cuda  # noqa: E402
+from tests.helpers import export_model, inputs, requires_cuda  # noqa: E402
 
 ARCHITECTURES = ("painn", "tensornet")
 EXACT = 1e-10  # eV, eV/angstrom, eV/angstrom^3: float64, the same maths in another engine
@@ -64,20 +64,7 @@ def structures():
 
 
 def committee_model(arch):
-    members = [
-        build_model(
-            arch,
-            species=EXPORT_SPECIES,
-            cutoff=4.5,
-            features=16,
-            n_interactions=2,
-            zbl=True,
-            self_energies=EXPORT_SELF_ENERGIES,
-            seed=seed,
-        )
-        for seed in (0, 1, 2)
-    ]
-    return Committee(members).eval()
+    return Committee([export_model(arch, seed) for seed in (0, 1, 2)]).eval()
 
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)

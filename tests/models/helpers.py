@@ -39,3 +39,17 @@ def reference_kernel(r, cutoff):
     phi = 1.0 - switch
     chi = phi / np.sqrt(r**2 + 1) + switch * (1 / r + r / cutoff**2 - 2 / cutoff)
     return np.where(r < cutoff, chi, 0.0)
+
+
+def outputs(model, data):
+    """Every output of ``model`` on ``data`` as numpy arrays."""
+    return {key: value.detach().numpy() for key, value in model(data).items()}
+
+
+def assert_state_dicts_interchange(model, reference):
+    """The optimised energy model has the reference's state-dict keys and shapes, and loads its weights (so
+    checkpoints written before an optimisation load after it)."""
+    optimised = {key: tuple(value.shape) for key, value in model.energy_model.state_dict().items()}
+    plain = {key: tuple(value.shape) for key, value in reference.energy_model.state_dict().items()}
+    assert optimised == plain
+    model.energy_model.load_state_dict(reference.energy_model.state_dict(), strict=True)

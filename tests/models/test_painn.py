@@ -14,7 +14,7 @@ import torch
 
 from physml_md.models import build_model
 from tests.helpers import CUTOFF, EXACT, SPECIES, assert_close, requires_cuda
-from tests.models.helpers import reference_system
+from tests.models.helpers import assert_state_dicts_interchange, outputs, reference_system
 from tests.models.reference_painn import PaiNN as ReferencePaiNN
 
 FEATURES = 16
@@ -52,17 +52,9 @@ def model_pair(basis="folded", chunks="one chunk", n_outputs=1):
     return model, reference
 
 
-def outputs(model, data):
-    return {key: value.detach().numpy() for key, value in model(data).items()}
-
-
 def test_state_dict_is_that_of_the_reference():
     """Checkpoints written before the optimisation load into the optimised model, and back."""
-    model, reference = model_pair()
-    optimised = {key: tuple(value.shape) for key, value in model.energy_model.state_dict().items()}
-    plain = {key: tuple(value.shape) for key, value in reference.energy_model.state_dict().items()}
-    assert optimised == plain
-    model.energy_model.load_state_dict(reference.energy_model.state_dict(), strict=True)
+    assert_state_dicts_interchange(*model_pair())
 
 
 @pytest.mark.parametrize("n_outputs", [1, 2])

@@ -26,7 +26,7 @@ from physml_md.models.tensornet import (
     to_parts,
 )
 from tests.helpers import CUTOFF, EXACT, SPECIES, SYMMETRY, assert_close, inputs, random_rotation
-from tests.models.helpers import ETHANOL, TRICLINIC, reference_system
+from tests.models.helpers import ETHANOL, TRICLINIC, assert_state_dicts_interchange, outputs, reference_system
 from tests.models.reference_tensornet import TensorNet as ReferenceTensorNet
 
 
@@ -183,7 +183,7 @@ def test_atom_without_neighbours_gives_finite_gradients_in_training():
     assert np.all(out["forces"][3].detach().numpy() == 0.0)
 
 
-def test_two_outputs_and_bad_n_outputs():
+def test_two_outputs_and_bad_noutputs():
     model = _energy_model(n_outputs=2)
     species, edge_index, vectors = _graph(molecule("H2O"))
     out = model(species, edge_index, vectors, vectors.norm(dim=-1)).detach()
@@ -241,17 +241,9 @@ def _model_pair(chunks="one chunk", n_outputs=1, seed=3):
     return model, reference
 
 
-def _outputs(model, data):
-    return {key: value.detach().numpy() for key, value in model(data).items()}
-
-
 def test_state_dict_is_that_of_the_reference():
     """Checkpoints written before the optimisation load into the optimised model, and back."""
-    model, reference = _model_pair()
-    optimised = {key: tuple(value.shape) for key, value in model.energy_model.state_dict().items()}
-    plain = {key: tuple(value.shape) for key, value in reference.energy_model.state_dict().items()}
-    assert optimised == plain
-    model.energy_model.load_state_dict(reference.energy_model.state_dict(), strict=True)
+    assert_state_dicts_interchange(*_model_pair())
 
 
 def test_edges_come_in_chunks_on_cpu():
@@ -269,8 +261,8 @@ def test_edges_come_in_chunks_on_cpu():
 def test_energy_forces_stress_equal_the_reference(name, chunks, n_outputs):
     model, reference = _model_pair(chunks, n_outputs)
     data = reference_system(name)
-    expected = _outputs(reference.eval(), data)
-    actual = _outputs(model.eval(), data)
+    expected = outputs(reference.eval(), data)
+    actual = outputs(model.eval(), data)
     assert sorted(actual) == sorted(expected)
     for key in expected:
         assert_close(actual[key], expected[key], EXACT[torch.float64], f"{key} ({name}, {chunks})")
@@ -337,8 +329,8 @@ def test_second_derivative_equals_the_reference(name, n_outputs):
 def test_scripted_model_equals_the_reference():
     model, reference = _model_pair("7-edge chunks", 2)
     data = reference_system("batch")
-    expected = _outputs(reference.eval(), data)
-    actual = _outputs(torch.jit.script(model.eval()), data)
+    expected = outputs(reference.eval(), data)
+    actual = outputs(torch.jit.script(model.eval()), data)
     for key in expected:
         assert_close(actual[key], expected[key], EXACT[torch.float64], f"scripted {key}")
 
