@@ -58,7 +58,9 @@ def test_a_model_that_cannot_hold_the_molecule_is_named_not_the_box(tmp_path):
     path = export_potential(model.eval(), tmp_path / "untrained.pt")
     out = tmp_path / "out"
     command = [sys.executable, str(SCRIPT), "--model", str(path), "--out", str(out), "--report-every", "10"]
-    done = subprocess.run([*command, "--time", "150 fs"], capture_output=True, text=True, timeout=900)
+    # no minimisation: with it, the molecule may already break there (torch 2.14 did), and MD is what this tests
+    command += ["--minimise-iterations", "0", "--time", "150 fs"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith("the ML region broke apart: the ") and " bond is " in message, message
