@@ -240,7 +240,7 @@ def recipe_config(files: dict, root: Path, overrides, epochs: int) -> dict:
     """The ethanol_xtb example's configuration on the fixed split, with the recipe's overrides."""
     import tomllib
 
-    from physml_md.training.config import apply_overrides
+    from physml_md.config.load import apply_overrides
 
     example = ROOT / "examples" / "ethanol_xtb"
     with open(example / "config.toml", "rb") as stream:
@@ -341,8 +341,8 @@ def evaluate_ours(model_path: str, test_file: Path, threads: int, md_steps: int)
 def model_in_format(result: dict, format: str) -> Path:
     """A stored model in another export format (``physml_md.export.FORMATS``), in the dtype of its model.pt:
     exported once from its best checkpoint (EMA weights, as the training run's export), beside model.pt."""
-    from physml_md.checkpoint import exportable_from_checkpoint
     from physml_md.export import export_potential, read_metadata
+    from physml_md.export.checkpoint import exportable_from_checkpoint
 
     model_path = Path(result["model_path"])
     if format == "torchscript":
@@ -575,8 +575,8 @@ def main(argv=None):
 def finish_recipe(recipe: str, out: Path, budget: float, clock: str, threads: int, md_steps: int) -> dict:
     """Export and evaluate a recipe whose full training run finished its epochs but not its export (e.g. the
     process was killed): the training seconds are read from its epoch clock (up to the last epoch's end)."""
-    from physml_md.checkpoint import exportable_from_checkpoint
     from physml_md.export import export_potential
+    from physml_md.export.checkpoint import exportable_from_checkpoint
 
     root = out / "ours" / recipe
     clocks = sorted((root / "full").glob("clock-*.txt"))

@@ -1,7 +1,8 @@
 """Data beyond memory: pack time, disk size, training throughput and peak memory, packed folder vs in-memory.
 
 For each size, synthetic 32-atom Cu cells (fcc 2x2x2, rattled; random energies, forces and stress: synthetic
-labels, fine for time and memory) are written to an extxyz file, packed (``physml_md.data.pack``), and trained on for
+labels, fine for time and memory) are written to an extxyz file, packed (``physml_md.data.packed.writer``), and
+trained on for
 ``--steps`` optimizer steps of a small PaiNN (a plain torch loop: forward, energy + force loss, backward, Adam) from
 ``AtomsDataModule``'s training loader: once from the packed folder with each ``--workers`` count of DataLoader
 workers, and once from the extxyz (today's in-memory path: every structure and its neighbour list in RAM) for the
@@ -35,10 +36,10 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 
 try:
-    from physml_md.atomic import atomic_write_text, check_outputs
+    from physml_md.atomic_write import atomic_write_text, check_outputs
 except ImportError:  # a checkout that was not `pip install -e`d
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from physml_md.atomic import atomic_write_text, check_outputs
+    from physml_md.atomic_write import atomic_write_text, check_outputs
 
 ATOMS = 32
 CUTOFF = 4.0
@@ -70,7 +71,7 @@ def link_replicas(source: Path, target: Path, n_structures: int) -> Path:
     """A packed folder of ``n_structures`` made of hard links to the chunks of ``source`` (its structures repeated;
     ``n_structures`` a multiple of its count): a large set to train on without packing it (its pack time is not
     measured, only its reading)."""
-    from physml_md.data.packed import PackedFolder
+    from physml_md.data.packed.folder import PackedFolder
 
     folder = PackedFolder(source)
     copies, rest = divmod(n_structures, len(folder))
@@ -105,7 +106,7 @@ def _peak_rss_mb(workers: int = 0) -> Dict[str, float]:
 
 
 def _pack_job(spec: Dict[str, Any]) -> Dict[str, Any]:
-    from physml_md.data.pack import pack
+    from physml_md.data.packed.writer import pack
     from physml_md.data.structures import LabelKeys
 
     start = time.perf_counter()

@@ -32,16 +32,18 @@ from bench_neighbors import copper_supercell, median_ms  # noqa: E402
 
 try:
     from physml_md import PhysMLCalculator, export_potential
-    from physml_md.export import FORMATS, ExportedPotential, build_metadata
+    from physml_md.export import FORMATS, ExportedPotential
+    from physml_md.export.metadata import build_metadata
     from physml_md.integrations.openmm import create_force
-    from physml_md.integrations.openmm_structures import topology_from_atoms
+    from physml_md.integrations.openmm_topology import topology_from_atoms
     from physml_md.models import build_model
 except ImportError:  # a checkout that was not `pip install -e`d
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from physml_md import PhysMLCalculator, export_potential
-    from physml_md.export import FORMATS, ExportedPotential, build_metadata
+    from physml_md.export import FORMATS, ExportedPotential
+    from physml_md.export.metadata import build_metadata
     from physml_md.integrations.openmm import create_force
-    from physml_md.integrations.openmm_structures import topology_from_atoms
+    from physml_md.integrations.openmm_topology import topology_from_atoms
     from physml_md.models import build_model
 
 import openmm  # noqa: E402  (after torch)

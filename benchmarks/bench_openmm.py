@@ -32,13 +32,13 @@ from bench_neighbors import copper_supercell, median_ms  # noqa: E402
 try:
     from physml_md import export_potential, load_potential
     from physml_md.integrations.openmm import available_backends, create_force
-    from physml_md.integrations.openmm_structures import topology_from_atoms
+    from physml_md.integrations.openmm_topology import topology_from_atoms
     from physml_md.models import build_model
 except ImportError:  # a checkout that was not `pip install -e`d
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from physml_md import export_potential, load_potential
     from physml_md.integrations.openmm import available_backends, create_force
-    from physml_md.integrations.openmm_structures import topology_from_atoms
+    from physml_md.integrations.openmm_topology import topology_from_atoms
     from physml_md.models import build_model
 
 import openmm  # noqa: E402  (after torch: openmm-torch's plugins need torch's libraries loaded)

@@ -37,18 +37,18 @@ from lightning.pytorch import Callback
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # "bench_training.EpochTimer" must be importable
 
 try:
-    from physml_md.atomic import atomic_write_text
+    from physml_md.atomic_write import atomic_write_text
 except ImportError:  # a checkout that was not `pip install -e`d
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from physml_md.atomic import atomic_write_text
-from physml_md.checkpoint import load_checkpoint  # noqa: E402
+    from physml_md.atomic_write import atomic_write_text
+from physml_md.config.load import Config, ConfigError, load_config  # noqa: E402
 from physml_md.data import keys as K  # noqa: E402
+from physml_md.export.checkpoint import load_checkpoint  # noqa: E402
 from physml_md.models import build_model  # noqa: E402
 from physml_md.training import run as runner  # noqa: E402
-from physml_md.training.config import Config, ConfigError, load_config  # noqa: E402
+from physml_md.training.callbacks import LossWeightMixing  # noqa: E402
 from physml_md.training.datamodule import AtomsDataModule  # noqa: E402
 from physml_md.training.losses import component_errors  # noqa: E402
-from physml_md.training.mixing import LossWeightMixing  # noqa: E402
 from physml_md.training.module import ema_decay  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

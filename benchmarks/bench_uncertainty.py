@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from ase.io import read
 
+from physml_md.config.load import config_from_dict
 from physml_md.data.collate import collate
 from physml_md.data.structures import LabelKeys, atoms_to_dict
 from physml_md.export import load_potential
+from physml_md.learning.committee_training import train_committee
 from physml_md.md.uncertainty import committee_errors
-from physml_md.training.committee import train_committee
-from physml_md.training.config import config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 COLD = "ethanol_xtb_300K_frames.extxyz"  # made here when missing (the 300 K file of make_data.py is a reference run)
@@ -73,7 +73,7 @@ def cold_frames(data: Path, count: int) -> list:
         return read(path, f":{count}")
     from ase.io import write
 
-    from physml_md.atomic import atomic_path
+    from physml_md.atomic_write import atomic_path
 
     spec = importlib.util.spec_from_file_location("make_data", ROOT / "examples" / "ethanol_xtb" / "make_data.py")
     make_data = importlib.util.module_from_spec(spec)

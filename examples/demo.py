@@ -27,15 +27,15 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 from physml_md import PhysMLCalculator, load_potential
-from physml_md.atomic import atomic_write_text
-from physml_md.checkpoint import potential_from_checkpoint
-from physml_md.cli import main as cli
+from physml_md.atomic_write import atomic_write_text
+from physml_md.cli.main import main as cli
 from physml_md.data import LabelKeys, atoms_to_dict, collate
+from physml_md.export.checkpoint import potential_from_checkpoint
 from physml_md.integrations.openmm import resolve_backend
-from physml_md.md.metrics import energy_drift
 from physml_md.md.runner import run_md
-from physml_md.md.validation import validate
 from physml_md.training.api import PhysMLModel
+from physml_md.validation.metrics import energy_drift
+from physml_md.validation.suite import validate
 
 MAKE_DATA = Path(__file__).resolve().parent / "cu_emt" / "make_data.py"
 

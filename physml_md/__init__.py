@@ -1,6 +1,6 @@
 """physml-md: machine-learned interatomic potentials trained with Lightning, run in ASE and OpenMM."""
 
-__version__ = "0.1.0"
+from physml_md._version import __version__
 
 __all__ = ["__version__", "PhysMLCalculator", "export_potential", "load_potential", "read_metadata"]
 
@@ -12,7 +12,7 @@ def __getattr__(name):
 
         return PhysMLCalculator
     if name in ("export_potential", "load_potential", "read_metadata"):
-        from physml_md import export
+        import physml_md.export
 
-        return getattr(export, name)
+        return getattr(physml_md.export, name)
     raise AttributeError(f"module 'physml_md' has no attribute {name!r}")

@@ -98,7 +98,7 @@ def tiny_config(tmp_path, cu_data) -> dict:
 
 # ---- trained tiny potentials for the engine and MD tests (session-scoped: each trains once, in a few seconds)
 def _train(raw, root, **data):
-    from physml_md.training.config import config_from_dict
+    from physml_md.config.load import config_from_dict
     from physml_md.training.run import train
 
     raw["trainer"]["default_root_dir"] = str(root)
@@ -122,8 +122,8 @@ COMMITTEE_EPOCHS = 20
 def cu_committee(cu_data, tmp_path_factory):
     """A committee of 3 float64 PaiNNs, bootstrap samples, trained on the EMT Cu data: (CommitteeResult, raw
     config dict)."""
-    from physml_md.training.committee import train_committee
-    from physml_md.training.config import config_from_dict
+    from physml_md.config.load import config_from_dict
+    from physml_md.learning.committee_training import train_committee
 
     raw = copy.deepcopy(TINY_CONFIG)
     raw["data"]["source"] = str(cu_data)

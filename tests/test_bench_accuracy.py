@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_accuracy  # noqa: E402
 
-from physml_md.training.config import config_from_dict  # noqa: E402
+from physml_md.config.load import config_from_dict  # noqa: E402
 
 
 def _files(tmp_path):

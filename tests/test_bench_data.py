@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from physml_md.data.packed import PackedFolder
+from physml_md.data.packed.folder import PackedFolder
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -10,7 +10,7 @@ from openmm import unit
 
 from physml_md import PhysMLCalculator, export_potential
 from physml_md.integrations.openmm import available_backends
-from physml_md.integrations.openmm_structures import openmm_box
+from physml_md.integrations.openmm_topology import openmm_box
 from physml_md.models import build_model
 from physml_md.units import EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM
 

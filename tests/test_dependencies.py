@@ -28,7 +28,7 @@ PLUGIN_MODULES = {
     "physml_md/integrations/openmmml.py": "openmmml",  # openmm-ml's entry point loads it
     # imported only inside export_potential(format="metatomic") and `physml-md export --format metatomic`; its
     # TorchScript module needs metatomic's types at module level (they are resolved from the module's globals)
-    "physml_md/export_metatomic.py": "metatomic",
+    "physml_md/export/metatomic.py": "metatomic",
 }
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from physml_md.training.config_reference import config_reference, is_config_key
+from docs.config_reference import config_reference, is_config_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

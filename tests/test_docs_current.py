@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 from typing import Dict, List
 
-from physml_md.cli import build_parser
-from physml_md.training.config_reference import config_reference
-from physml_md.training.schema_data import MODEL_NAMES
+from docs.config_reference import config_reference
+from physml_md.cli.main import build_parser
+from physml_md.config.data import MODEL_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "physml_md"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ase.io import read
 
-from physml_md.md.writers import read_energy_log, read_trajectory
+from physml_md.md.io.writing import read_energy_log, read_trajectory
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "cu_emt" / "run.py"
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ase.io import read
 
-from physml_md.md.writers import read_energy_log
+from physml_md.md.io.writing import read_energy_log
 from tests.helpers import load_script
 
 pytest.importorskip("tblite.ase", reason="the ethanol example needs tblite (pip install tblite)")

@@ -7,14 +7,14 @@
 1. Data (GFN2-xTB through tblite, examples/ethanol_xtb/make_data.py's Langevin MD): ``--start-frames`` frames at
    300 K, the starting data set, and ``--test-frames`` frames of an independent run at 500 K, never trained on:
    the test set of every round. Made only when ``--out`` does not hold them already.
-2. The loop (``physml_md.training.active_learning``, config.toml's [learning] table): each round trains a
+2. The loop (``physml_md.learning.loop``, config.toml's [learning] table): each round trains a
    committee of 3 on the data so far, runs 500 K NVT MD with it, labels the frames where the members disagree
    most with GFN2-xTB and adds them; it stops when a whole MD run stays under the uncertainty threshold.
 3. The round table: training frames, MD time and stability, largest uncertainty, frames added, and the committee's
    force error on the independent 500 K frames, round by round; summary.json holds the rounds' records.
 
 Every output goes under ``--out`` (default examples/active_learning/output/): data/, loop/round_<k>/ (see
-physml_md/training/active_learning.py), summary.json.
+physml_md/learning/loop.py), summary.json.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from pathlib import Path
 
 from ase.io import read
 
-from physml_md.atomic import atomic_path, atomic_write_text
-from physml_md.training.active_learning import learn
-from physml_md.training.config import load_config_and_section
-from physml_md.training.schema_learning import LearningConfig
-from physml_md.training.schema_types import validate
+from physml_md.atomic_write import atomic_path, atomic_write_text
+from physml_md.config.learning import LearningConfig
+from physml_md.config.load import load_config_and_section
+from physml_md.config.types import validate
+from physml_md.learning.loop import learn
 
 HERE = Path(__file__).resolve().parent
 START_NAME = "ethanol_300K_start.extxyz"

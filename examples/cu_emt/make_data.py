@@ -27,7 +27,7 @@ from ase.io import read, write
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
-from physml_md.atomic import PathLike, atomic_path
+from physml_md.atomic_write import PathLike, atomic_path
 from physml_md.units import QuantityLike, parse_quantity
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "cu_emt.extxyz"

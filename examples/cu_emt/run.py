@@ -28,10 +28,10 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
 
 from physml_md import PhysMLCalculator
-from physml_md.atomic import atomic_write_text
+from physml_md.atomic_write import atomic_write_text
 from physml_md.md.runner import run_md
-from physml_md.md.validation import validate
 from physml_md.training.api import PhysMLModel
+from physml_md.validation.suite import validate
 
 HERE = Path(__file__).resolve().parent
 

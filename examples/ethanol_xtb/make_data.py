@@ -43,8 +43,8 @@ from ase.io import read, write
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
-from physml_md.atomic import PathLike, atomic_path
-from physml_md.training.labelling import openmp_threads as labelling_threads
+from physml_md.atomic_write import PathLike, atomic_path
+from physml_md.learning.labelling import openmp_threads as labelling_threads
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "output" / "data"
 DATA_NAME = "ethanol_xtb_500K.extxyz"
@@ -79,7 +79,7 @@ def xtb_calculator():
 
 @contextlib.contextmanager
 def openmp_threads(n: int):
-    """Run tblite with ``n`` OpenMP threads inside the block (physml_md.training.labelling.openmp_threads).
+    """Run tblite with ``n`` OpenMP threads inside the block (physml_md.learning.labelling.openmp_threads).
 
     For a 9-atom molecule one thread is fastest: measured here 1.2 ms per MD step with one thread, and with two
     anything from 1.3 to 210 ms per step, depending on what else runs on the 2 cores (the OpenMP threads wait

@@ -53,11 +53,11 @@ from ase.build import molecule
 from ase.io import read
 
 from physml_md import PhysMLCalculator
-from physml_md.atomic import atomic_write_text
+from physml_md.atomic_write import atomic_write_text
 from physml_md.integrations.openmm import resolve_backend
 from physml_md.md.runner import run_md
-from physml_md.md.validation import validate
 from physml_md.training.api import PhysMLModel
+from physml_md.validation.suite import validate
 
 HERE = Path(__file__).resolve().parent
 TEMPERATURE = "300 K"

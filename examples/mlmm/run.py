@@ -35,8 +35,8 @@ from ase import Atoms
 from ase.build import molecule
 
 from physml_md import PhysMLCalculator
-from physml_md.atomic import atomic_path, atomic_write_text
-from physml_md.integrations.openmm_structures import topology_from_atoms
+from physml_md.atomic_write import atomic_path, atomic_write_text
+from physml_md.integrations.openmm_topology import topology_from_atoms
 from physml_md.units import KJ_PER_MOL_TO_EV, parse_quantity
 
 HERE = Path(__file__).resolve().parent

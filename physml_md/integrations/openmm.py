@@ -27,11 +27,10 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from physml_md import torchscript
 from physml_md.data.elements import CHEMICAL_SYMBOLS
-from physml_md.export import ExportedPotential, format_file, load_model
-from physml_md.integrations.openmm_module import OpenMMModule
-from physml_md.torchscript import model_errors
+from physml_md.export import ExportedPotential, format_file, load_model, torchscript
+from physml_md.export.torchscript import model_errors
+from physml_md.integrations.openmm_torch import OpenMMModule
 
 __all__ = [
     "BACKENDS",

@@ -10,7 +10,7 @@
 The ``DEFAULT_*`` limits are the blow-up criteria of every run (md/runner.py, the MD validation of training and
 ``physml-md validate``); their reasons are in ``check_frame`` and ``check_progress``.
 
-Units are the package's (ASE's): angstrom, eV, fs, kelvin; everything is float64. Like ``physml_md.md.metrics``
+Units are the package's (ASE's): angstrom, eV, fs, kelvin; everything is float64. Like ``physml_md.validation.metrics``
 this module imports numpy, the standard library, ``physml_md.md.arrays`` and ``physml_md.md.geometry`` (the
 neighbour search runs vesin through torch, imported when first needed); never ASE, OpenMM, Lightning or mdtraj.
 """

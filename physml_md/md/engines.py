@@ -103,7 +103,7 @@ class OpenMMEngine:
         from openmm import unit
 
         from physml_md.integrations.openmm import create_system
-        from physml_md.integrations.openmm_structures import openmm_box, topology_from_atoms
+        from physml_md.integrations.openmm_topology import openmm_box, topology_from_atoms
 
         self.n_atoms = len(atoms)
         self.periodic = bool(atoms.pbc.all())
@@ -189,7 +189,7 @@ def _plain_model_errors(start: bool = False) -> Iterator[None]:
     about the structure the user gave: a ValueError with OpenMM's message, whatever its form."""
     import openmm
 
-    from physml_md.torchscript import plain_error
+    from physml_md.export.torchscript import plain_error
 
     try:
         yield

@@ -37,10 +37,9 @@ from physml_md.md.blowups import (
     minimum_distance,
 )
 from physml_md.md.blowups import max_force as metrics_max_force
+from physml_md.md.control import Interrupted, Interrupts, Progress
 from physml_md.md.engines import ENGINES, ENSEMBLES, make_engine
 from physml_md.md.frame import Frame
-from physml_md.md.interrupts import Interrupted, Interrupts
-from physml_md.md.progress import Progress
 from physml_md.md.uncertainty import watch_for
 from physml_md.units import DAY_TO_SECONDS, NS_TO_FS, PS_TO_FS, parse_quantity
 
@@ -259,13 +258,13 @@ def run_md(
     with Interrupts() as interrupts, contextlib.ExitStack() as stack:
         writer = None
         if trajectory is not None:
-            from physml_md.md.writers import TrajectoryWriter
+            from physml_md.md.io.writing import TrajectoryWriter
 
             writer = stack.enter_context(TrajectoryWriter(trajectory, symbols, atoms.pbc))
             result.files["trajectory"] = str(trajectory)
         energy_log = None
         if log is not None:
-            from physml_md.md.writers import EnergyLog
+            from physml_md.md.io.writing import EnergyLog
 
             energy_log = stack.enter_context(EnergyLog(log))
             result.files["log"] = str(log)

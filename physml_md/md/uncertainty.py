@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from physml_md.atomic import PathLike, atomic_path
+from physml_md.atomic_write import PathLike, atomic_path
 from physml_md.data import keys as K
 from physml_md.md.frame import Frame
 from physml_md.units import parse_quantity

@@ -68,7 +68,8 @@ def _refuse_identical(members: List[Potential]) -> None:
 class Committee(Potential):
     """N ``Potential`` members with one species list, cutoff, dtype and output set, as one potential.
 
-    ``Committee(members)``: members are trained potentials (e.g. ``physml_md.checkpoint.potential_from_checkpoint``
+    ``Committee(members)``: members are trained potentials (e.g.
+    ``physml_md.export.checkpoint.potential_from_checkpoint``
     of each member's checkpoint). The committee is for evaluation, export and MD; its members are trained one by
     one (``physml-md train`` with ``committee = N``). It copies the members' weights when it is built (into
     ``stacked``): change a member afterwards and build the committee again.

@@ -39,7 +39,7 @@ class PotentialInputs(nn.Module):
     """What every form of the potential knows before its energy model runs: its species, cutoff and per-element
     shift/scale, and ``prepare``, which checks a data dict and completes it (species indices, batch layout,
     neighbour list). ``Potential`` is one; so is the wrapper around a torch.export program
-    (``physml_md.export_program``), which runs ``prepare`` in Python and the traced ``evaluate`` after it."""
+    (``physml_md.export.program``), which runs ``prepare`` in Python and the traced ``evaluate`` after it."""
 
     def __init__(self, species: List[int], cutoff: float):
         super().__init__()
@@ -315,7 +315,7 @@ class Potential(PotentialInputs):
         """Per-atom energies [N] (eV) and charges [N] (e; empty without a charge head) from the edge vectors r_ij
         [E, 3] and their lengths [E]: the energy model's output times scale plus shift, with ZBL and Coulomb added.
         The energy path of every form of the potential (``evaluate``; the metatomic model of
-        ``physml_md.export_metatomic``, which takes r_ij from the engine's neighbour list); differentiable in
+        ``physml_md.export.metatomic``, which takes r_ij from the engine's neighbour list); differentiable in
         ``vectors`` and ``lengths``."""
         dtype = self.shift.dtype
         device = self.shift.device

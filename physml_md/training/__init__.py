@@ -8,13 +8,13 @@ from importlib import import_module
 _EXPORTS = {
     "PhysMLModel": "physml_md.training.api",
     "load_from_dict": "physml_md.training.api",
-    "Config": "physml_md.training.config",
-    "ConfigError": "physml_md.training.config",
-    "load_config": "physml_md.training.config",
-    "config_from_dict": "physml_md.training.config",
+    "Config": "physml_md.config.load",
+    "ConfigError": "physml_md.config.load",
+    "load_config": "physml_md.config.load",
+    "config_from_dict": "physml_md.config.load",
     "AtomsDataModule": "physml_md.training.datamodule",
     "PotentialModule": "physml_md.training.module",
-    "LossWeightMixing": "physml_md.training.mixing",
+    "LossWeightMixing": "physml_md.training.callbacks",
     "TrainResult": "physml_md.training.run",
     "train": "physml_md.training.run",
 }

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from physml_md.atomic import PathLike
-from physml_md.training.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
+from physml_md.atomic_write import PathLike
+from physml_md.config.load import Config, ConfigError, apply_overrides, config_from_dict, load_config
 from physml_md.training.run import TrainResult, train
 
 __all__ = ["PhysMLModel", "load_from_dict"]

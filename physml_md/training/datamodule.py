@@ -7,10 +7,10 @@ file (or list of ``ase.Atoms``) per split. Every structure's neighbour list for 
 (``pre_batch="on_disk"``). A cache file is named by a hash of the split's data (``dataset_sha256``), the
 cut-off, the pbc/cell overrides and the cache format, so it is rebuilt whenever one of them changes.
 
-``source`` or a split's path may also name a packed folder (``physml-md pack``, ``physml_md.data.packed``): it is
+``source`` or a split's path may also name a packed folder (``physml-md pack``, ``physml_md.data.packed.folder``): it is
 split by index without reading structures (the same split as its source file's for the same seed), each split is a
 ``PackedDataset`` that reads structures and computes their neighbour lists in the DataLoader workers (``pre_batch``
-and ``cache_dir`` do not apply), and the statistics come from its stored arrays (``physml_md.training.packed_data``).
+and ``cache_dir`` do not apply), and the statistics come from its stored arrays (``physml_md.data.packed.dataset``).
 
 Batches are ``physml_md.data.collate`` dicts with ``edge_index``/``cell_shifts``, which the model uses
 instead of computing its own neighbour list. The training loader is a ``ResumableLoader`` (exact mid-epoch
@@ -35,21 +35,21 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from physml_md.atomic import atomic_path
+from physml_md.atomic_write import atomic_path
+from physml_md.config.data import SPLITS, DataConfig
+from physml_md.config.types import ConfigError, validate
 from physml_md.data import keys as K
 from physml_md.data.collate import PER_ATOM_KEYS, collate
 from physml_md.data.hashing import dataset_sha256
 from physml_md.data.neighbors import neighbor_list
-from physml_md.data.packed import PackedDataset, PackedFolder, is_packed_folder
+from physml_md.data.packed import dataset as packed_data
+from physml_md.data.packed.folder import PackedDataset, PackedFolder, is_packed_folder
 from physml_md.data.readers import read_dataset, read_structures
 from physml_md.data.splits import RANDOM_RECORD, record_label, split_indices
 from physml_md.data.statistics import energy_statistics, fit_self_energies, shortest_pair_distances
 from physml_md.data.structures import dict_to_atoms
 from physml_md.models import resolve_dtype
-from physml_md.training import packed_data
 from physml_md.training.loader import ResumableLoader
-from physml_md.training.schema_data import SPLITS, DataConfig
-from physml_md.training.schema_types import ConfigError, validate
 
 CACHE_FORMAT_VERSION = 1
 _N_EDGES = "n_edges"  # [B] int64, edges of each structure in a PackedStructures

@@ -1,6 +1,6 @@
 """``PotentialModule``: the LightningModule that trains a potential.
 
-It receives the validated configuration (``physml_md.training.config.Config``; its plain-dict form is stored
+It receives the validated configuration (``physml_md.config.load.Config``; its plain-dict form is stored
 in the checkpoint) and the ``build_model`` arguments, builds the model itself, and keeps an exponential moving
 average (EMA) of the weights that is used for validation, testing and export. The average warms up: its decay
 after ``t`` updates is ``min(decay, (1 + t) / (10 + t))`` (``ema_decay``), so the first steps move it quickly and a
@@ -20,10 +20,10 @@ import torch
 import torchmetrics
 from torch import Tensor
 
-from physml_md.checkpoint import MODEL_KWARGS
+from physml_md.config.load import Config, config_to_dict
 from physml_md.data import keys as K
+from physml_md.export.checkpoint import MODEL_KWARGS
 from physml_md.models import build_model
-from physml_md.training.config import Config, config_to_dict
 from physml_md.training.losses import component_errors, masked_pair
 from physml_md.units import EV_TO_MEV
 
@@ -56,7 +56,7 @@ class PotentialModule(lightning.LightningModule):
 
     config: the validated configuration (its [training] section is read here); model_kwargs: the
     ``build_model`` arguments (species, cutoff, dtype, self-energies, scale, ...), stored in the checkpoint so
-    that ``physml_md.checkpoint.potential_from_checkpoint`` can rebuild the model without Lightning;
+    that ``physml_md.export.checkpoint.potential_from_checkpoint`` can rebuild the model without Lightning;
     data_sha256: hash of the training split, carried into the exported metadata. periodic: whether the data
     were periodic (True), molecules (False) or both (None); the engines check a system against it.
     shortest_pair_distances: the shortest distance per element pair in the training split

@@ -4,7 +4,7 @@
 directory ``<trainer.default_root_dir>/version_<n>/``: ``metrics.csv``, ``checkpoints/`` (best and last
 checkpoints, and ``model.pt``, the exported best model, written beside them), ``parity.png`` and
 ``learning_curves.png`` (redrawn during training). A run resumed from ``<run>/checkpoints/*.ckpt`` continues in
-``<run>/`` (``physml_md.training.csv_log``). Each epoch prints one line (``physml_md.training.epoch_log``).
+``<run>/`` (``physml_md.training.logs``). Each epoch prints one line (``physml_md.training.logs``).
 """
 
 from __future__ import annotations
@@ -20,17 +20,15 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from physml_md.atomic import PathLike
-from physml_md.checkpoint import load_checkpoint, model_kwargs, potential_from_checkpoint
+from physml_md.atomic_write import PathLike
+from physml_md.config.load import Config, ConfigError, config_to_dict, instantiate_callbacks, trainer_kwargs
 from physml_md.data import keys as K
 from physml_md.export import export_potential
+from physml_md.export.checkpoint import load_checkpoint, model_kwargs, potential_from_checkpoint
 from physml_md.threads import torch_threads
-from physml_md.training.config import Config, ConfigError, config_to_dict, instantiate_callbacks, trainer_kwargs
-from physml_md.training.csv_log import resumed_csv_logger, resumed_run_dir
+from physml_md.training.callbacks import LossWeightMixing, MDValidation
 from physml_md.training.datamodule import AtomsDataModule
-from physml_md.training.epoch_log import LEARNING_CURVES, METRIC_UNITS, EpochLog
-from physml_md.training.md_validation import MDValidation
-from physml_md.training.mixing import LossWeightMixing
+from physml_md.training.logs import LEARNING_CURVES, METRIC_UNITS, EpochLog, resumed_csv_logger, resumed_run_dir
 from physml_md.training.module import PotentialModule
 
 __all__ = ["TrainResult", "train", "EXPORT_NAME"]
@@ -276,7 +274,7 @@ def train(
     files of ``config.data``. bootstrap_seed trains on a bootstrap sample of the training split (see
     ``AtomsDataModule``; a committee member's option). initial_weights starts from the energy-model weights of
     another run's checkpoint (a retraining on more data), not from random ones; the optimizer starts afresh.
-    verbose prints a line per epoch (``physml_md.training.epoch_log``), the test table and the output paths.
+    verbose prints a line per epoch (``physml_md.training.logs``), the test table and the output paths.
     """
     with torch_threads(config.training.threads):
         return _train(
@@ -379,7 +377,7 @@ def _train(
         structures=datamodule.splits.get("train"),  # the agreement check uses its first structures
     )
 
-    from physml_md.training.plots import learning_curves, parity_plot
+    from physml_md.training.figures import learning_curves, parity_plot
 
     split = _evaluation_split(datamodule)
     if split is not None:

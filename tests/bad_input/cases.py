@@ -9,7 +9,7 @@ from ase.io import write
 
 import physml_md
 from physml_md.models import build_model
-from tests.test_checkpoint import KWARGS, _checkpoint
+from tests.export.test_checkpoint import KWARGS, _checkpoint
 
 SPECIES = ["H", "C", "O", "Cu"]
 

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from physml_md.checkpoint import CheckpointError
 from physml_md.export import ExportFormatError
+from physml_md.export.checkpoint import CheckpointError
 from physml_md.integrations.ase import PhysMLCalculator
 from tests.bad_input.cases import CASES, assert_plain_sentence, truncated
 

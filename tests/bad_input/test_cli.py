@@ -10,10 +10,10 @@ import yaml
 from ase.build import bulk
 from ase.io import write
 
-from physml_md.cli import main
+from physml_md.cli.main import main
 from physml_md.models import build_model
 from tests.bad_input.cases import CASES, truncated
-from tests.test_checkpoint import KWARGS, _checkpoint
+from tests.export.test_checkpoint import KWARGS, _checkpoint
 
 
 def _one_line_error(capsys, command):
@@ -226,7 +226,7 @@ def test_an_output_below_a_file_is_one_line_not_file_exists_error(
 @pytest.mark.parametrize("command", ["train", "learn"])
 def test_a_training_folder_in_use_by_another_run_is_refused(command, tiny_config, tmp_path, capsys):
     """Two `train --committee 2` into one folder at once both exited 0, model.pt holding the second's members."""
-    from physml_md.atomic import _host
+    from physml_md.atomic_write import _host
 
     runs = tmp_path / "runs"
     runs.mkdir()

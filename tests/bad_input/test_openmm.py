@@ -7,8 +7,8 @@ import openmm
 import pytest
 from openmm import unit
 
-from physml_md.checkpoint import CheckpointError
 from physml_md.export import ExportFormatError
+from physml_md.export.checkpoint import CheckpointError
 from physml_md.integrations.openmm import create_force
 from tests.bad_input.cases import CASES, assert_plain_sentence, truncated
 

@@ -10,9 +10,8 @@ from ase.build import bulk
 from ase.io import write
 
 import physml_md
-from physml_md import torchscript
-from physml_md.checkpoint import CheckpointError, exportable_from_checkpoint, load_checkpoint
-from physml_md.export import ExportFormatError
+from physml_md.export import ExportFormatError, torchscript
+from physml_md.export.checkpoint import CheckpointError, exportable_from_checkpoint, load_checkpoint
 from physml_md.models import build_model
 from tests.bad_input.cases import CASES, assert_plain_sentence, truncated
 from tests.helpers import inputs
@@ -146,14 +145,14 @@ EPOCH_CASES = {
 
 @pytest.mark.parametrize("value", list(EPOCH_CASES), ids=str)
 def test_max_epochs_must_be_a_positive_integer(value):
-    from physml_md.training.config import ConfigError, config_from_dict
+    from physml_md.config.load import ConfigError, config_from_dict
 
     with pytest.raises(ConfigError, match=EPOCH_CASES[value]):
         config_from_dict({"trainer": {"max_epochs": value}}, require_files=False)
 
 
 def test_max_epochs_may_be_left_open_when_another_limit_stops_training():
-    from physml_md.training.config import ConfigError, config_from_dict
+    from physml_md.config.load import ConfigError, config_from_dict
 
     for limit in ({"max_steps": 20}, {"max_time": "00:00:10:00"}):
         config = config_from_dict({"trainer": {"max_epochs": None, **limit}}, require_files=False)
@@ -165,7 +164,7 @@ def test_max_epochs_may_be_left_open_when_another_limit_stops_training():
 
 
 def test_resuming_a_finished_run_says_how_to_train_longer(tiny_config, tmp_path):
-    from physml_md.training.config import ConfigError, config_from_dict
+    from physml_md.config.load import ConfigError, config_from_dict
     from physml_md.training.run import train
 
     tiny_config["trainer"]["max_epochs"] = 1
@@ -177,7 +176,7 @@ def test_resuming_a_finished_run_says_how_to_train_longer(tiny_config, tmp_path)
 
 
 def test_training_from_a_truncated_checkpoint_names_it(good_checkpoint, tiny_config, tmp_path):
-    from physml_md.training.config import config_from_dict
+    from physml_md.config.load import config_from_dict
     from physml_md.training.run import train
 
     cut = truncated(good_checkpoint, tmp_path / "cut.ckpt", 0.5)
@@ -188,7 +187,7 @@ def test_training_from_a_truncated_checkpoint_names_it(good_checkpoint, tiny_con
 @pytest.mark.parametrize("key", ["data.cut_off", "model.cutoff"])
 @pytest.mark.parametrize("value", ["5 parsecs", "1000 angstrom", 30.5])
 def test_a_cutoff_no_potential_uses_is_refused_by_the_config(key, value):
-    from physml_md.training.config import ConfigError, config_from_dict
+    from physml_md.config.load import ConfigError, config_from_dict
 
     section, name = key.split(".")
     expected = r"^the cut-off \(data\.cut_off, model\.cutoff\) = .* is longer than 30 angstrom.*check the unit"

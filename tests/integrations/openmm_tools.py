@@ -9,7 +9,7 @@ from ase.build import molecule
 from openmm import app, unit
 
 from physml_md.integrations.openmm import BACKENDS, available_backends
-from physml_md.integrations.openmm_structures import topology_from_atoms
+from physml_md.integrations.openmm_topology import topology_from_atoms
 from physml_md.units import EV_PER_ANGSTROM_TO_KJ_PER_MOL_PER_NM, EV_TO_KJ_PER_MOL
 
 PLATFORMS = ("Reference", "CPU")

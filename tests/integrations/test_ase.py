@@ -22,7 +22,7 @@ from ase.optimize import BFGS, FIRE
 from ase.vibrations import Vibrations
 
 from physml_md import PhysMLCalculator, export_potential, load_potential
-from physml_md.checkpoint import potential_from_checkpoint
+from physml_md.export.checkpoint import potential_from_checkpoint
 from physml_md.models import MODEL_NAMES
 from tests.helpers import EXACT, assert_close, requires_cuda, small_model
 

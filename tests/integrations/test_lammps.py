@@ -85,7 +85,7 @@ def test_thin_ghost_shell_is_not_exact(exported):
     image folded onto its atom), 2 ranks are not: the check above can tell a thin shell."""
     from metatomic.torch import AtomisticModel, ModelCapabilities
 
-    from physml_md.export_metatomic import metatomic_model
+    from physml_md.export.metatomic import metatomic_model
 
     forces, folder = exported["ase"]["forces"], exported["folder"]
     honest = metatomic_model(exported["potential"])

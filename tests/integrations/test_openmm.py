@@ -11,11 +11,11 @@ import torch
 from ase.build import bulk
 from openmm import unit
 
-from physml_md.checkpoint import potential_from_checkpoint
 from physml_md.export import export_potential, load_potential
+from physml_md.export.checkpoint import potential_from_checkpoint
 from physml_md.integrations.ase import PhysMLCalculator
 from physml_md.integrations.openmm import available_backends, create_force, create_system, resolve_backend
-from physml_md.integrations.openmm_structures import openmm_box, topology_from_atoms
+from physml_md.integrations.openmm_topology import openmm_box, topology_from_atoms
 from physml_md.models import MODEL_NAMES, build_model
 from tests.helpers import EXACT, assert_close, inputs, requires_cuda
 from tests.integrations.openmm_tools import (
@@ -281,7 +281,7 @@ def test_torchforce_works_when_openmm_was_imported_before_torch(molecule_model, 
 import openmm, numpy as np
 from ase.build import molecule
 from physml_md.integrations.openmm import create_system
-from physml_md.integrations.openmm_structures import topology_from_atoms
+from physml_md.integrations.openmm_topology import topology_from_atoms
 from physml_md.units import EV_TO_KJ_PER_MOL
 atoms = molecule("CH3OH"); atoms.positions = np.array({atoms.positions.tolist()})
 topology, positions = topology_from_atoms(atoms)

@@ -9,7 +9,7 @@ from openmm import app, unit
 
 from physml_md.integrations.ase import PhysMLCalculator
 from physml_md.integrations.openmm_mlmm import create_mixed_system
-from physml_md.integrations.openmm_structures import topology_from_atoms
+from physml_md.integrations.openmm_topology import topology_from_atoms
 from tests.integrations.openmm_tools import (
     BACKEND_PARAMS,
     METHANOL_XML,
@@ -166,8 +166,8 @@ def test_the_region_too_large_for_the_box_message_prints_plain_numbers(span):
     form now write at most two decimals."""
     import torch
 
-    from physml_md.integrations.openmm_module import OpenMMModule
-    from physml_md.torchscript import script
+    from physml_md.export.torchscript import script
+    from physml_md.integrations.openmm_torch import OpenMMModule
     from tests.helpers import small_model
 
     model = small_model(features=8, n_interactions=1, n_rbf=4, seed=3)

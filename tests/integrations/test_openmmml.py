@@ -8,7 +8,7 @@ from openmm import app, unit
 from physml_md.integrations.ase import PhysMLCalculator
 from physml_md.integrations.openmm import create_system
 from physml_md.integrations.openmm_mlmm import create_mixed_system
-from physml_md.integrations.openmm_structures import topology_from_atoms
+from physml_md.integrations.openmm_topology import topology_from_atoms
 from tests.integrations.openmm_tools import (
     BACKEND_PARAMS,
     PLATFORMS,

@@ -10,7 +10,7 @@ from ase.build import bulk, molecule
 from ase.geometry import get_distances
 
 from physml_md.md.frame import Frame
-from physml_md.md.writers import TrajectoryWriter
+from physml_md.md.io.writing import TrajectoryWriter
 from tests.helpers import random_rotation
 
 A_CU = 3.61

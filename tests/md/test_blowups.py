@@ -18,7 +18,7 @@ from ase.build import bulk, molecule
 from ase.calculators.emt import EMT
 from ase.geometry import get_distances
 
-from physml_md.cli import main
+from physml_md.cli.main import main
 from physml_md.md import blowups
 from physml_md.md.blowups import (
     DEFAULT_MAX_FORCE,

@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from physml_md.md.readers import read_trajectory
-from physml_md.md.writers import TrajectoryWriter
+from physml_md.md.io.reading import read_trajectory
+from physml_md.md.io.writing import TrajectoryWriter
 from tests.md.helpers import ethanol_frames, make_frame
 
 

@@ -35,7 +35,7 @@ def test_random_model_is_flagged_unstable_with_step_and_atoms(random_cu, tmp_pat
     last = result.positions[-1]
     distance = get_distances(last[i], last[j], cell=result.cells[-1], pbc=True)[1][0, 0]  # independent check
     assert distance == pytest.approx(result.blow_up.value, abs=1e-9) and distance < 0.5
-    from physml_md.md.writers import read_energy_log, read_trajectory
+    from physml_md.md.io.writing import read_energy_log, read_trajectory
 
     frames = read_trajectory(tmp_path / "run.extxyz")
     assert len(frames.positions) == len(result.times_fs) == result.steps_done // 10 + 1  # up to the blow-up
@@ -116,7 +116,7 @@ def test_slab_runs_with_its_own_pbc(random_cu, third_vector):
 
 def test_one_record_reaches_the_result_the_log_and_the_trajectory(random_cu, tmp_path):
     """Each reported Frame is stored, logged and written once: the three copies hold the same numbers."""
-    from physml_md.md.writers import read_energy_log, read_trajectory
+    from physml_md.md.io.writing import read_energy_log, read_trajectory
 
     result = run_md(
         random_cu, rattled_cu(4), ensemble="nve", temperature="50 K", steps=20, report_every=5,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from physml_md.md.frame import Frame
-from physml_md.md.readers import UNCERTAINTY_COLUMN, read_energy_log
+from physml_md.md.io.reading import UNCERTAINTY_COLUMN, read_energy_log
 from physml_md.md.runner import run_md
 from physml_md.md.uncertainty import UncertaintyWatch, forces_std_of, parse_force_threshold, rank_correlation
-from physml_md.md.validation import validate
+from physml_md.validation.suite import validate
 from tests.helpers import rattled_cu
 
 
@@ -114,7 +114,7 @@ def test_validation_reports_the_uncertainty_along_the_runs(committee_file, tmp_p
 def test_cli_md_flags_frames_beside_the_trajectory(committee_file, tmp_path, capsys):
     from ase.io import write
 
-    from physml_md.cli import main
+    from physml_md.cli.main import main
 
     start = tmp_path / "start.extxyz"
     write(start, rattled_cu())
@@ -157,8 +157,8 @@ def test_committee_errors_against_a_hand_computed_answer():
 
 def test_validate_refuses_an_uncertainty_threshold_on_a_single_model_as_md_does(cu_model, tmp_path, capsys):
     """md refused the option; validate passed with "uncertainty": null (a criterion that could never fail)."""
-    from physml_md.cli import main
-    from physml_md.md.validation import validate
+    from physml_md.cli.main import main
+    from physml_md.validation.suite import validate
 
     with pytest.raises(ValueError, match="needs a committee model") as from_md:
         run_md(cu_model.model_path, rattled_cu(), steps=5, uncertainty_threshold=0.1)

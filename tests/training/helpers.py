@@ -8,8 +8,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from physml_md.training.config import config_from_dict
-from physml_md.training.schema_types import ConfigError
+from physml_md.config.load import config_from_dict
+from physml_md.config.types import ConfigError
 
 
 def validated(raw=None, **kwargs):

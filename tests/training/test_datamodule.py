@@ -11,11 +11,11 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
+from physml_md.config.load import ConfigError
 from physml_md.data import batch_neighbor_list, collate, dataset_sha256, fit_self_energies, read_dataset
 from physml_md.data import keys as K
 from physml_md.data.structures import LabelKeys
 from physml_md.models import build_model
-from physml_md.training.config import ConfigError
 from physml_md.training.datamodule import AtomsDataModule, PackedStructures
 from physml_md.training.loader import ResumableLoader
 from tests.helpers import EXACT, assert_close

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from physml_md.checkpoint import load_checkpoint, model_kwargs
+from physml_md.config.load import config_from_dict
+from physml_md.export.checkpoint import load_checkpoint, model_kwargs
 from physml_md.models import build_model
-from physml_md.training.config import config_from_dict
 from physml_md.training.module import EMA_UPDATES, PotentialModule, ema_decay
 from physml_md.training.run import train
 from tests.training.helpers import metric_column, validated

@@ -11,16 +11,16 @@ import torch
 import yaml
 from ase.io import read
 
-from physml_md.checkpoint import load_checkpoint, potential_from_checkpoint
-from physml_md.cli import main as cli
+from physml_md.cli.main import main as cli
+from physml_md.config.load import config_from_dict
 from physml_md.data import LabelKeys, atoms_to_dict, collate
 from physml_md.export import load_potential, read_metadata
-from physml_md.training.config import config_from_dict
+from physml_md.export.checkpoint import load_checkpoint, potential_from_checkpoint
 from physml_md.training.run import train
 from tests.helpers import PicklePayload
 from tests.training.helpers import SimulatedCrash, metric_column
 
-CLI = [sys.executable, "-m", "physml_md.cli"]
+CLI = [sys.executable, "-m", "physml_md.cli.main"]
 
 
 def test_train_writes_checkpoint_export_plots_and_test_metrics(tiny_config, cu_data):

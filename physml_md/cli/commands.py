@@ -1,0 +1,267 @@
+"""What each `physml-md` command does (``physml_md.cli.main`` holds the parser and calls these).
+
+Imported only once a command runs, so that ``--help`` and ``--version`` answer without loading torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from physml_md.atomic_write import atomic_path, check_outputs, folder_lock
+from physml_md.cli import inspect as cli_inspect
+from physml_md.config.learning import LearningConfig
+from physml_md.config.load import load_config, load_config_and_section
+from physml_md.config.types import validate as validate_section
+from physml_md.data.packed.writer import pack
+from physml_md.data.readers import read_structure
+from physml_md.data.structures import LabelKeys
+from physml_md.export import export_potential, resolve_format
+from physml_md.export.checkpoint import committee_from_checkpoints, exportable_from_checkpoint
+from physml_md.export.metatomic import potential_from_export
+from physml_md.integrations.engine_agreement import add_engine_agreement
+from physml_md.learning.committee_training import train_committee
+from physml_md.learning.loop import learn
+from physml_md.md.io.formats import topology_path
+from physml_md.md.runner import run_md
+from physml_md.md.uncertainty import parse_force_threshold as parse_force
+from physml_md.training.run import EXPORT_NAME, train
+from physml_md.units import FS_TO_PS
+from physml_md.validation.metrics import energy_drift
+from physml_md.validation.suite import validate
+
+# what validate writes into its --out folder (physml_md.validation.suite's docstring; tests/cli/test_main.py checks it)
+VALIDATION_FILES = ("report.json", "nvt.csv", "nve.csv", "nvt.extxyz", "energy.png", "structure.png")
+
+
+def _training_lock(folder, command: str):
+    """The folder's lock (``physml_md.atomic_write.folder_lock``), taken by the first process of a run only: the other
+    ranks of a distributed run (Lightning starts them as copies of this command) write where it writes."""
+    if any(os.environ.get(name, "0") not in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        return contextlib.nullcontext()
+    return folder_lock(folder, command)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    overrides = list(args.set) + ([f"training.committee={args.committee}"] if args.committee is not None else [])
+    config = load_config(args.config, overrides)
+    root = Path(config.trainer["default_root_dir"])
+    if config.training.committee > 1:
+        if args.ckpt_path is not None:
+            raise ValueError(
+                "--ckpt-path resumes one model; a committee run resumes by running the same command again (finished "
+                "members are kept, unfinished ones train anew)"
+            )
+        check_outputs([root / EXPORT_NAME], inputs=[args.config], force=args.force)
+        with _training_lock(root, "physml-md train"):
+            train_committee(config)
+        return 0
+    with _training_lock(root, "physml-md train"):
+        train(config, ckpt_path=args.ckpt_path)
+    return 0
+
+
+def learn_command(args: argparse.Namespace) -> int:
+    config, raw = load_config_and_section(args.config, "learning", args.set)
+    learning = validate_section(LearningConfig, raw, "learning")
+    with _training_lock(config.trainer["default_root_dir"], "physml-md learn"):  # its rounds resume there: no --force
+        result = learn(config, learning, base=Path(args.config).resolve().parent)  # prints the round table as it goes
+    if result.interrupted:  # the shell's convention for a signal: 128 + its number
+        print(result.interruption, file=sys.stderr)
+        return 130 if result.interrupted == "SIGINT" else 143
+    verdict = "converged" if result.converged else f"not converged after {len(result.rounds)} round(s)"
+    print(f"{verdict}; the last committee: {result.model_path}")
+    return 0 if result.converged else 1
+
+
+def export_command(args: argparse.Namespace) -> int:
+    path = Path(args.output)
+    check_outputs([path], inputs=args.checkpoint, force=args.force)
+    format = resolve_format(args.format, path)
+    if len(args.checkpoint) > 1:
+        potential, metadata = committee_from_checkpoints(args.checkpoint, use_ema=not args.no_ema)
+    elif args.format == "metatomic" and Path(args.checkpoint[0]).suffix != ".ckpt":  # an exported .pt, converted
+        potential, metadata = potential_from_export(args.checkpoint[0])
+    else:
+        potential, metadata = exportable_from_checkpoint(args.checkpoint[0], use_ema=not args.no_ema)
+    # written and checked under a temporary name: a failure removes only that (a --force target stays as it was)
+    with atomic_path(path) as tmp:
+        try:
+            export_potential(potential, tmp, metadata, dtype=args.dtype, format=format)
+            if args.format != "metatomic":  # (a metatomic file is checked through metatomic by export_potential)
+                add_engine_agreement(tmp)  # the file against the ASE calculator and each OpenMM backend that loads here
+        except Exception as exc:  # name the output, not its temporary
+            if len(exc.args) == 1 and isinstance(exc.args[0], str):
+                exc.args = (exc.args[0].replace(str(tmp), str(path)).replace(tmp.name, path.name),)
+            raise
+    print(f"exported {' '.join(args.checkpoint)} -> {path} (agreement with every engine recorded: physml-md info)")
+    return 0
+
+
+def md_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    log = args.log
+    if log is None and args.out is not None:
+        log = str(Path(args.out).with_suffix(".csv"))
+    outputs = [args.out, log, _uncertain_frames(args) if args.uncertainty_threshold is not None else None]
+    if args.out is not None and Path(args.out).suffix.lower() in (".dcd", ".xtc"):
+        outputs.append(topology_path(args.out))
+    check_outputs([p for p in outputs if p is not None], inputs=[args.model, args.structure], force=args.force)
+    atoms = read_structure(args.structure, index=args.index)
+    result = run_md(
+        args.model,
+        atoms,
+        engine=args.engine,
+        ensemble=args.ensemble,
+        temperature=args.temperature,
+        timestep=args.timestep,
+        steps=args.steps,
+        time=args.time,
+        friction=args.friction,
+        report_every=args.report_every,
+        trajectory=args.out,
+        log=log,
+        seed=args.seed,
+        min_distance=args.min_distance,
+        max_force=args.max_force,
+        keep_positions=False,
+        progress=not args.quiet,
+        device=args.device,
+        platform=args.platform,
+        backend=args.backend,
+        periodic=args.periodic,
+        uncertainty_threshold=args.uncertainty_threshold,
+        stop_on_uncertainty=args.stop_on_uncertainty,
+        uncertain_frames=_uncertain_frames(args),
+    )
+    if result.interrupted and not len(result.temperatures_k):
+        print(result.interruption, file=sys.stderr)
+        return 130 if result.interrupted == "SIGINT" else 143
+    print(
+        f"{result.engine} {result.ensemble}: {result.steps_done} of {result.steps_requested} steps "
+        f"({result.steps_done * result.timestep_fs * FS_TO_PS:g} ps), {result.ns_per_day:.3g} ns/day, "
+        f"mean T {np.mean(result.temperatures_k):.1f} K, closest atoms {result.min_distance:.3f} Å"
+    )
+    if result.ensemble == "nve" and len(result.times_fs) >= 3:
+        drift = energy_drift(result.times_fs, result.total_energies, result.n_atoms)
+        print(f"energy drift {drift.drift_mev_per_atom_per_ps:.4g} meV/atom/ps")
+    if result.max_forces_std:
+        flagged = result.uncertainty or {}
+        print(
+            f"committee uncertainty: largest per-atom force std {max(result.max_forces_std):.4g} eV/Å"
+            + (
+                f"; {flagged['flagged_frames']} frame(s) over {flagged['threshold_ev_per_angstrom']:g} eV/Å"
+                + (" (stopped at the first)" if flagged["stopped"] else "")
+                if flagged
+                else ""
+            )
+        )
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    if not result.stable:
+        print(f"blow-up at step {result.blow_up_step}: {result.blow_up.message}", file=sys.stderr)
+        return 1
+    if result.interrupted:  # the shell's convention for a signal: 128 + its number
+        print(result.interruption, file=sys.stderr)
+        return 130 if result.interrupted == "SIGINT" else 143
+    if result.uncertainty and result.uncertainty.get("stopped"):
+        print(
+            f"stopped by --stop-on-uncertainty at step {result.steps_done} of {result.steps_requested} (exit status 3)",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
+
+
+def _uncertain_frames(args: argparse.Namespace) -> str | None:
+    """Where md writes the frames over --uncertainty-threshold: --uncertain-frames, else beside --out."""
+    if args.uncertainty_threshold is None:
+        return args.uncertain_frames
+    if args.uncertain_frames is not None:
+        return args.uncertain_frames
+    return str(Path(args.out).with_suffix("")) + "_uncertain.extxyz" if args.out else "uncertain_frames.extxyz"
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    thresholds = {
+        key: value
+        for key, value in (
+            ("drift", args.drift),
+            ("temperature_relative", args.temperature_tolerance),
+            ("temperature_spread", args.temperature_spread),
+            ("rdf_difference", args.rdf_threshold),
+            ("jensen_shannon", args.js_threshold),
+            ("min_distance", args.min_distance),
+            ("max_force", args.max_force),
+            ("max_forces_std", None if args.uncertainty_threshold is None else parse_force(args.uncertainty_threshold)),
+            ("closest_contact", args.contact_threshold),
+        )
+        if value is not None
+    }
+    out = args.out or str(Path(args.model).with_suffix("")) + "_validation"
+    outputs = [Path(out) / name for name in VALIDATION_FILES]
+    if Path(args.model).suffix in (".pt", ".pt2"):  # the summary beside an exported file
+        outputs.append(Path(args.model).with_suffix(".validation.json"))
+    inputs = [args.model, args.structures] + ([args.reference] if args.reference else [])
+    check_outputs(outputs, inputs=inputs, force=args.force)
+    report = validate(
+        args.model,
+        read_structure(args.structures, index=args.index),
+        reference=args.reference,
+        engine=args.engine,
+        temperature=args.temperature,
+        timestep=args.timestep,
+        nvt_steps=args.nvt_steps,
+        nve_steps=args.nve_steps,
+        friction=args.friction,
+        report_every=args.report_every,
+        seed=args.seed,
+        index=args.index,
+        out=out,
+        thresholds=thresholds,
+        progress=not args.quiet,
+        device=args.device,
+        platform=args.platform,
+        backend=args.backend,
+        periodic=args.periodic,
+    )
+    print(report.format())
+    print(f"report: {report.files['report']}")
+    return 0 if report.passed else 1
+
+
+def info_command(args: argparse.Namespace) -> int:
+    return cli_inspect.info(args)
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    return cli_inspect.evaluate(args)
+
+
+def pack_command(args: argparse.Namespace) -> int:
+    keys = LabelKeys(
+        energy=args.energy_key,
+        forces=args.forces_key,
+        stress=args.stress_key,
+        charges=args.charges_key,
+        total_charge=args.total_charge_key,
+        dipole=args.dipole_key,
+    )
+    added = pack(
+        args.inputs,
+        args.output,
+        keys,
+        append=args.append,
+        chunk_size=args.chunk_size,
+        pair_cutoff=args.pair_cutoff,
+        index=args.index,
+        progress=not args.quiet,
+        record_key=args.record_key,
+    )
+    verb = "appended" if args.append else "packed"
+    print(f"{verb} {added} structures -> {args.output} (physml-md info {args.output})")
+    return 0

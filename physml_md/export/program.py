@@ -1,0 +1,224 @@
+"""The TorchScript-free exported file: a ``torch.export`` program (``.pt2``), optionally AOTInductor-compiled.
+
+PyTorch is retiring TorchScript; ``torch.export`` is its successor. What is traced is ``Potential.evaluate``:
+positions, species, cell, batch layout and the neighbour list in; energy, per-atom energies, forces, stress
+(and charges) out, forces and stress by autograd traced into the graph. Three things stay outside the graph
+and run in Python before it, in ``ProgramPotential``: the input checks (their errors depend on the data), the
+neighbour list (vesin-torch's operator is opaque to the tracer) and the check for two atoms at one position.
+The numbers are the eager model's (float64: agreement to rounding, ~1e-15 relative, tested to 1e-12).
+
+How the trace is made (measured with torch 2.9.1): ``torch.export.export`` of a module that calls
+``torch.autograd.grad`` works with static shapes but fails with dynamic ones ("... is not tracked with proxy");
+so ``make_fx`` first traces forward and backward into one graph of aten operations with symbolic sizes (duck
+shaping off, so that sizes equal by chance in the example are not unified), and that graph, which no longer
+calls autograd, is exported with dynamic atoms, edges and structures. Energy models trace with the options
+that make their graph independent of the data (no edge chunks).
+
+Formats (``FORMATS``): "export" keeps the program (``torch.export.save``; runs on the device it was exported
+for, or moved to another on load); "aotinductor" compiles it to a shared library (needs a C++ compiler at
+export time; the library runs only on the kind of device, and CPU family, it was compiled for). Both are zip
+archives holding the same metadata document as the TorchScript file, at ``<archive>/extra/<METADATA_FILE>``.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+import torch._inductor
+from torch import Tensor
+
+from physml_md.data import keys as K
+from physml_md.export.metadata import METADATA_FILE, check_against_module
+from physml_md.models.potential import Potential, PotentialInputs, edge_vectors, raise_on_overlap
+
+__all__ = ["PROGRAM_FORMATS", "ProgramPotential", "load_program", "save_program", "trace_program"]
+
+PROGRAM_FORMATS = ("export", "aotinductor")
+# outputs of every program that hold the atomic numbers and cutoff it was traced with (not shown to callers)
+_SPECIES_OUTPUT = "_program_atomic_numbers"
+_CUTOFF_OUTPUT = "_program_cutoff"
+# the order of evaluate's tensor arguments (Potential.prepare returns them in this order)
+_INPUTS = (
+    "positions",
+    "numbers",
+    "species",
+    "cell",
+    "pbc",
+    "batch",
+    "n_atoms",
+    "edge_index",
+    "cell_shifts",
+    "total_charge",
+)
+
+
+def _traceable_copy(model: Potential) -> Potential:
+    """An eval-mode copy without parameter gradients, its energy model set to trace independently of the data."""
+    copy_ = copy.deepcopy(model).eval().requires_grad_(False)
+    for module in copy_.modules():
+        if hasattr(module, "chunk_elements"):
+            module.chunk_elements = 0
+        if hasattr(module, "stack_edges"):  # a committee: its members one after the other at every size
+            module.stack_edges = 0
+    return copy_
+
+
+def _example_inputs(model: Potential, device: torch.device) -> tuple:
+    """Two small structures (one isolated, one periodic) of the model's species, every size at least 2."""
+    generator = torch.Generator().manual_seed(0)
+    n = 8
+    numbers = torch.tensor([model.species[i % len(model.species)] for i in range(n)])
+    spacing = min(model.cutoff, 3.0) / 2.0
+    grid = torch.tensor([[i % 2, (i // 2) % 2, i // 4] for i in range(n // 2)], dtype=torch.float64) * spacing
+    jitter = 0.05 * spacing * torch.rand(n, 3, generator=generator, dtype=torch.float64)
+    positions = torch.cat([grid, grid]) + jitter
+    side = 2.0 * spacing + model.cutoff
+    data = {
+        K.POSITIONS: positions.to(device),
+        K.ATOMIC_NUMBERS: numbers.to(device),
+        K.CELL: (torch.eye(3, dtype=torch.float64) * side).repeat(2, 1, 1).to(device),
+        K.PBC: torch.tensor([[False] * 3, [True] * 3], device=device),
+        K.BATCH: torch.arange(2).repeat_interleave(n // 2).to(device),
+    }
+    return model.prepare(data)
+
+
+def trace_program(model: Potential, device: torch.device | str = "cpu") -> torch.export.ExportedProgram:
+    """``model.evaluate`` (with stress, without the overlap check) as a program with dynamic sizes."""
+    import torch.fx.experimental._config as fx_config
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    if not isinstance(model, Potential):
+        raise TypeError(f"trace_program needs a physml_md.models.Potential, got {type(model).__name__}")
+    device = torch.device(device)
+    traceable = _traceable_copy(model).to(device)
+    inputs = _example_inputs(traceable, device)
+
+    def evaluate(*args: Tensor) -> Dict[str, Tensor]:
+        with torch.enable_grad():
+            outputs = dict(traceable.evaluate(*args, True, False))
+        # what the traced model was built for, as constants of the program (checked against the metadata on load)
+        outputs[_SPECIES_OUTPUT] = torch.tensor(traceable.species, dtype=torch.long, device=device)
+        outputs[_CUTOFF_OUTPUT] = torch.tensor(traceable.cutoff, dtype=torch.float64, device=device)
+        return outputs
+
+    with fx_config.patch(use_duck_shape=False):
+        graph = make_fx(evaluate, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
+    atoms, edges, structures = (torch.export.Dim(name) for name in ("atoms", "edges", "structures"))
+    sizes = {
+        "positions": {0: atoms},
+        "numbers": {0: atoms},
+        "species": {0: atoms},
+        "cell": {0: structures},
+        "pbc": {0: structures},
+        "batch": {0: atoms},
+        "n_atoms": {0: structures},
+        "edge_index": {1: edges},
+        "cell_shifts": {0: edges},
+        "total_charge": {0: structures},
+    }
+    return torch.export.export(graph, inputs, dynamic_shapes=tuple(sizes[name] for name in _INPUTS), strict=False)
+
+
+def save_program(model: Potential, path: Path, document: str, format: str, device: torch.device | str = "cpu"):
+    """Trace ``model`` and write it to ``path`` in ``format`` with the metadata ``document`` (JSON text)."""
+    import zipfile
+
+    if format not in PROGRAM_FORMATS:
+        raise ValueError(f"format must be one of {PROGRAM_FORMATS} here, got {format!r}")
+    program = trace_program(model, device)
+    if format == "export":
+        torch.export.save(program, str(path), extra_files={METADATA_FILE: document})
+        return
+    # the C++ build is silent and long: say what is happening (stderr, as the MD progress bar)
+    print(
+        "compiling the model with AOTInductor (a C++ build; this takes about a minute)...", file=sys.stderr, flush=True
+    )
+    start = time.perf_counter()
+    try:
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    except Exception as exc:  # a compiler error: say what to do instead
+        raise RuntimeError(
+            f"AOTInductor could not compile the model ({type(exc).__name__}: {str(exc)[:500]}); it needs a working "
+            "C++ compiler (g++ or clang): install one, or export with format='export' (the same program, not "
+            "compiled)"
+        ) from exc
+    print(f"compiled in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    with zipfile.ZipFile(path) as archive:
+        root = archive.namelist()[0].split("/", 1)[0]
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(f"{root}/extra/{METADATA_FILE}", document)
+
+
+class ProgramPotential(PotentialInputs):
+    """A loaded program, called like the TorchScript module: ``forward(data) -> outputs``.
+
+    ``prepare`` (checks, species indices, neighbour list) and the overlap check run here, in Python; the
+    program computes the rest. Outputs are those of the TorchScript file: no "stress" unless some structure is
+    periodic. No gradient mode is needed (the backward pass is part of the program).
+    """
+
+    def __init__(self, program, metadata: Dict, device: torch.device):
+        super().__init__(list(metadata["atomic_numbers"]), float(metadata["cutoff"]))
+        self.to(device=device, dtype=getattr(torch, metadata["dtype"]))
+        self.program = program
+        self.outputs: List[str] = list(metadata.get("outputs", ()))
+
+    def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        inputs = self.prepare(data)
+        positions, _, _, cell, pbc, batch, _, edge_index, cell_shifts, _ = inputs
+        raise_on_overlap(
+            torch.linalg.vector_norm(edge_vectors(positions, cell, batch, edge_index, cell_shifts), dim=-1), edge_index
+        )
+        results = dict(self.program(*inputs))
+        results.pop(_SPECIES_OUTPUT, None)
+        results.pop(_CUTOFF_OUTPUT, None)
+        if not bool(pbc.any()):
+            results.pop(K.STRESS, None)
+        return results
+
+    def traced_species_and_cutoff(self) -> Tuple[List[int], float] | None:
+        """The atomic numbers and cutoff the program was traced with (constants of the program, read by running it
+        on one atom), or None for a file written before programs carried them."""
+        one_atom = {
+            K.POSITIONS: torch.zeros(1, 3, dtype=self.shift.dtype, device=self.shift.device),
+            K.ATOMIC_NUMBERS: torch.tensor(self.species[:1], device=self.shift.device),
+        }
+        outputs = dict(self.program(*self.prepare(one_atom)))
+        if _SPECIES_OUTPUT not in outputs or _CUTOFF_OUTPUT not in outputs:
+            return None
+        return [int(z) for z in outputs[_SPECIES_OUTPUT].tolist()], float(outputs[_CUTOFF_OUTPUT])
+
+
+def load_program(path: Path, metadata: Dict, device: torch.device | str = "cpu") -> ProgramPotential:
+    """The program in ``path`` (format from ``metadata``) as a ``ProgramPotential`` on ``device``."""
+    device = torch.device(device)
+    exported_on = torch.device(metadata.get("device", "cpu"))
+    if metadata["format"] == "aotinductor":
+        if device.type != exported_on.type:
+            raise ValueError(
+                f"{path} was compiled by AOTInductor for {exported_on.type} and runs only there, not on "
+                f"{device.type}: export it again with format='aotinductor' on {device.type}, or use the 'export' or "
+                "'torchscript' format"
+            )
+        program = torch._inductor.aoti_load_package(str(path))
+    else:
+        with warnings.catch_warnings():  # torch.export.load reads the weights from a read-only buffer, and says so
+            warnings.filterwarnings("ignore", message="The given buffer is not writable")
+            exported = torch.export.load(str(path))
+        if device.type != exported_on.type:
+            from torch.export.passes import move_to_device_pass
+
+            exported = move_to_device_pass(exported, device)
+        program = exported.module()
+    loaded = ProgramPotential(program, metadata, device)
+    traced = loaded.traced_species_and_cutoff()
+    if traced is not None:
+        check_against_module(path, metadata, *traced)
+    return loaded

@@ -1,0 +1,211 @@
+"""Train a committee: N members of one configuration, then one exported file that evaluates them all.
+
+``train_committee(config)`` is what ``physml-md train`` runs when ``[training] committee`` is 2 or more. Member
+k trains in ``<default_root_dir>/member_<k>/`` with seeds ``model.seed + k`` and ``training.seed + k`` (other
+initial weights, another data order) and, with ``training.bootstrap``, on a bootstrap sample of the training
+split (seed ``training.seed + k``). ``training.committee_processes`` members train at a time, each in a
+process of its own (one per core, or one per GPU when the trainer's accelerator is a GPU). A finished member
+leaves ``member.json``; a committee run started again with the same configuration skips the finished members
+(that is how a killed committee run resumes). The committee's file is ``<default_root_dir>/model.pt``: the
+members' best checkpoints (EMA weights) as one ``physml_md.models.Committee``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import torch
+
+from physml_md.atomic_write import atomic_write_text
+from physml_md.config.load import Config, ConfigError, config_to_dict
+from physml_md.export import export_potential
+from physml_md.export.checkpoint import committee_from_checkpoints
+from physml_md.md.uncertainty import committee_errors
+from physml_md.training.datamodule import AtomsDataModule
+from physml_md.training.run import EXPORT_NAME, TrainResult, datamodule_kwargs, train
+
+__all__ = ["CommitteeResult", "member_config", "train_committee", "MEMBER_RECORD"]
+
+MEMBER_RECORD = "member.json"
+
+
+@dataclass
+class CommitteeResult:
+    """Where a committee run put its outputs: the members' runs, the committee's file and its test metrics."""
+
+    root: Path
+    members: List[TrainResult]
+    model_path: Path | None
+    test_metrics: Dict[str, float] = field(default_factory=dict)
+
+
+def member_config(config: Config, index: int) -> Config:
+    """The configuration of member ``index``: its seeds and its own directory under the committee's."""
+    root = Path(config.trainer["default_root_dir"])
+    model = config.model.model_copy(update={"seed": config.model.seed + index})
+    training = config.training.model_copy(update={"seed": config.training.seed + index, "committee": 1})
+    trainer = {**config.trainer, "default_root_dir": str(root / f"member_{index}")}
+    return config.model_copy(update={"model": model, "training": training, "trainer": trainer})
+
+
+def _config_sha256(config: Config) -> str:
+    return hashlib.sha256(json.dumps(config_to_dict(config), sort_keys=True, default=str).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _lightning_quiet(quiet: bool) -> Iterator[None]:
+    """Lightning's own info lines (devices, checkpoint restores) silenced while ``quiet``: N members would print
+    them N times."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _train_member(
+    config: Config, index: int, bootstrap: bool, data: Dict[str, Any], threads: int, initial: Path | None
+) -> TrainResult:
+    if threads:
+        torch.set_num_threads(threads)
+    seed = config.training.seed + index if bootstrap else None
+    member = member_config(config, index)
+    with _lightning_quiet(True):
+        result = train(member, bootstrap_seed=seed, verbose=False, initial_weights=initial, **data)
+    if result.best_checkpoint is None:
+        raise RuntimeError(f"committee member {index} wrote no checkpoint: check trainer.max_epochs and the data")
+    record = {
+        "config_sha256": _config_sha256(config),
+        "run_dir": str(result.run_dir),
+        "best_checkpoint": str(result.best_checkpoint),
+        "model_path": str(result.model_path) if result.model_path else None,
+        "test_metrics": result.test_metrics,
+    }
+    atomic_write_text(Path(member.trainer["default_root_dir"]) / MEMBER_RECORD, json.dumps(record, indent=2))
+    return result
+
+
+def _finished_member(config: Config, index: int) -> TrainResult | None:
+    """The recorded result of member ``index`` if it finished with this configuration; an error if it finished
+    with another."""
+    path = Path(member_config(config, index).trainer["default_root_dir"]) / MEMBER_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("config_sha256") != _config_sha256(config) or not Path(record["best_checkpoint"]).is_file():
+        raise ConfigError(
+            f"{path.parent} holds a committee member trained with another configuration (or its checkpoint is "
+            "gone): choose another trainer.default_root_dir, or remove that directory to train the committee anew"
+        )
+    return TrainResult(
+        run_dir=Path(record["run_dir"]),
+        best_checkpoint=Path(record["best_checkpoint"]),
+        model_path=Path(record["model_path"]) if record.get("model_path") else None,
+        test_metrics=dict(record.get("test_metrics") or {}),
+    )
+
+
+def _member_threads(processes: int) -> int:
+    return max(1, (os.cpu_count() or 1) // processes) if processes > 1 else 0
+
+
+def _with_device(config: Config, index: int, processes: int) -> Config:
+    """With several processes on GPUs: member ``index`` on GPU ``index mod count``."""
+    accelerator = str(config.trainer.get("accelerator", "auto"))
+    if processes < 2 or accelerator not in ("gpu", "cuda") or not torch.cuda.is_available():
+        return config
+    trainer = {**config.trainer, "devices": [index % torch.cuda.device_count()]}
+    return config.model_copy(update={"trainer": trainer})
+
+
+def train_committee(
+    config: Config,
+    *,
+    size: int | None = None,
+    bootstrap: bool | None = None,
+    processes: int | None = None,
+    train_data: Any = None,
+    validation_data: Any = None,
+    test_data: Any = None,
+    initial_weights: List[Path] | None = None,
+    verbose: bool = True,
+) -> CommitteeResult:
+    """Train ``size`` members (default ``config.training.committee``) and export them as one committee file.
+
+    bootstrap and processes default to ``config.training.bootstrap`` / ``committee_processes``; the data
+    arguments are those of ``physml_md.training.run.train``. initial_weights: one checkpoint per member to start
+    from (e.g. the members of the previous round of active learning), else random weights.
+    """
+    size = int(config.training.committee if size is None else size)
+    bootstrap = bool(config.training.bootstrap if bootstrap is None else bootstrap)
+    processes = int(config.training.committee_processes if processes is None else processes)
+    if size < 2:
+        raise ConfigError(f"a committee needs 2 or more members, got committee = {size}")
+    if processes < 1:
+        raise ConfigError(f"committee_processes must be 1 or more, got {processes}")
+    data = {"train_data": train_data, "validation_data": validation_data, "test_data": test_data}
+    if initial_weights is not None and len(initial_weights) != size:
+        raise ConfigError(
+            f"initial_weights: {len(initial_weights)} checkpoints for {size} members; give one per member"
+        )
+    initial = list(initial_weights) if initial_weights is not None else [None] * size
+    root = Path(config.trainer["default_root_dir"])
+    results: Dict[int, TrainResult] = {}
+    for index in range(size):
+        finished = _finished_member(config, index)
+        if finished is not None:
+            results[index] = finished
+            if verbose:
+                print(f"member {index}: finished before, {finished.best_checkpoint}")
+    todo = [index for index in range(size) if index not in results]
+    threads = _member_threads(processes)
+    if processes > 1 and len(todo) > 1:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(min(processes, len(todo)), mp_context=context) as pool:
+            futures = {
+                pool.submit(
+                    _train_member, _with_device(config, i, processes), i, bootstrap, data, threads, initial[i]
+                ): i
+                for i in todo
+            }
+            for future in concurrent.futures.as_completed(futures):
+                results[futures[future]] = future.result()
+                if verbose:
+                    print(f"member {futures[future]}: trained, {results[futures[future]].best_checkpoint}")
+    else:
+        for index in todo:
+            results[index] = _train_member(config, index, bootstrap, data, 0, initial[index])
+            if verbose:
+                print(f"member {index}: trained, {results[index].best_checkpoint}")
+    members = [results[index] for index in range(size)]
+    committee, metadata = committee_from_checkpoints([m.best_checkpoint for m in members])
+    datamodule = AtomsDataModule(**datamodule_kwargs(config), **data)
+    datamodule.setup("fit")
+    result = CommitteeResult(root=root, members=members, model_path=None)
+    split = "test" if datamodule.splits.get("test") else ("validation" if datamodule.splits.get("validation") else None)
+    if split is not None:
+        result.test_metrics = committee_errors(committee, datamodule.loader(split))
+    metadata["training"]["committee_metrics"] = {"split": split, **result.test_metrics}
+    export_dtype = config.model.export_dtype or config.model.dtype
+    result.model_path = export_potential(
+        committee, root / EXPORT_NAME, metadata, dtype=export_dtype, structures=datamodule.splits.get("train")
+    )
+    if verbose:
+        if result.test_metrics:
+            print(f"committee of {size} on the {split} split:")
+            for key, value in result.test_metrics.items():
+                print(f"  {key:<40} {value:.4g}")
+        print(f"exported committee: {result.model_path}")
+    return result

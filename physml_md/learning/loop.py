@@ -1,0 +1,233 @@
+"""Active learning: rounds of train a committee -> run MD -> select uncertain frames -> label them -> retrain.
+
+    physml-md learn config.toml          # or: learn(config, learning)
+
+Round k lives in ``<trainer.default_root_dir>/round_<k>/``:
+- ``data.extxyz``: the starting data (``data.source``) plus every frame labelled in the rounds before;
+- ``train/``: the committee of the round (``physml_md.learning.committee_training``) and its ``model.pt``;
+- ``md.extxyz`` and ``md.csv``: NVT MD from ``learning.structures`` with that model, ``learning.md_time`` long;
+- ``uncertain.extxyz``: the frames whose largest per-atom force std exceeded ``uncertainty_threshold``;
+- ``labelled.extxyz``: those selected (the most uncertain first, ``min_spacing`` apart in time, at most
+  ``max_new_frames``) and labelled by the reference calculator (``physml_md.learning.labelling``);
+- ``round.json``: the round's figures, written last: a round with it is finished.
+
+The loop stops when a round's MD runs the whole ``md_time`` without a blow-up and without a frame over the
+threshold (converged), after ``rounds`` rounds, or when a round finds nothing to label although its MD blew up.
+A killed loop started again resumes at the round it was in: the finished rounds are read back, the committee
+members already trained in that round are kept, and the MD (same seed) and the labelling run again. Each round
+trains from the previous round's weights (``restart = "previous"``) or from random ones (``"scratch"``).
+
+Before the first round it runs, the loop imports the labelling calculator and labels the MD start structure with
+it, so that a wrong import path or setting fails in seconds rather than after a round of training and MD. A SIGINT
+or SIGTERM during a round's MD ends the loop there (``LearningResult.interrupted``): that round is neither labelled
+nor recorded, so the next run redoes it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List
+
+import ase.io
+from ase import Atoms
+
+from physml_md.atomic_write import atomic_path, atomic_write_text
+from physml_md.config.learning import LearningConfig
+from physml_md.config.load import Config, ConfigError
+from physml_md.learning.committee_training import train_committee
+from physml_md.learning.labelling import LabellingError, label_frames
+from physml_md.units import FS_TO_PS
+
+__all__ = ["LearningResult", "check_calculator", "learn", "select_frames", "format_rounds"]
+
+ROUND_RECORD = "round.json"
+
+
+@dataclass
+class LearningResult:
+    """The rounds' records (``round.json`` of each) and whether the loop converged."""
+
+    root: Path
+    rounds: List[Dict[str, Any]] = field(default_factory=list)
+    converged: bool = False
+    model_path: Path | None = None  # the last round's committee
+    interrupted: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped a round's MD (round not recorded)
+    interruption: str | None = None  # what happened, in one sentence
+
+
+def select_frames(frames: List[Atoms], min_spacing_fs: float, cap: int) -> List[Atoms]:
+    """The most uncertain frames first (``info["max_forces_std"]``), each at least ``min_spacing_fs`` from every
+    frame taken before it (``info["time_fs"]``), at most ``cap``; returned in time order."""
+    taken: List[Atoms] = []
+    for frame in sorted(frames, key=lambda f: -float(f.info["max_forces_std"])):
+        if len(taken) >= cap:
+            break
+        if all(abs(float(frame.info["time_fs"]) - float(t.info["time_fs"])) >= min_spacing_fs for t in taken):
+            taken.append(frame)
+    return sorted(taken, key=lambda f: float(f.info["time_fs"]))
+
+
+def _test_error(model_path: Path, test_frames: List[Atoms], keys) -> Dict[str, float]:
+    """``committee_errors`` of the committee file on the test frames, its keys prefixed with ``test_``."""
+    from physml_md.data.collate import collate
+    from physml_md.data.structures import atoms_to_dict
+    from physml_md.export import load_potential
+    from physml_md.md.uncertainty import committee_errors
+
+    potential = load_potential(model_path)
+    batch = collate([atoms_to_dict(atoms, keys, dtype=potential.dtype) for atoms in test_frames])
+    return {f"test_{key}": value for key, value in committee_errors(potential, [batch]).items()}
+
+
+def _resolve(path: str, base: Path) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else (base / candidate).resolve()
+
+
+def check_calculator(learning: LearningConfig, frame: Atoms, keys) -> None:
+    """Import the labelling calculator and label ``frame`` with it: a ``LabellingError`` saying so when it fails."""
+    try:
+        label_frames([frame], learning.label.calculator, learning.label.kwargs, keys, learning.label.threads)
+    except LabellingError as exc:
+        raise LabellingError(
+            f"[learning.label] was checked on the MD start structure before any training and failed: {exc}"
+        ) from None
+
+
+def learn(config: Config, learning: LearningConfig, base: Path | None = None, verbose: bool = True) -> LearningResult:
+    """Run the loop (see the module docstring); ``base`` resolves the relative paths of ``learning``. ``verbose``
+    prints each round's line of ``format_rounds`` (finished rounds read back too) as it is done."""
+    from physml_md.md.runner import run_md
+
+    if config.training.committee < 2:
+        raise ConfigError("active learning needs a committee: set [training] committee = 4 (2 or more)")
+    if config.data.source is None:
+        raise ConfigError("active learning adds frames to data.source: give the starting data set as data.source")
+    base = Path.cwd() if base is None else Path(base)
+    start = ase.io.read(_resolve(learning.structures, base), index=learning.index)
+    keys = config.data.label_keys()
+    test_frames = ase.io.read(_resolve(learning.test_data, base), ":") if learning.test_data else None
+    initial = ase.io.read(config.data.source, ":")
+    root = Path(config.trainer["default_root_dir"])
+    result = LearningResult(root=root)
+    added: List[Atoms] = []
+    previous_members: List[Path] | None = None
+    checked = False
+
+    def show(record: Dict[str, Any]) -> None:
+        if verbose:
+            print(format_rounds([record], header=len(result.rounds) == 1), flush=True)
+
+    for k in range(learning.rounds):
+        folder = root / f"round_{k}"
+        record_path = folder / ROUND_RECORD
+        if record_path.is_file():  # finished before: read it back and go on
+            record = json.loads(record_path.read_text())
+            result.rounds.append(record)
+            show(record)
+            labelled_path = folder / "labelled.extxyz"
+            added += ase.io.read(labelled_path, ":") if labelled_path.is_file() else []
+            previous_members = [Path(p) for p in record["members"]]
+            result.model_path = Path(record["model"])
+            if record["converged"] or record["stop"]:
+                result.converged = record["converged"]
+                break
+            continue
+        if not checked:  # before any training: a calculator that cannot label costs seconds, not a round
+            check_calculator(learning, start, keys)
+            checked = True
+        folder.mkdir(parents=True, exist_ok=True)
+        data_file = folder / "data.extxyz"
+        with atomic_path(data_file) as tmp:
+            ase.io.write(tmp, initial + added, format="extxyz")
+        round_config = config.model_copy(
+            update={
+                "data": config.data.model_copy(update={"source": str(data_file)}),
+                "trainer": {**config.trainer, "default_root_dir": str(folder / "train")},
+            }
+        )
+        warm = previous_members if learning.restart == "previous" else None
+        committee = train_committee(round_config, initial_weights=warm, verbose=False)
+        md = run_md(
+            committee.model_path,
+            start,
+            engine=learning.engine,
+            ensemble="nvt",
+            temperature=learning.temperature,
+            timestep=learning.timestep,
+            time=learning.md_time,
+            report_every=learning.report_every,
+            seed=learning.seed + k,
+            trajectory=folder / "md.extxyz",
+            log=folder / "md.csv",
+            keep_positions=False,
+            uncertainty_threshold=learning.uncertainty_threshold,
+            uncertain_frames=folder / "uncertain.extxyz",
+        )
+        if md.interrupted:  # the MD did not run its course: the round stays unfinished, the next run redoes it
+            result.interrupted = md.interrupted
+            result.interruption = (
+                f"round {k} interrupted by {md.interrupted} during its MD (at {md.steps_done} of "
+                f"{md.steps_requested} steps); it was not labelled nor recorded: run the same command again to redo it"
+            )
+            break
+        flagged = ase.io.read(folder / "uncertain.extxyz", ":") if "uncertain_frames" in md.files else []
+        selected = select_frames(flagged, learning.min_spacing, learning.max_new_frames)
+        labelled = label_frames(
+            selected, learning.label.calculator, learning.label.kwargs, keys, learning.label.threads
+        )
+        if labelled:
+            with atomic_path(folder / "labelled.extxyz") as tmp:
+                ase.io.write(tmp, labelled, format="extxyz")
+        converged = md.stable and not flagged and md.steps_done == md.steps_requested
+        stop = not converged and not labelled
+        record = {
+            "round": k,
+            "training_frames": len(initial) + len(added),
+            "members": [str(m.best_checkpoint) for m in committee.members],
+            "model": str(committee.model_path),
+            "md_ps": md.steps_done * md.timestep_fs * FS_TO_PS,
+            "md_stable": md.stable,
+            "blow_up": None if md.blow_up is None else md.blow_up.message,
+            "max_forces_std_ev_per_angstrom": max(md.max_forces_std) if md.max_forces_std else None,
+            "flagged_frames": len(flagged),
+            "labelled_frames": len(labelled),
+            "converged": converged,
+            "stop": stop,
+            **committee.test_metrics,
+        }
+        if test_frames is not None:
+            record.update(_test_error(committee.model_path, test_frames, keys))
+        atomic_write_text(record_path, json.dumps(record, indent=2))
+        result.rounds.append(record)
+        result.model_path = committee.model_path
+        added += labelled
+        previous_members = [m.best_checkpoint for m in committee.members]
+        show(record)
+        if converged or stop:
+            result.converged = converged
+            break
+    return result
+
+
+def format_rounds(rounds: List[Dict[str, Any]], header: bool = True) -> str:
+    """The rounds as a table: data size, MD time and stability, uncertainty, frames added, test error."""
+    lines = []
+    if header:
+        lines.append(
+            f"{'round':>5} {'frames':>7} {'MD ps':>7} {'stable':>7} {'max sF eV/A':>12} {'flagged':>8} {'added':>6} "
+            f"{'test F MAE meV/A':>17} {'Spearman':>8}"
+        )
+    for r in rounds:
+        test = r.get("test_force_mae_mev_per_angstrom")
+        sigma = r.get("max_forces_std_ev_per_angstrom")
+        rho = r.get("test_spearman_max_force_error_vs_uncertainty")
+        lines.append(
+            f"{r['round']:>5} {r['training_frames']:>7} {r['md_ps']:>7.3f} {str(r['md_stable']):>7} "
+            f"{'-' if sigma is None else f'{sigma:.3f}':>12} {r['flagged_frames']:>8} {r['labelled_frames']:>6} "
+            f"{'-' if test is None else f'{test:.2f}':>17} {'-' if rho is None else f'{rho:.2f}':>8}"
+            + ("  converged" if r["converged"] else "")
+        )
+    return "\n".join(lines)

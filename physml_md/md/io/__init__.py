@@ -1,0 +1,1 @@
+"""physml_md/md/io."""

@@ -1,0 +1,197 @@
+"""Loss-weight mixing: each loss weight moves toward a target weight, epoch by epoch.
+
+Two schedules:
+
+- ``"step"`` (modelforge's semantics): after every training epoch the weight changes by ``mixing_steps``
+  (signed) and stops at ``target_weight``;
+- ``"linear"``: after ``e`` epochs the weight is ``w0 + (target - w0) * min(e / mixing_epochs, 1)``.
+
+The weights are a function of the number of finished epochs (``trainer.current_epoch`` at the start of an
+epoch), which Lightning restores on resume, so a resumed run continues the mixing where it stopped; the current
+weights are also stored in the callback's state inside every checkpoint (and logged as ``weight/<component>``
+by the LightningModule, which reads them from ``pl_module.loss_weights``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Mapping
+
+import lightning
+from ase import Atoms
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+from physml_md.config.training import LossConfig, MDValidationConfig
+
+__all__ = ["LossWeightMixing", "mixed_weight", "MDValidation"]
+
+
+def mixed_weight(
+    initial: float, target: float | None, epochs: int, step: float | None = None, span: int | None = None
+) -> float:
+    """Weight after ``epochs`` finished epochs (``step`` for the step schedule, ``span`` for the linear one)."""
+    if target is None:
+        return initial
+    if span is not None:
+        return initial + (target - initial) * min(epochs / span, 1.0)
+    if step is None or step == 0.0:
+        return initial
+    moved = initial + step * epochs
+    return min(moved, target) if step > 0 else max(moved, target)
+
+
+class LossWeightMixing(Callback):
+    """Moves ``pl_module.loss_weights`` toward their targets after every training epoch.
+
+    weights: initial weight of every component; target_weight / mixing_steps / mixing_epochs: per component,
+    only for the components that move; ``schedule`` is "step" or "linear". ``from_config`` takes them from the
+    validated ``[training.loss_parameter]`` section, which checks them; they are not checked again here.
+    """
+
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        target_weight: Mapping[str, float] | None = None,
+        mixing_steps: Mapping[str, float] | None = None,
+        mixing_epochs: Mapping[str, int] | None = None,
+        schedule: str = "step",
+    ):
+        self.initial = dict(weights)
+        self.target = dict(target_weight or {})
+        self.steps = dict(mixing_steps or {})
+        self.spans = dict(mixing_epochs or {})
+        self.schedule = schedule
+        self.epochs_done = 0
+
+    @classmethod
+    def from_config(cls, loss: LossConfig) -> LossWeightMixing:
+        """From the ``[training.loss_parameter]`` section (``loss.weight`` has every listed component)."""
+        return cls(loss.weight, loss.target_weight, loss.mixing_steps, loss.mixing_epochs, loss.schedule)
+
+    @property
+    def state_key(self) -> str:
+        return "LossWeightMixing"
+
+    def weights(self) -> Dict[str, float]:
+        """The weights after ``self.epochs_done`` epochs."""
+        current = {}
+        for name, initial in self.initial.items():
+            if self.schedule == "linear":
+                current[name] = mixed_weight(
+                    initial, self.target.get(name), self.epochs_done, span=self.spans.get(name)
+                )
+            else:
+                current[name] = mixed_weight(
+                    initial, self.target.get(name), self.epochs_done, step=self.steps.get(name)
+                )
+        return current
+
+    def _sync(self, trainer, pl_module) -> None:
+        self.epochs_done = int(trainer.current_epoch)
+        pl_module.loss_weights = self.weights()
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._sync(trainer, pl_module)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # after a checkpoint was restored (on_fit_start runs before that, and a run resumed mid-epoch does not
+        # call on_train_epoch_start for the interrupted epoch)
+        self._sync(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._sync(trainer, pl_module)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"epochs_done": self.epochs_done, "weights": self.weights(), "schedule": self.schedule}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.epochs_done = int(state_dict["epochs_done"])
+
+
+# ``MDValidation``: a short MD run with the model being trained, every few epochs, logged beside the losses.
+#
+# Configured by the validated ``[training.md_validation]`` section:
+#
+#     MDValidation(MDValidationConfig(every_n_epochs=5, steps=200), seed=0)
+#
+# At the end of every ``every_n_epochs``-th training epoch (after validation), the evaluation weights (the EMA
+# when one is kept) are copied, scripted and run with ``physml_md.md.runner.run_md`` from the starting structure
+# (``structure``, or the first training structure). Logged: ``md/stable`` (1 or 0), ``md/min_distance``
+# (angstrom), ``md/max_force`` (eV/angstrom), ``md/drift`` (meV/atom/ps, NVE) or ``md/temperature`` (K, NVT)
+# and ``md/steps`` (steps done before a blow-up). With ``stop_on_blowup`` a blow-up stops training (after this
+# epoch's checkpoint); otherwise it is only reported. Every process runs the same (seeded) MD, so the decision
+# is the same on every rank of a DDP run.
+
+
+class MDValidation(lightning.Callback):
+    """``config``: the ``[training.md_validation]`` section (``every_n_epochs`` = 0: the callback never runs);
+    ``structure``: the starting structure (default: ``config.structures``, else the first training structure);
+    ``seed``: of the initial velocities."""
+
+    def __init__(self, config: MDValidationConfig, structure: Atoms | None = None, seed: int = 0):
+        self.config = config
+        self.seed = seed
+        if structure is None and config.structures is not None:
+            from ase.io import read
+
+            structure = read(config.structures, index=config.index)
+        self.structure: Atoms | None = structure
+        self.last = None  # the last run's MDResult
+
+    def _start(self, trainer) -> Atoms:
+        if self.structure is None:
+            from physml_md.data.structures import dict_to_atoms
+
+            datamodule = getattr(trainer, "datamodule", None)
+            if datamodule is None or not getattr(datamodule, "splits", None):
+                raise ValueError("MDValidation needs a structure to start from: pass structure=... (a file or Atoms)")
+            self.structure = dict_to_atoms(datamodule.splits["train"][0])
+        return self.structure
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        config = self.config
+        if trainer.sanity_checking or not config.every_n_epochs or (trainer.current_epoch + 1) % config.every_n_epochs:
+            return
+        from physml_md.md.runner import run_md
+        from physml_md.validation.metrics import energy_drift
+
+        model = copy.deepcopy(pl_module.evaluation_model).requires_grad_(False)
+        result = run_md(
+            model,
+            self._start(trainer),
+            engine=config.engine,
+            ensemble=config.ensemble,
+            temperature=config.temperature,
+            timestep=config.timestep,
+            steps=config.steps,
+            report_every=config.report_every,
+            seed=self.seed,
+            min_distance=config.min_distance,
+            max_force=config.max_force,
+            keep_positions=False,
+            device=str(pl_module.device),
+        )
+        self.last = result
+        metrics = {
+            "md/stable": float(result.stable),
+            "md/min_distance": result.min_distance,
+            "md/max_force": result.max_force,
+            "md/steps": float(result.steps_done),
+        }
+        if result.stable and config.ensemble == "nve" and len(result.times_fs) >= 3:
+            metrics["md/drift"] = energy_drift(
+                result.times_fs, result.total_energies, result.n_atoms
+            ).drift_mev_per_atom_per_ps
+        elif result.stable:
+            metrics["md/temperature"] = sum(result.temperatures_k) / len(result.temperatures_k)
+        for name, value in metrics.items():
+            pl_module.log(name, float(value), on_epoch=True, sync_dist=False)
+        if not result.stable:
+            message = (
+                f"MD validation after epoch {trainer.current_epoch}: blow-up at step {result.blow_up_step} of "
+                f"{config.steps}: {result.blow_up.message}"
+            )
+            rank_zero_info(message + ("; stopping training" if config.stop_on_blowup else ""))
+            if config.stop_on_blowup:
+                trainer.should_stop = True

@@ -1,0 +1,1 @@
+"""physml_md/validation."""

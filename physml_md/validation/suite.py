@@ -1,0 +1,380 @@
+"""Does the potential survive MD? ``validate`` runs NVT then NVE and judges the runs, criterion by criterion.
+
+    report = validate("model.pt", "structures.extxyz", reference="reference_md.extxyz", out="validation/")
+    report.passed, report.criteria
+
+The suite, on one structure of ``structures``:
+1. NVT (Langevin) at ``temperature`` for ``nvt_steps``: it must not blow up (``runner``: atoms closer than
+   ``min_distance``, forces above ``max_force``, non-finite numbers or an engine failure stop the run and name
+   the step and atoms), and its mean temperature after the first 20 % must be within ``temperature_relative``
+   of the target (the thermostat works and the potential does not heat or freeze the system by itself).
+2. NVE (velocity Verlet) for ``nve_steps`` from the last NVT positions with fresh velocities at the
+   temperature: stable, and the total energy drifts (linear fit) by at most ``drift`` meV/atom/ps.
+3. Structure against ``reference`` (a reference MD trajectory or a dataset, any format ``read_trajectory``
+   reads), from the NVT frames after the first 20 %: periodic systems compare g(r) (``rdf_difference``);
+   molecules compare the distributions of bond lengths and of dihedral angles over the bonds found in the
+   starting structure (``jensen_shannon``, 30 bins: with a few thousand values the sampling noise of two
+   runs of the same potential stays near 0.005 bits, below the 0.02 threshold). Without a reference these
+   criteria are left out (and the report says so).
+
+Default thresholds (``DEFAULT_THRESHOLDS``): drift 1 meV/atom/ps (what well-trained potentials reach in float64
+with 0.5 fs steps; a potential with a rough energy surface drifts by tens), temperature 10 % (mean) and a
+factor 2 (spread), minimum distance
+0.5 angstrom and maximum force 100 eV/angstrom (``blowups.check_frame`` explains both), rdf_difference 0.1 and
+jensen_shannon 0.02 (``structure.compare_distributions`` explains both, measured on EMT Cu); with training distances
+in the model's metadata, closest_contact 0.95 (``trust.extrapolation_criterion``); for committees, max_forces_std
+0.2 eV/angstrom (``trust.uncertainty_criterion``).
+
+``out`` receives report.json (criteria, pass/fail, run summaries), nvt.csv, nve.csv, nvt.extxyz (the NVT
+trajectory), energy.png and structure.png; every file is written atomically, report.json last. With
+``model`` an exported file, ``<model>.validation.json`` beside it receives the report's summary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+from ase import Atoms
+
+from physml_md.atomic_write import PathLike, atomic_write_text
+from physml_md.md import blowups
+from physml_md.md.geometry import half_width
+from physml_md.md.runner import MDResult, run_md
+from physml_md.md.uncertainty import watch_for
+from physml_md.units import parse_quantity
+from physml_md.validation import metrics, structure
+from physml_md.validation.criteria import (
+    CLOSEST_CONTACT,
+    Criterion,
+    extrapolation_criterion,
+    training_distances,
+    uncertainty_criterion,
+)
+
+__all__ = ["DEFAULT_THRESHOLDS", "Criterion", "ValidationReport", "validate"]
+
+DEFAULT_THRESHOLDS: Dict[str, float] = {
+    "drift": 1.0,  # |NVE drift| in meV/atom/ps
+    "temperature_relative": 0.1,  # |<T> - T_target| / T_target
+    "temperature_spread": 1.0,  # |log2(std(T) / canonical std)|: within a factor of 2
+    "min_distance": blowups.DEFAULT_MIN_DISTANCE,  # angstrom, also the blow-up criterion of the runs
+    "max_force": blowups.DEFAULT_MAX_FORCE,  # eV/angstrom, also the blow-up criterion of the runs
+    "rdf_difference": structure.DEFAULT_THRESHOLDS["rdf_difference"],
+    "jensen_shannon": structure.DEFAULT_THRESHOLDS["jensen_shannon"],
+    "max_forces_std": 0.2,  # eV/angstrom, committees only: the largest per-atom force std along the runs
+    "closest_contact": CLOSEST_CONTACT,  # closest contact / the training data's (trust.extrapolation_criterion)
+}
+SKIP_FRACTION = 0.2  # of the NVT frames, discarded as equilibration
+DISTRIBUTION_BINS = 30
+
+
+@dataclass
+class ValidationReport:
+    criteria: List[Criterion]
+    runs: Dict[str, Dict[str, Any]]
+    settings: Dict[str, Any]
+    notes: List[str] = field(default_factory=list)
+    files: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.criteria)
+
+    def summary(self) -> Dict[str, Any]:
+        """Pass/fail and the value of each criterion (what is stored beside the model)."""
+        return {
+            "passed": self.passed,
+            "criteria": {
+                c.name: {"value": c.value, "threshold": c.threshold, "passed": c.passed} for c in self.criteria
+            },
+            "settings": self.settings,
+        }
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "criteria": [c.to_dict() for c in self.criteria],
+            "runs": self.runs,
+            "settings": self.settings,
+            "notes": self.notes,
+            "files": self.files,
+        }
+
+    def format(self) -> str:
+        lines = [f"MD validation: {'PASSED' if self.passed else 'FAILED'}"]
+        lines += ["  " + c.message for c in self.criteria]
+        lines += ["  note: " + note for note in self.notes]
+        return "\n".join(lines)
+
+
+def _structure(structures, index: int) -> Atoms:
+    if isinstance(structures, Atoms):
+        return structures
+    if isinstance(structures, (str, Path)):
+        from ase.io import read
+
+        return read(structures, index=index)
+    structures = list(structures)
+    if not structures:
+        raise ValueError("no structures to start MD from")
+    return structures[index]
+
+
+def _stability(name: str, run: MDResult) -> Criterion:
+    if run.stable:
+        return Criterion(f"{name} stable", 1.0, 1.0, True, relation=">=", detail=f"{run.steps_done} steps")
+    return Criterion(
+        f"{name} stable",
+        0.0,
+        1.0,
+        False,
+        relation=">=",
+        detail=f"blew up at step {run.blow_up_step} of {run.steps_requested}: {run.blow_up.message}",
+    )
+
+
+def _production(run: MDResult) -> slice:
+    return slice(int(len(run.times_fs) * SKIP_FRACTION), None)
+
+
+def _structure_criteria(nvt: MDResult, atoms: Atoms, reference, thresholds, out: Path | None, files):
+    """Criteria (and a plot) comparing the NVT frames with the reference trajectory or dataset."""
+    from physml_md.md.io.writing import read_trajectory
+
+    reference_data = read_trajectory(reference)
+    if list(reference_data.symbols) != atoms.get_chemical_symbols():
+        raise ValueError(
+            f"the reference {reference} holds {len(reference_data.symbols)} atoms "
+            f"({''.join(sorted(set(reference_data.symbols)))}), not the validated structure's {len(atoms)} "
+            f"({atoms.get_chemical_formula()}): give a reference trajectory of the same system, atoms in the same order"
+        )
+    frames = np.asarray(nvt.positions[_production(nvt)])
+    symbols = atoms.get_chemical_symbols()
+    criteria = []
+    if atoms.pbc.all():
+        cell = atoms.cell.array
+        ref_cells = reference_data.cells if reference_data.cells is not None else None
+        if ref_cells is None:
+            raise ValueError(f"the reference {reference} has no cell; a periodic structure needs a periodic reference")
+        r_max = min(half_width(np.asarray([cell])), half_width(np.asarray(ref_cells)))
+        sample = structure.radial_distribution(frames, cell, symbols, r_range=(0.0, r_max))
+        ref = structure.radial_distribution(reference_data.positions, ref_cells, symbols, r_range=(0.0, r_max))
+        result = structure.compare_distributions(ref, sample, threshold=thresholds["rdf_difference"], name="g(r)")
+        criteria.append(Criterion("rdf_difference", result.value, result.threshold, result.passed, "", "<="))
+        if out is not None:
+            from physml_md.validation.plots import rdf_plot
+
+            files["structure_plot"] = str(rdf_plot(out / "structure.png", ref.r, ref.g, sample.g, "g(r), all pairs"))
+        return criteria
+    bonds = structure.bonds_from_positions(symbols, atoms.positions)  # the bonds of the starting structure
+    if len(bonds) == 0:
+        return [Criterion("bond lengths", None, thresholds["jensen_shannon"], False, detail="no bonds found")]
+    panels = []
+    comparisons = [("bond lengths", structure.bond_length_distribution, bonds, "angstrom")]
+    dihedrals = structure.dihedrals_from_bonds(len(atoms), bonds)
+    if len(dihedrals):
+        comparisons.append(("dihedrals", structure.dihedral_distribution, dihedrals, "degree"))
+    for name, distribution, terms, unit in comparisons:
+        ref = distribution(reference_data.positions, terms, bins=DISTRIBUTION_BINS)
+        sample = distribution(frames, terms, bins=ref.edges)
+        result = structure.compare_distributions(ref, sample, threshold=thresholds["jensen_shannon"], name=name)
+        criteria.append(
+            Criterion(f"{name} (jensen_shannon)", result.value, result.threshold, result.passed, "bits", "<=")
+        )
+        panels.append((name, unit, ref.edges, ref.probabilities, sample.probabilities))
+    if out is not None:
+        from physml_md.validation.plots import distributions_plot
+
+        files["structure_plot"] = str(distributions_plot(out / "structure.png", panels))
+    return criteria
+
+
+def validate(
+    model,
+    structures,
+    reference=None,
+    engine: str = "ase",
+    temperature="300 K",
+    timestep="0.5 fs",
+    nvt_steps: int = 2000,
+    nve_steps: int = 1000,
+    friction="5 / ps",
+    report_every: int = 10,
+    seed: int = 0,
+    index: int = 0,
+    out: PathLike | None = None,
+    thresholds: Dict[str, float] | None = None,
+    progress: bool = False,
+    device: str | None = None,
+    platform: str | None = None,
+    backend: str = "auto",
+    periodic: bool | None = None,
+) -> ValidationReport:
+    """Run the MD validation suite (see the module docstring) and, with ``out``, write the report directory.
+
+    ``engine``, ``device``, ``platform``, ``backend`` and ``periodic`` are passed to ``run_md`` (the OpenMM force).
+    For molecules, give long runs: the dihedral distributions of a 1 ps run differ from a reference by more
+    than the 0.02-bit threshold even for the reference potential itself (see examples/ethanol_xtb/run.py).
+    """
+    from physml_md.export import load_model
+
+    unknown = sorted(set(thresholds or {}) - set(DEFAULT_THRESHOLDS))
+    if unknown:
+        raise ValueError(f"unknown threshold(s) {unknown}; known: {', '.join(DEFAULT_THRESHOLDS)}")
+    limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    if not 0.0 < limits["closest_contact"] < float("inf"):
+        raise ValueError(
+            f"the closest_contact threshold is a positive fraction of the training data's shortest distance (default "
+            f"{CLOSEST_CONTACT:g}), got {limits['closest_contact']}"
+        )
+    target = parse_quantity(temperature, "temperature", "temperature")
+    atoms = _structure(structures, index)
+    model_given, model = model, load_model(model, device or "cpu")  # once for both runs
+    if "max_forces_std" in (thresholds or {}):  # md's check: a threshold on a single potential could never fail
+        watch_for(model, atoms, limits["max_forces_std"], False, None)
+    out = None if out is None else Path(out)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    common = {
+        "engine": engine,
+        "temperature": target,
+        "timestep": timestep,
+        "friction": friction,
+        "report_every": report_every,
+        "min_distance": limits["min_distance"],
+        "max_force": limits["max_force"],
+        "progress": progress,
+        "device": device,
+        "platform": platform,
+        "backend": backend,
+        "periodic": periodic,
+    }
+    nvt = run_md(
+        model,
+        atoms,
+        ensemble="nvt",
+        steps=nvt_steps,
+        seed=seed,
+        log=None if out is None else out / "nvt.csv",
+        trajectory=None if out is None else out / "nvt.extxyz",
+        **common,
+    )
+    criteria = [_stability("NVT", nvt)]
+    runs = {"nvt": nvt.summary()}
+    notes: List[str] = []
+    files = {f"nvt_{k}": v for k, v in nvt.files.items()}
+    production = _production(nvt)
+    if nvt.stable:
+        stats = metrics.temperature_statistics(nvt.temperatures_k, target, SKIP_FRACTION, n_atoms=len(atoms))
+        runs["nvt"]["temperature"] = stats.to_dict()
+        relative = abs(stats.relative_deviation) if target > 0 else abs(stats.mean_k)
+        criteria.append(
+            Criterion(
+                "NVT mean temperature (relative deviation)",
+                relative,
+                limits["temperature_relative"],
+                relative <= limits["temperature_relative"],
+                detail=f"mean {stats.mean_k:.1f} K, std {stats.std_k:.1f} K, target {target:g} K",
+            )
+        )
+        if stats.std_ratio is not None and stats.std_ratio > 0:
+            spread = abs(float(np.log2(stats.std_ratio)))
+            criteria.append(
+                Criterion(
+                    "NVT temperature spread |log2(std / canonical std)|",
+                    spread,
+                    limits["temperature_spread"],
+                    spread <= limits["temperature_spread"],
+                    detail=f"std {stats.std_k:.1f} K, canonical sqrt(2/(3N)) T = {stats.expected_std_k:.1f} K",
+                )
+            )
+    nve, drift = None, None
+    if nvt.stable:
+        nve = run_md(
+            model,
+            nvt.final_atoms,
+            ensemble="nve",
+            steps=nve_steps,
+            seed=seed + 1,
+            log=None if out is None else out / "nve.csv",
+            **common,
+        )
+        runs["nve"] = nve.summary()
+        files.update({f"nve_{k}": v for k, v in nve.files.items()})
+        criteria.append(_stability("NVE", nve))
+        if nve.stable and len(nve.times_fs) >= 3:
+            drift = metrics.energy_drift(nve.times_fs, nve.total_energies, len(atoms))
+            runs["nve"]["drift"] = drift.to_dict()
+            value = abs(drift.drift_mev_per_atom_per_ps)
+            criteria.append(
+                Criterion("NVE energy drift", value, limits["drift"], value <= limits["drift"], "meV/atom/ps")
+            )
+    else:
+        notes.append("NVE was not run: the NVT run blew up")
+    runs_done = [run for run in (nvt, nve) if run is not None]
+    closest = min(run.min_distance for run in runs_done)
+    largest = max(run.max_force for run in runs_done)
+    criteria.append(
+        Criterion("minimum interatomic distance", closest, limits["min_distance"], closest >= limits["min_distance"],
+                  "angstrom", ">=")
+    )  # fmt: skip
+    criteria.append(
+        Criterion("maximum force", largest, limits["max_force"], largest <= limits["max_force"], "eV/angstrom")
+    )
+    shortest = training_distances(model_given)
+    if shortest:
+        criteria.append(extrapolation_criterion(shortest, runs_done, atoms, limits["closest_contact"]))
+    uncertain = uncertainty_criterion(runs_done, limits["max_forces_std"])
+    if uncertain is not None:
+        criteria.append(uncertain)
+    if reference is None:
+        notes.append("no reference trajectory given: structure (g(r) or bond/dihedral distributions) not compared")
+    elif not nvt.stable or len(nvt.positions[production]) < 2:
+        notes.append("structure not compared: the NVT run has too few frames")
+    else:
+        criteria += _structure_criteria(nvt, atoms, reference, limits, out, files)
+    settings = {
+        "engine": engine,
+        "temperature_k": target,
+        "timestep_fs": nvt.timestep_fs,
+        "nvt_steps": nvt_steps,
+        "nve_steps": nve_steps,
+        "friction": str(friction),
+        "seed": seed,
+        "structure_index": index,
+        "reference": None if reference is None else str(reference),
+        "thresholds": limits,
+        "model": str(model_given) if isinstance(model_given, (str, Path)) else type(model_given).__name__,
+    }
+    report = ValidationReport(criteria, runs, settings, notes, files)
+    if out is not None:
+        _write(report, out, model_given, nvt, nve, drift, atoms, target)
+    return report
+
+
+def _write(report: ValidationReport, out: Path, model, nvt: MDResult, nve, drift, atoms: Atoms, target: float):
+    from physml_md.validation.plots import energy_plot
+
+    report.files["energy_plot"] = str(
+        energy_plot(
+            out / "energy.png",
+            nvt.times_fs,
+            nvt.potential_energies,
+            nvt.temperatures_k,
+            target,
+            [] if nve is None else nve.times_fs,
+            [] if nve is None else nve.total_energies,
+            0.0 if drift is None else drift.drift_mev_per_atom_per_ps,
+            len(atoms),
+        )
+    )
+    report.files["report"] = str(out / "report.json")
+    if isinstance(model, (str, Path)) and Path(model).suffix in (".pt", ".pt2"):
+        beside = Path(model).with_suffix(".validation.json")
+        report.files["model_summary"] = str(beside)
+        atomic_write_text(beside, json.dumps(report.summary(), indent=2))
+    atomic_write_text(out / "report.json", json.dumps(report.to_dict(), indent=2))
