@@ -19,11 +19,10 @@ import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from physml_md.config.learning import LabelConfig, LearningConfig
+import physml_md.config.learning as schema_learning
 from physml_md.config.load import CONFIG_SUFFIXES, Config
-from physml_md.config.schema import CallbackSpec, CheckpointConfig, TrainerConfig
-from physml_md.config.trainer import lightning_parameters
-from physml_md.config.types import LOSS_COMPONENTS, Doc
+from physml_md.config.trainer import CallbackSpec, CheckpointConfig, TrainerConfig, lightning_parameters
+from physml_md.config.types import LOSS_COMPONENTS, Doc, section_class
 from physml_md.units import INTERNAL_UNITS
 
 __all__ = ["config_reference", "config_sections", "config_keys", "is_config_key"]
@@ -38,7 +37,7 @@ TRAINER_SECTIONS = (
 
 # ---------------------------------------------------------------------------------------------- sections
 def _is_section(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return section_class(annotation) is not None
 
 
 def _key(name: str, info: FieldInfo) -> str:
@@ -49,22 +48,28 @@ def _default_of(info: FieldInfo) -> Any:
     return info.get_default(call_default_factory=True)
 
 
+def _table_default(info: FieldInfo) -> BaseModel:
+    """A sub-table's default instance; an optional or required table's (``[learning]``) unvalidated defaults."""
+    default = None if info.is_required() else _default_of(info)
+    return default if isinstance(default, BaseModel) else section_class(info.annotation).model_construct()
+
+
 def config_sections() -> List[Tuple[str, type, Any]]:
-    """``(dotted table name, model class, its default instance)`` of every table, parents before children; the
-    default instance of a sub-table is its parent's default (``data.train`` has its own batch size)."""
+    """``(dotted table name, model class, its default instance)`` of every table, parents before children, [learning]
+    last; the default instance of a sub-table is its parent's default (``data.train`` has its own batch size)."""
     out: List[Tuple[str, type, Any]] = []
 
     def walk(prefix: str, instance: BaseModel) -> None:
         out.append((prefix, type(instance), instance))
         for name, info in type(instance).model_fields.items():
             if _is_section(info.annotation):
-                walk(f"{prefix}.{_key(name, info)}", _default_of(info))
+                walk(f"{prefix}.{_key(name, info)}", _table_default(info))
 
     for name, info in Config.model_fields.items():
         if _is_section(info.annotation):
-            walk(name, _default_of(info))
+            walk(name, _table_default(info))
     out += [(name, cls, cls.model_construct()) for name, cls in TRAINER_SECTIONS]
-    return out
+    return sorted(out, key=lambda section: section[0].split(".")[0] == "learning")  # physml-md learn's tables last
 
 
 def default_value(instance: BaseModel, field: str) -> Any:
@@ -83,9 +88,6 @@ def leaf_fields(cls: type) -> Iterator[Tuple[str, FieldInfo]]:
             yield name, info
 
 
-LEARNING_SECTIONS = (("learning", LearningConfig), ("learning.label", LabelConfig))  # physml-md learn's tables
-
-
 def config_keys() -> List[str]:
     """Every dotted key (``model.name``, ``data.train.batch_size``, ...) and every table name (``data.train``)."""
     keys: List[str] = []
@@ -98,12 +100,9 @@ def config_keys() -> List[str]:
 def is_config_key(key: str) -> bool:
     """True when ``key`` (dotted) names a key or table that a configuration may set: a schema field or table,
     a ``lightning.Trainer`` argument under ``trainer``, a ``ModelCheckpoint`` argument under
-    ``trainer.checkpoint``, a key of ``physml-md learn``'s ``[learning]`` tables."""
+    ``trainer.checkpoint``."""
     if key in config_keys():
         return True
-    for section, cls in LEARNING_SECTIONS:
-        if key == section or key in {f"{section}.{_key(name, info)}" for name, info in leaf_fields(cls)}:
-            return True
     parts = key.split(".")
     if parts[0] != "trainer" or len(parts) < 2:
         return False
@@ -152,7 +151,7 @@ def describe(annotation: Any, constraints: List[Any] = ()) -> str:
         annotation = get_args(annotation)[0]
     docs = [item for item in constraints if isinstance(item, Doc)]
     if docs:
-        return docs[0].text
+        return docs[0].text + (f" ({INTERNAL_UNITS[docs[0].kind]})" if docs[0].kind else "")
     origin, args = get_origin(annotation), get_args(annotation)
     if origin in (Union, types.UnionType) and type(None) in args:
         inner = [a for a in args if a is not type(None)]
@@ -228,15 +227,12 @@ def config_reference() -> str:
         "",
     ]
     for name, cls, instance in config_sections():
+        if name == "learning":
+            lines += ["# Active learning (`physml-md learn`)", "", _markdown(learning_doc()), ""]
         lines += _section(name, cls, instance)
-    lines += ["# Active learning (`physml-md learn`)", "", _markdown(learning_doc()), ""]
-    for name, cls in LEARNING_SECTIONS:
-        lines += _section(name, cls, cls.model_construct())
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def learning_doc() -> str:
     """The paragraph that introduces the [learning] tables."""
-    import physml_md.config.learning as schema_learning
-
     return " ".join(schema_learning.__doc__.split("\n\n")[1].split())

@@ -9,8 +9,12 @@ from docs.config_reference import (
     is_config_key,
     leaf_fields,
 )
-from physml_md.config.schema import TrainerConfig
-from physml_md.config import load as C
+from physml_md.config.data import ModelConfig
+from physml_md.config.load import Config
+from physml_md.config.trainer import TrainerConfig
+from physml_md.config.training import LR_SCHEDULERS
+from physml_md.config.types import LOSS_COMPONENTS
+from physml_md.data.splits import STRATEGIES as SPLITTING_STRATEGIES
 
 
 def _sections(markdown: str) -> dict:
@@ -47,19 +51,19 @@ def test_every_field_has_help():
 
 def test_defaults_and_choices_come_from_the_code():
     text = config_reference()
-    for scheduler in C.LR_SCHEDULERS:
+    for scheduler in LR_SCHEDULERS:
         assert f'`"{scheduler}"`' in text
-    for strategy in C.SPLITTING_STRATEGIES:
+    for strategy in SPLITTING_STRATEGIES:
         assert f'`"{strategy}"`' in text
-    for component in C.LOSS_COMPONENTS:
+    for component in LOSS_COMPONENTS:
         assert f"`{component}`" in text
     # a sub-table's own default, not its class default: data.train.batch_size
     train = text.split("## `[data.train]`")[1].split("## ")[0]
-    assert f"| `batch_size` | integer ≥ 1 | `{C.Config().data.train.batch_size}` |" in train
+    assert f"| `batch_size` | integer ≥ 1 | `{Config().data.train.batch_size}` |" in train
 
 
 def test_editing_help_changes_the_reference(monkeypatch):
-    monkeypatch.setattr(C.ModelConfig.model_fields["zbl"], "description", "a changed description")
+    monkeypatch.setattr(ModelConfig.model_fields["zbl"], "description", "a changed description")
     assert "a changed description" in config_reference()
 
 

@@ -47,11 +47,11 @@ def test_every_module_has_a_row():
 
 
 def test_the_command_line_row_names_every_command():
-    (row,) = [line for line, files in module_rows().items() if PACKAGE / "cli.py" in files]
+    (row,) = [line for line, files in module_rows().items() if PACKAGE / "cli" / "main.py" in files]
     description = re.split(r"(?<!\\)\|", row)[2]
     subcommands = next(a for a in build_parser()._actions if a.choices and "train" in a.choices).choices
     missing = [name for name in subcommands if not re.search(rf"`(physml-md )?{name}`", description)]
-    assert not missing, f"README 'What is here': the cli.py row does not name {missing}"
+    assert not missing, f"README 'What is here': the cli/main.py row does not name {missing}"
 
 
 def test_mapping_names_every_architecture():

@@ -29,9 +29,7 @@ from pathlib import Path
 from ase.io import read
 
 from physml_md.atomic_write import atomic_path, atomic_write_text
-from physml_md.config.learning import LearningConfig
-from physml_md.config.load import load_config_and_section
-from physml_md.config.types import validate
+from physml_md.config.load import load_config
 from physml_md.learning.loop import learn
 
 HERE = Path(__file__).resolve().parent
@@ -83,17 +81,17 @@ def main(argv=None) -> int:
     overrides = [f'data.source="{start}"', f'trainer.default_root_dir="{out / "loop"}"']
     if args.epochs is not None:
         overrides.append(f"trainer.max_epochs={args.epochs}")
-    config, raw = load_config_and_section(HERE / "config.toml", "learning", overrides)
-    raw.update(structures=str(start), test_data=str(test))
+    overrides += [f'learning.structures="{start}"', f'learning.test_data="{test}"']
     if args.rounds is not None:
-        raw["rounds"] = args.rounds
+        overrides.append(f"learning.rounds={args.rounds}")
     if args.md_time is not None:
-        raw["md_time"] = args.md_time
-    learning = validate(LearningConfig, raw, "learning")
+        overrides.append(f'learning.md_time="{args.md_time}"')
+    config = load_config(HERE / "config.toml", overrides)
+    learning = config.learning
     print(
         f"[2/2] active learning: up to {learning.rounds} rounds, committee of {config.training.committee}", flush=True
     )
-    result = learn(config, learning, base=HERE)  # prints each round's line of the table as it finishes
+    result = learn(config)  # prints each round's line of the table as it finishes
     first, last = result.rounds[0], result.rounds[-1]
     print(
         f"{'converged' if result.converged else 'not converged'} after {len(result.rounds)} round(s) in "

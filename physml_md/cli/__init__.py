@@ -1,1 +1,2 @@
-"""physml_md/cli."""
+"""The ``physml-md`` command line: ``main`` (the parser), ``commands`` (what each command does) and ``inspect``
+(``info`` and ``evaluate``)."""

@@ -9,20 +9,21 @@ import argparse
 import contextlib
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
+from typing import ContextManager
 
-from physml_md.atomic_write import atomic_path, check_outputs, folder_lock
-from physml_md.cli import inspect as cli_inspect
-from physml_md.config.learning import LearningConfig
-from physml_md.config.load import load_config, load_config_and_section
-from physml_md.config.types import validate as validate_section
+from physml_md.atomic_write import check_outputs, folder_lock
+from physml_md.cli.inspect import evaluate_command, info_command  # noqa: F401 (`info`, `evaluate`: main calls them here)
+from physml_md.config.load import load_config
+from physml_md.config.md import settings_from_args
 from physml_md.data.packed.writer import pack
 from physml_md.data.readers import read_structure
 from physml_md.data.structures import LabelKeys
-from physml_md.export import export_potential, resolve_format
+from physml_md.export import resolve_format
 from physml_md.export.checkpoint import committee_from_checkpoints, exportable_from_checkpoint
 from physml_md.export.metatomic import potential_from_export
-from physml_md.integrations.engine_agreement import add_engine_agreement
+from physml_md.integrations.engine_agreement import export_model
 from physml_md.learning.committee_training import train_committee
 from physml_md.learning.loop import learn
 from physml_md.md.io.formats import topology_path
@@ -37,17 +38,16 @@ from physml_md.validation.suite import validate
 VALIDATION_FILES = ("report.json", "nvt.csv", "nve.csv", "nvt.extxyz", "energy.png", "structure.png")
 
 
-def _training_lock(folder, command: str):
-    """The folder's lock (``physml_md.atomic_write.folder_lock``), taken by the first process of a run only: the other
-    ranks of a distributed run (Lightning starts them as copies of this command) write where it writes."""
-    if any(os.environ.get(name, "0") not in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK")):
-        return contextlib.nullcontext()
-    return folder_lock(folder, command)
+def _training_lock(folder, command: str) -> ContextManager:
+    """``folder_lock(folder, command)`` in the first process of a run; none in the other ranks of a distributed run
+    (Lightning starts them as copies of this command, and they write where the first one writes)."""
+    other_rank = any(os.environ.get(name, "0") not in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    return contextlib.nullcontext() if other_rank else folder_lock(folder, command)
 
 
 def train_command(args: argparse.Namespace) -> int:
-    overrides = list(args.set) + ([f"training.committee={args.committee}"] if args.committee is not None else [])
-    config = load_config(args.config, overrides)
+    committee = [f"training.committee={args.committee}"] if args.committee is not None else []
+    config = load_config(args.config, [*args.set, *committee])
     root = Path(config.trainer["default_root_dir"])
     if config.training.committee > 1:
         if args.ckpt_path is not None:
@@ -56,19 +56,18 @@ def train_command(args: argparse.Namespace) -> int:
                 "members are kept, unfinished ones train anew)"
             )
         check_outputs([root / EXPORT_NAME], inputs=[args.config], force=args.force)
-        with _training_lock(root, "physml-md train"):
-            train_committee(config)
-        return 0
     with _training_lock(root, "physml-md train"):
-        train(config, ckpt_path=args.ckpt_path)
+        if config.training.committee > 1:
+            train_committee(config)
+        else:
+            train(config, ckpt_path=args.ckpt_path)
     return 0
 
 
 def learn_command(args: argparse.Namespace) -> int:
-    config, raw = load_config_and_section(args.config, "learning", args.set)
-    learning = validate_section(LearningConfig, raw, "learning")
+    config = load_config(args.config, args.set)
     with _training_lock(config.trainer["default_root_dir"], "physml-md learn"):  # its rounds resume there: no --force
-        result = learn(config, learning, base=Path(args.config).resolve().parent)  # prints the round table as it goes
+        result = learn(config)  # prints the round table as it goes
     if result.interrupted:  # the shell's convention for a signal: 128 + its number
         print(result.interruption, file=sys.stderr)
         return 130 if result.interrupted == "SIGINT" else 143
@@ -87,23 +86,12 @@ def export_command(args: argparse.Namespace) -> int:
         potential, metadata = potential_from_export(args.checkpoint[0])
     else:
         potential, metadata = exportable_from_checkpoint(args.checkpoint[0], use_ema=not args.no_ema)
-    # written and checked under a temporary name: a failure removes only that (a --force target stays as it was)
-    with atomic_path(path) as tmp:
-        try:
-            export_potential(potential, tmp, metadata, dtype=args.dtype, format=format)
-            if args.format != "metatomic":  # (a metatomic file is checked through metatomic by export_potential)
-                add_engine_agreement(tmp)  # the file against the ASE calculator and each OpenMM backend that loads here
-        except Exception as exc:  # name the output, not its temporary
-            if len(exc.args) == 1 and isinstance(exc.args[0], str):
-                exc.args = (exc.args[0].replace(str(tmp), str(path)).replace(tmp.name, path.name),)
-            raise
+    export_model(potential, path, metadata, dtype=args.dtype, format=format)  # checked before it takes its name
     print(f"exported {' '.join(args.checkpoint)} -> {path} (agreement with every engine recorded: physml-md info)")
     return 0
 
 
 def md_command(args: argparse.Namespace) -> int:
-    import numpy as np
-
     log = args.log
     if log is None and args.out is not None:
         log = str(Path(args.out).with_suffix(".csv"))
@@ -115,25 +103,13 @@ def md_command(args: argparse.Namespace) -> int:
     result = run_md(
         args.model,
         atoms,
-        engine=args.engine,
-        ensemble=args.ensemble,
-        temperature=args.temperature,
-        timestep=args.timestep,
+        settings_from_args(args),
         steps=args.steps,
         time=args.time,
-        friction=args.friction,
-        report_every=args.report_every,
         trajectory=args.out,
         log=log,
-        seed=args.seed,
-        min_distance=args.min_distance,
-        max_force=args.max_force,
         keep_positions=False,
         progress=not args.quiet,
-        device=args.device,
-        platform=args.platform,
-        backend=args.backend,
-        periodic=args.periodic,
         uncertainty_threshold=args.uncertainty_threshold,
         stop_on_uncertainty=args.stop_on_uncertainty,
         uncertain_frames=_uncertain_frames(args),
@@ -144,22 +120,19 @@ def md_command(args: argparse.Namespace) -> int:
     print(
         f"{result.engine} {result.ensemble}: {result.steps_done} of {result.steps_requested} steps "
         f"({result.steps_done * result.timestep_fs * FS_TO_PS:g} ps), {result.ns_per_day:.3g} ns/day, "
-        f"mean T {np.mean(result.temperatures_k):.1f} K, closest atoms {result.min_distance:.3f} Å"
+        f"mean T {sum(result.temperatures_k) / len(result.temperatures_k):.1f} K, closest atoms "
+        f"{result.min_distance:.3f} Å"
     )
     if result.ensemble == "nve" and len(result.times_fs) >= 3:
         drift = energy_drift(result.times_fs, result.total_energies, result.n_atoms)
         print(f"energy drift {drift.drift_mev_per_atom_per_ps:.4g} meV/atom/ps")
     if result.max_forces_std:
-        flagged = result.uncertainty or {}
-        print(
-            f"committee uncertainty: largest per-atom force std {max(result.max_forces_std):.4g} eV/Å"
-            + (
-                f"; {flagged['flagged_frames']} frame(s) over {flagged['threshold_ev_per_angstrom']:g} eV/Å"
-                + (" (stopped at the first)" if flagged["stopped"] else "")
-                if flagged
-                else ""
-            )
-        )
+        line = f"committee uncertainty: largest per-atom force std {max(result.max_forces_std):.4g} eV/Å"
+        flagged = result.uncertainty
+        if flagged:
+            line += f"; {flagged['flagged_frames']} frame(s) over {flagged['threshold_ev_per_angstrom']:g} eV/Å"
+            line += " (stopped at the first)" if flagged["stopped"] else ""
+        print(line)
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
     if not result.stable:
@@ -179,9 +152,7 @@ def md_command(args: argparse.Namespace) -> int:
 
 def _uncertain_frames(args: argparse.Namespace) -> str | None:
     """Where md writes the frames over --uncertainty-threshold: --uncertain-frames, else beside --out."""
-    if args.uncertainty_threshold is None:
-        return args.uncertain_frames
-    if args.uncertain_frames is not None:
+    if args.uncertainty_threshold is None or args.uncertain_frames is not None:
         return args.uncertain_frames
     return str(Path(args.out).with_suffix("")) + "_uncertain.extxyz" if args.out else "uncertain_frames.extxyz"
 
@@ -195,8 +166,6 @@ def validate_command(args: argparse.Namespace) -> int:
             ("temperature_spread", args.temperature_spread),
             ("rdf_difference", args.rdf_threshold),
             ("jensen_shannon", args.js_threshold),
-            ("min_distance", args.min_distance),
-            ("max_force", args.max_force),
             ("max_forces_std", None if args.uncertainty_threshold is None else parse_force(args.uncertainty_threshold)),
             ("closest_contact", args.contact_threshold),
         )
@@ -212,56 +181,23 @@ def validate_command(args: argparse.Namespace) -> int:
         args.model,
         read_structure(args.structures, index=args.index),
         reference=args.reference,
-        engine=args.engine,
-        temperature=args.temperature,
-        timestep=args.timestep,
+        settings=settings_from_args(args),
         nvt_steps=args.nvt_steps,
         nve_steps=args.nve_steps,
-        friction=args.friction,
-        report_every=args.report_every,
-        seed=args.seed,
         index=args.index,
         out=out,
         thresholds=thresholds,
         progress=not args.quiet,
-        device=args.device,
-        platform=args.platform,
-        backend=args.backend,
-        periodic=args.periodic,
     )
     print(report.format())
     print(f"report: {report.files['report']}")
     return 0 if report.passed else 1
 
 
-def info_command(args: argparse.Namespace) -> int:
-    return cli_inspect.info(args)
-
-
-def evaluate_command(args: argparse.Namespace) -> int:
-    return cli_inspect.evaluate(args)
-
-
 def pack_command(args: argparse.Namespace) -> int:
-    keys = LabelKeys(
-        energy=args.energy_key,
-        forces=args.forces_key,
-        stress=args.stress_key,
-        charges=args.charges_key,
-        total_charge=args.total_charge_key,
-        dipole=args.dipole_key,
-    )
-    added = pack(
-        args.inputs,
-        args.output,
-        keys,
-        append=args.append,
-        chunk_size=args.chunk_size,
-        pair_cutoff=args.pair_cutoff,
-        index=args.index,
-        progress=not args.quiet,
-        record_key=args.record_key,
-    )
+    keys = LabelKeys(**{f.name: getattr(args, f"{f.name}_key") for f in fields(LabelKeys)})  # --energy-key, ...
+    options = {name: getattr(args, name) for name in ("append", "chunk_size", "pair_cutoff", "index", "record_key")}
+    added = pack(args.inputs, args.output, keys, progress=not args.quiet, **options)
     verb = "appended" if args.append else "packed"
     print(f"{verb} {added} structures -> {args.output} (physml-md info {args.output})")
     return 0

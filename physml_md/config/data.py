@@ -13,15 +13,15 @@ from physml_md.config.types import (
     DataSplit,
     Index,
     Length,
+    Name,
     NumWorkers,
     Path,
     Pbc,
     Section,
 )
 from physml_md.data.splits import DEFAULT_DATA_SPLIT, RANDOM, STRATEGIES
+from physml_md.data.structures import LabelKeys
 from physml_md.models import MAX_CUTOFF, MODEL_NAMES
-
-Name = Annotated[str, Field(min_length=1)]
 
 
 def _cutoff(value: Any) -> float:
@@ -210,8 +210,6 @@ class DataConfig(Section):
 
     def label_keys(self):
         """The ``physml_md.data.LabelKeys`` of the ``y_*`` fields."""
-        from physml_md.data.structures import LabelKeys
-
         return LabelKeys(
             energy=self.y_energy,
             forces=self.y_forces,

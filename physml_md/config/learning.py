@@ -1,7 +1,8 @@
 """``[learning]``: the active-learning loop of ``physml-md learn`` (``physml_md.learning.loop``).
 
 The file that holds it is a training configuration (``[model]``, ``[data]``, ``[training]`` with ``committee``
-of 2 or more, ``[trainer]``) plus this table; ``data.source`` is the starting data set.
+of 2 or more, ``[trainer]``) plus this table; ``data.source`` is the starting data set. Each round's MD takes the
+keys of every MD run (``physml_md.config.md.MDSettings``: engine, temperature, timestep, ...).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from typing import Any, Dict, Literal
 
 from pydantic import Field
 
-from physml_md.config.types import Force, Name, Path, Section, Temperature, Time
+from physml_md.config.md import MDSettings
+from physml_md.config.types import Force, Name, Path, Section, Time
 
 __all__ = ["LabelConfig", "LearningConfig"]
 
@@ -26,17 +28,13 @@ class LabelConfig(Section):
     threads: int = Field(1, ge=1, description="OpenMP threads of the calculator while it labels (tblite)")
 
 
-class LearningConfig(Section):
+class LearningConfig(MDSettings):
     """``[learning]``: rounds of train -> MD -> select uncertain frames -> label -> add to the data."""
 
     rounds: int = Field(5, ge=1, description="the most rounds to run")
     structures: Path = Field(description="structure file to start each round's MD from")
     index: int = Field(0, ge=0, description="which structure of that file")
-    engine: Literal["ase", "openmm"] = Field("ase", description="MD engine")
-    temperature: Temperature = Field(300.0, description="NVT (Langevin) temperature of the MD")
-    timestep: Time = Field(0.5, gt=0.0, description="MD time step")
     md_time: Time = Field(1000.0, gt=0.0, description="simulated time of each round's MD")
-    report_every: int = Field(10, ge=1, description="steps between the frames whose uncertainty is checked")
     uncertainty_threshold: Force = Field(
         0.1, description="frames whose largest per-atom force std exceeds this are selected for labelling"
     )

@@ -15,7 +15,7 @@ import difflib
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Sequence, Union
 
 import yaml
 
@@ -24,23 +24,9 @@ try:
 except ModuleNotFoundError:  # python 3.10
     import tomli as tomllib
 
-from physml_md.config.schema import (  # noqa: F401  (the schema's names, importable from here)
-    LOSS_COMPONENTS,
-    LR_SCHEDULERS,
-    Config,
-    DataConfig,
-    EarlyStoppingConfig,
-    EMAConfig,
-    LossConfig,
-    LRSchedulerConfig,
-    MDValidationConfig,
-    ModelConfig,
-    SplitConfig,
-    SplittingConfig,
-    TrainingConfig,
-)
+from physml_md.config.schema import Config
 from physml_md.config.types import ConfigError, validate
-from physml_md.data.splits import STRATEGIES as SPLITTING_STRATEGIES  # noqa: F401
+from physml_md.data.readers import SUPPORTED_SUFFIXES
 
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
 _TRAINER_SPECIAL = ("callbacks", "checkpoint")  # [trainer] keys that are ours, not lightning.Trainer arguments
@@ -60,8 +46,6 @@ def config_from_dict(raw: Mapping, *, require_files: bool = True) -> Config:
 def validate_sources(config: Config) -> None:
     """Check that the training data come from existing files of a supported type (``data.source`` or
     ``data.train.path``). ``config_from_dict`` calls it unless ``require_files=False``."""
-    from physml_md.data.readers import SUPPORTED_SUFFIXES
-
     data = config.data
     if not data.has_files():
         raise ConfigError(
@@ -220,7 +204,7 @@ _PATH_KEYS = (
     ("trainer", "default_root_dir"),
     ("trainer", "checkpoint", "dirpath"),
     ("training", "md_validation", "structures"),
-    ("learning", "structures"),  # physml-md learn's table (load_config_and_section)
+    ("learning", "structures"),
     ("learning", "test_data"),
 )
 
@@ -237,8 +221,9 @@ def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = (), *,
     """Read a ``.toml``/``.yaml``/``.yml`` configuration, apply ``overrides`` and validate it.
 
     Relative paths written in the file (data.source, data.*.path, data.cache_dir, trainer.default_root_dir,
-    trainer.checkpoint.dirpath, training.md_validation.structures) start at the file's directory; relative paths
-    given in ``overrides`` (``--set``) start at the working directory, as any path typed on a command line.
+    trainer.checkpoint.dirpath, training.md_validation.structures, learning.structures, learning.test_data) start at
+    the file's directory; relative paths given in ``overrides`` (``--set``) start at the working directory, as any
+    path typed on a command line.
     """
     path = Path(path)
     raw = _read_file(path)
@@ -246,20 +231,3 @@ def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = (), *,
     raw = apply_overrides(raw, overrides)
     _resolve_paths(raw, Path.cwd())
     return config_from_dict(raw, require_files=require_files)
-
-
-def load_config_and_section(
-    path: Union[str, os.PathLike], section: str, overrides: Sequence[str] = ()
-) -> Tuple[Config, Dict[str, Any]]:
-    """``load_config`` for a file that holds one more table than training reads (``physml-md learn``'s
-    ``[learning]``): the validated configuration and that table, raw; its paths (learning.structures,
-    learning.test_data) resolved as ``load_config`` resolves the others."""
-    path = Path(path)
-    raw = _read_file(path)
-    _resolve_paths(raw, path.resolve().parent)
-    raw = apply_overrides(raw, overrides)  # "learning.rounds=3" too
-    _resolve_paths(raw, Path.cwd())
-    extra = raw.pop(section, None)
-    if not isinstance(extra, dict):
-        raise ConfigError(f"{path}: a [{section}] table is needed here (see docs/configuration.md)")
-    return config_from_dict(raw), extra

@@ -1,9 +1,10 @@
 """The configuration schema: ``Config``, its sections (pydantic models) and the checks across sections.
 
-The sections live in ``schema_data`` ([model], [data]), ``schema_training`` ([training]) and ``schema_trainer``
-([trainer]); their value types in ``schema_types``. ``Config`` resolves what one section takes from another, as
-new values (never by changing a validated section): ``model.cutoff`` and ``data.cut_off`` (one number, given in either),
-``trainer.precision`` from ``model.dtype``, ``trainer.checkpoint.monitor`` from ``training.monitor``.
+The sections live in ``data`` ([model], [data]), ``training`` ([training]), ``trainer`` ([trainer]) and
+``learning`` ([learning], which extends ``md.MDSettings`` as ``[training.md_validation]`` does); their value types
+in ``types``. ``Config`` resolves what one section takes from another, as new values (never by changing a validated
+section): ``model.cutoff`` and ``data.cut_off`` (one number, given in either), ``trainer.precision`` from
+``model.dtype``, ``trainer.checkpoint.monitor`` from ``training.monitor``.
 """
 
 from __future__ import annotations
@@ -12,29 +13,13 @@ from typing import Annotated, Any, Dict, Mapping
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-from physml_md.config.data import DataConfig, ModelConfig, SplitConfig, SplittingConfig  # noqa: F401
-from physml_md.config.trainer import CallbackSpec, CheckpointConfig, TrainerConfig  # noqa: F401
-from physml_md.config.training import (  # noqa: F401  (the sections, importable from here)
-    LR_SCHEDULERS,
-    EarlyStoppingConfig,
-    EMAConfig,
-    LossConfig,
-    LRSchedulerConfig,
-    MDValidationConfig,
-    TrainingConfig,
-)
-from physml_md.config.types import LOSS_COMPONENTS, ConfigError, Section, validate  # noqa: F401
+from physml_md.config.data import DataConfig, ModelConfig
+from physml_md.config.learning import LearningConfig
+from physml_md.config.trainer import TrainerConfig
+from physml_md.config.training import TrainingConfig
+from physml_md.config.types import LOSS_COMPONENT_NEEDS, ConfigError, Section, validate
 
 _LOSS = "training.loss_parameter"
-# loss component -> (data label field, needs model.charges)
-_COMPONENT_NEEDS = {
-    "per_system_energy": ("y_energy", False),
-    "per_atom_force": ("y_forces", False),
-    "per_system_stress": ("y_stress", False),
-    "per_atom_charge": ("y_charges", True),
-    "per_system_dipole_moment": ("y_dipole", True),
-    "per_system_total_charge": (None, True),
-}
 
 
 def _trainer(raw: Any) -> Dict[str, Any]:
@@ -43,12 +28,13 @@ def _trainer(raw: Any) -> Dict[str, Any]:
 
 class Config(Section):
     """The whole configuration; ``trainer`` holds lightning.Trainer keyword arguments plus ``callbacks`` and
-    ``checkpoint`` (see ``trainer_kwargs``)."""
+    ``checkpoint`` (see ``trainer_kwargs``); ``learning`` is read by ``physml-md learn`` only."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig, validate_default=True)
     trainer: Annotated[Dict[str, Any], BeforeValidator(_trainer)] = Field({}, validate_default=True)
+    learning: LearningConfig | None = Field(None, description="physml-md learn's table (active learning)")
 
     @model_validator(mode="before")
     @classmethod
@@ -87,7 +73,7 @@ class Config(Section):
         if model is None or data is None:
             return training
         for component in training.loss_parameter.loss_components:
-            label, needs_charges = _COMPONENT_NEEDS[component]
+            label, needs_charges = LOSS_COMPONENT_NEEDS[component]
             if label is not None and getattr(data, label) is None:
                 raise ConfigError(
                     f"{_LOSS}.loss_components includes {component!r} but data.{label} is not set; set data.{label} "

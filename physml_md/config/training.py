@@ -6,21 +6,18 @@ from typing import Annotated, Any, Dict, List, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from physml_md.config.md import MDSettings
 from physml_md.config.types import (
     KEY,
     LOSS_COMPONENTS,
     ConfigError,
     Doc,
-    Length,
     Name,
     Path,
     Section,
-    Temperature,
-    Time,
     closest,
     unknown_key,
 )
-from physml_md.md.blowups import DEFAULT_MAX_FORCE, DEFAULT_MIN_DISTANCE
 
 LR_SCHEDULERS = ("reduce_on_plateau", "cosine", "one_cycle")
 DEFAULT_LOSS_WEIGHT = 1.0  # of a listed loss component without a weight
@@ -198,29 +195,23 @@ class LossConfig(Section):
         return self
 
 
-class MDValidationConfig(Section):
+class MDValidationConfig(MDSettings):
     """``[training.md_validation]``: a short MD run with the current (EMA) weights every ``every_n_epochs``
     epochs (0: off), logged as md/stable, md/min_distance, md/max_force, md/drift (NVE) or md/temperature
-    (NVT). ``structures``: file with the starting structure (default: the first training structure)."""
+    (NVT). ``structures``: file with the starting structure (default: the first training structure). The other
+    keys are those of every MD run (``physml_md.config.md.MDSettings``)."""
 
     every_n_epochs: int = Field(0, ge=0, description="run the MD after every n-th training epoch; 0: never")
-    engine: Literal["ase", "openmm"] = Field("ase", description="MD engine")
     ensemble: Literal["nve", "nvt"] = Field(
         "nve", description='"nve" (logs md/drift) or "nvt" (Langevin; logs md/temperature)'
     )
     steps: int = Field(200, ge=1, description="MD steps per run")
-    report_every: int = Field(10, ge=1, description="steps between recorded frames (and blow-up checks)")
-    temperature: Temperature = Field(
-        300.0, description="temperature of the initial velocities and of the NVT thermostat"
-    )
-    timestep: Time = Field(0.5, description="MD time step")
+    seed: int | None = Field(None, ge=0, description="seed of the initial velocities; unset: training.seed")
     structures: Path | None = Field(
         None, description="file with the starting structure; unset: the first training structure"
     )
     index: int = Field(0, ge=0, description="which structure of that file")
     stop_on_blowup: bool = Field(False, description="stop training when the MD blows up (otherwise it is only logged)")
-    min_distance: Length = Field(DEFAULT_MIN_DISTANCE, description="blow-up when two atoms come closer than this")
-    max_force: float = Field(DEFAULT_MAX_FORCE, gt=0.0, description="blow-up when a force exceeds this, in eV/angstrom")
 
 
 class TrainingConfig(Section):
@@ -266,7 +257,7 @@ class TrainingConfig(Section):
     lr_scheduler: LRSchedulerConfig = Field(default_factory=LRSchedulerConfig, validate_default=True)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, validate_default=True)
     loss_parameter: LossConfig = Field(default_factory=LossConfig)
-    md_validation: MDValidationConfig = Field(default_factory=MDValidationConfig)
+    md_validation: MDValidationConfig = Field(default_factory=MDValidationConfig, validate_default=True)
 
     @field_validator("lr_scheduler", "early_stopping")
     @classmethod
@@ -275,3 +266,11 @@ class TrainingConfig(Section):
         if section.monitor is not None or "monitor" not in info.data:
             return section
         return section.model_copy(update={"monitor": info.data["monitor"]})
+
+    @field_validator("md_validation")
+    @classmethod
+    def _md_seed(cls, section: MDValidationConfig, info: ValidationInfo) -> MDValidationConfig:
+        """Its ``seed`` defaults to ``training.seed``."""
+        if section.seed is not None or "seed" not in info.data:
+            return section
+        return section.model_copy(update={"seed": info.data["seed"]})

@@ -13,16 +13,24 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import types
 from dataclasses import dataclass
-from typing import Annotated, Any, List, Mapping, Sequence, Union, get_args
+from typing import Annotated, Any, List, Mapping, Sequence, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from physml_md.training.losses import COMPONENTS
-from physml_md.units import INTERNAL_UNITS, parse_quantity
-
 KEY = "{key}"  # stands for the dotted key in a validator's message
-LOSS_COMPONENTS = tuple(COMPONENTS)
+# what a loss may compare (modelforge's names) -> the data label it needs (data.<field>) and whether it needs
+# model.charges; physml_md.training.losses defines how each is compared
+LOSS_COMPONENT_NEEDS = {
+    "per_system_energy": ("y_energy", False),
+    "per_atom_force": ("y_forces", False),
+    "per_system_stress": ("y_stress", False),
+    "per_system_dipole_moment": ("y_dipole", True),
+    "per_system_total_charge": (None, True),
+    "per_atom_charge": ("y_charges", True),
+}
+LOSS_COMPONENTS = tuple(LOSS_COMPONENT_NEEDS)
 
 
 class ConfigError(ValueError):
@@ -31,9 +39,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Doc:
-    """How the configuration reference describes a type."""
+    """How the configuration reference describes a type; ``kind``: a quantity's kind, whose internal unit
+    (``physml_md.units.INTERNAL_UNITS``) the reference writes after the text."""
 
     text: str
+    kind: str | None = None
 
 
 def got(value: Any) -> str:
@@ -74,6 +84,8 @@ def unknown_key(name: Any, candidates: Sequence[str], prefix: str = KEY) -> str:
 
 def _quantity(kind: str, positive: bool):
     def check(value: Any) -> float:
+        from physml_md.units import parse_quantity  # pint: not loaded by `physml-md --help` (cli/main.py's options)
+
         try:
             number = parse_quantity(value, kind, name=KEY)
         except (TypeError, ValueError) as exc:
@@ -87,14 +99,17 @@ def _quantity(kind: str, positive: bool):
     return check
 
 
-Length = Annotated[float, BeforeValidator(_quantity("length", True)), Doc(f"length > 0 ({INTERNAL_UNITS['length']})")]
-Temperature = Annotated[
-    float,
-    BeforeValidator(_quantity("temperature", False)),
-    Doc(f"temperature ≥ 0 ({INTERNAL_UNITS['temperature']})"),
-]
-Time = Annotated[float, BeforeValidator(_quantity("time", False)), Doc(f"time ≥ 0 ({INTERNAL_UNITS['time']})")]
-Force = Annotated[float, BeforeValidator(_quantity("force", True)), Doc(f"force > 0 ({INTERNAL_UNITS['force']})")]
+def _kind(kind: str, positive: bool):
+    """A float that may carry units of ``kind`` ("0.5 fs"), in the internal unit; > 0 or ≥ 0."""
+    text = f"{kind} {'>' if positive else '≥'} 0"
+    return Annotated[float, BeforeValidator(_quantity(kind, positive)), Doc(text, kind)]
+
+
+Length = _kind("length", True)
+Temperature = _kind("temperature", False)
+Time = _kind("time", False)
+Force = _kind("force", True)
+Frequency = _kind("frequency", True)
 
 
 def _path(value: Any) -> Any:
@@ -154,9 +169,7 @@ def _cell(value: Any) -> List[List[float]]:
     return [[float(v) for v in row] for row in rows]
 
 
-Cell = Annotated[
-    List[List[float]], BeforeValidator(_cell), Doc(f"3×3 numbers or 3 lengths ({INTERNAL_UNITS['length']})")
-]
+Cell = Annotated[List[List[float]], BeforeValidator(_cell), Doc("3×3 numbers or 3 lengths", "length")]
 
 
 def _num_workers(value: Any) -> int:
@@ -201,13 +214,18 @@ def section_keys(cls: type) -> List[str]:
     for name, info in cls.model_fields.items():
         key = info.alias or name
         names.append(key)
-        if _is_section(info.annotation):
-            nested += [f"{key}.{sub}" for sub in section_keys(info.annotation)]
+        sub = section_class(info.annotation)
+        if sub is not None:
+            nested += [f"{key}.{item}" for item in section_keys(sub)]
     return names + nested
 
 
-def _is_section(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+def section_class(annotation: Any) -> type | None:
+    """The section (model class) a field holds, optional (``Section | None``) or not; None for a plain value."""
+    optional = get_origin(annotation) in (Union, types.UnionType)
+    options = [a for a in get_args(annotation) if a is not type(None)] if optional else [annotation]
+    single = options[0] if len(options) == 1 else None
+    return single if isinstance(single, type) and issubclass(single, BaseModel) else None
 
 
 def _section_at(cls: type, loc: Sequence[Any]) -> type | None:
@@ -217,11 +235,11 @@ def _section_at(cls: type, loc: Sequence[Any]) -> type | None:
             args = get_args(cls)
             cls = args[0] if args else None
             continue
-        fields = {info.alias or name: info for name, info in cls.model_fields.items()} if _is_section(cls) else {}
+        fields = {info.alias or name: info for name, info in cls.model_fields.items()} if section_class(cls) else {}
         if part not in fields:
             return None
-        cls = fields[part].annotation
-    return cls if _is_section(cls) else None
+        cls = section_class(fields[part].annotation) or fields[part].annotation
+    return section_class(cls)
 
 
 def _key(prefix: str, loc: Sequence[Any]) -> str:

@@ -1,8 +1,6 @@
-"""Data: key names, ASE readers, the neighbour list, batching, statistics.
-
-This package never imports ``physml_md.models``. The ASE-based parts (structures, readers) are imported
-on first use, so that ``physml_md.models`` (which needs keys and the neighbour list) does not load ASE.
-"""
+"""Data: ``keys`` (tensor names), ``elements``, ``structures`` and ``readers`` (ASE atoms to tensors), ``neighbors``,
+``collate``, ``splits``, ``statistics``, ``hashing`` and ``packed/``. Never imports ``physml_md.models``; the ASE-based
+parts are imported on first use, so that the models (which need keys and the neighbour list) do not load ASE."""
 
 import importlib
 

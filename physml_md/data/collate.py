@@ -17,8 +17,8 @@ from physml_md.data import keys as K
 
 PER_ATOM_KEYS = frozenset({K.POSITIONS, K.ATOMIC_NUMBERS, K.ENERGIES, *K.PER_ATOM_LABELS})
 PER_STRUCTURE_KEYS = frozenset({K.CELL, K.PBC, *K.PER_STRUCTURE_LABELS})
-_EDGE_KEYS = (K.EDGE_INDEX, K.CELL_SHIFTS)
-_REBUILT = (K.BATCH, K.N_ATOMS)
+# rebuilt (batch, n_atoms) or kept only when every input has them (edges), never concatenated as they come
+_NOT_JOINED = frozenset({K.EDGE_INDEX, K.CELL_SHIFTS, K.BATCH, K.N_ATOMS})
 
 
 def _n_structures(data: Dict[str, Tensor]) -> int:
@@ -41,6 +41,48 @@ def _cat(key: str, parts: List[Tensor]) -> Tensor:
         raise ValueError(f"cannot collate {key!r}: shapes {shapes} do not fit together ({exc})") from None
 
 
+def _keys_of(structures: Sequence[Dict[str, Tensor]], known: frozenset) -> List[str]:
+    """Every key of the inputs in order of appearance, after one ValueError for an undeclared or missing one."""
+    all_keys = list(dict.fromkeys(key for data in structures for key in data))
+    unknown = [k for k in all_keys if k not in known]
+    if unknown:
+        raise ValueError(
+            f"collate does not know whether {', '.join(map(repr, unknown))} is per atom or per structure; "
+            "pass it in extra_per_atom or extra_per_structure (or remove it)"
+        )
+    for key in (K.POSITIONS, K.ATOMIC_NUMBERS):
+        lacking = [i for i, d in enumerate(structures) if key not in d]
+        if lacking:
+            raise ValueError(f"collate: input {lacking[0]} has no {key!r}")
+    return all_keys
+
+
+def _joined(key: str, structures: Sequence[Dict[str, Tensor]], rows: List[int]) -> Tensor:
+    """``key`` of every input concatenated; zeros of ``rows[i]`` rows where input i lacks a label."""
+    template = next(d[key] for d in structures if key in d)
+    parts = []
+    for i, data in enumerate(structures):
+        if key in data:
+            parts.append(data[key])
+        elif key in K.LABEL_KEYS:
+            parts.append(template.new_zeros((rows[i],) + tuple(template.shape[1:])))
+        else:
+            raise ValueError(f"collate: input {i} has no {key!r} but others have it; it is not a label")
+    return _cat(key, parts)
+
+
+def _mask(label: str, structures: Sequence[Dict[str, Tensor]], rows: List[int]) -> Tensor:
+    """The label's mask over all inputs: an input's own mask, else True where it has the label."""
+    parts = []
+    for i, data in enumerate(structures):
+        mask = data.get(K.mask_key(label))
+        if mask is None:
+            device = data[K.POSITIONS].device
+            mask = torch.full((rows[i],), label in data, dtype=torch.bool, device=device)
+        parts.append(mask.reshape(-1).to(torch.bool))
+    return _cat(K.mask_key(label), parts)
+
+
 def collate(
     structures: Sequence[Dict[str, Tensor]],
     extra_per_atom: Sequence[str] = (),
@@ -56,74 +98,28 @@ def collate(
     if len(structures) == 0:
         raise ValueError("collate needs at least one structure; got an empty sequence")
     per_atom = PER_ATOM_KEYS | set(extra_per_atom)
-    per_structure = PER_STRUCTURE_KEYS | set(extra_per_structure)
-    labels = set(K.LABEL_KEYS)
-    masks = {K.mask_key(label): label for label in K.LABEL_KEYS}
-
-    all_keys: List[str] = []
-    for data in structures:
-        for key in data:
-            if key not in all_keys:
-                all_keys.append(key)
-    unknown = [
-        k
-        for k in all_keys
-        if k not in per_atom and k not in per_structure and k not in masks and k not in _EDGE_KEYS and k not in _REBUILT
-    ]
-    if unknown:
-        raise ValueError(
-            f"collate does not know whether {', '.join(map(repr, unknown))} is per atom or per structure; "
-            "pass it in extra_per_atom or extra_per_structure (or remove it)"
-        )
-    for key in (K.POSITIONS, K.ATOMIC_NUMBERS):
-        lacking = [i for i, d in enumerate(structures) if key not in d]
-        if lacking:
-            raise ValueError(f"collate: input {lacking[0]} has no {key!r}")
-
-    n_atoms = [_n_atoms(d) for d in structures]
-    rows = {  # number of rows of each input, per kind of key
-        "atom": [int(d[K.POSITIONS].shape[0]) for d in structures],
-        "structure": [_n_structures(d) for d in structures],
+    masks = frozenset(K.mask_key(label) for label in K.LABEL_KEYS)
+    all_keys = _keys_of(structures, per_atom | PER_STRUCTURE_KEYS | set(extra_per_structure) | masks | _NOT_JOINED)
+    atom_rows = [int(d[K.POSITIONS].shape[0]) for d in structures]
+    structure_rows = [_n_structures(d) for d in structures]
+    out = {
+        key: _joined(key, structures, atom_rows if key in per_atom else structure_rows)
+        for key in all_keys
+        if key not in _NOT_JOINED and key not in masks
     }
-    out: Dict[str, Tensor] = {}
-    present_labels = [label for label in all_keys if label in labels]
-    for key in all_keys:
-        if key in _EDGE_KEYS or key in _REBUILT or key in masks:
-            continue
-        kind = "atom" if key in per_atom else "structure"
-        template = next(d[key] for d in structures if key in d)
-        parts = []
-        for i, data in enumerate(structures):
-            if key in data:
-                parts.append(data[key])
-            elif key in labels:
-                parts.append(template.new_zeros((rows[kind][i],) + tuple(template.shape[1:])))
-            else:
-                raise ValueError(f"collate: input {i} has no {key!r} but others have it; it is not a label")
-        out[key] = _cat(key, parts)
-
-    for label in present_labels:
-        parts = []
-        for i, data in enumerate(structures):
-            mask = data.get(K.mask_key(label))
-            if mask is None:
-                device = data[K.POSITIONS].device
-                mask = torch.full((rows["structure"][i],), label in data, dtype=torch.bool, device=device)
-            parts.append(mask.reshape(-1).to(torch.bool))
-        out[K.mask_key(label)] = _cat(K.mask_key(label), parts)
+    for label in (key for key in all_keys if key in K.LABEL_KEYS):
+        out[K.mask_key(label)] = _mask(label, structures, structure_rows)
 
     device = out[K.POSITIONS].device
-    counts = torch.cat([n.to(device) for n in n_atoms])
+    counts = torch.cat([_n_atoms(d).to(device) for d in structures])
     out[K.N_ATOMS] = counts
     out[K.BATCH] = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts)
     if int(counts.sum()) != out[K.POSITIONS].shape[0]:
         raise ValueError(
             f"collate: n_atoms sums to {int(counts.sum())} but there are {out[K.POSITIONS].shape[0]} positions"
         )
-
     if all(K.EDGE_INDEX in d and K.CELL_SHIFTS in d for d in structures):
-        offsets = torch.cumsum(torch.tensor([0] + rows["atom"][:-1], device=device), dim=0)
-        shifted = [d[K.EDGE_INDEX] + offsets[i] for i, d in enumerate(structures)]
-        out[K.EDGE_INDEX] = torch.cat(shifted, dim=1)
+        offsets = torch.cumsum(torch.tensor([0] + atom_rows[:-1], device=device), dim=0)
+        out[K.EDGE_INDEX] = torch.cat([d[K.EDGE_INDEX] + offsets[i] for i, d in enumerate(structures)], dim=1)
         out[K.CELL_SHIFTS] = _cat(K.CELL_SHIFTS, [d[K.CELL_SHIFTS] for d in structures])
     return out

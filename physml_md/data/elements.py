@@ -1,6 +1,6 @@
 """Chemical symbols by atomic number (index 0 is a placeholder), so that models/ need not import ASE."""
 
-from typing import Dict, List
+from typing import Dict, Iterable, List
 
 CHEMICAL_SYMBOLS: List[str] = (
     ["X"]
@@ -14,3 +14,16 @@ Lv Ts Og
 
 MAX_ATOMIC_NUMBER: int = len(CHEMICAL_SYMBOLS) - 1
 ATOMIC_NUMBERS: Dict[str, int] = {symbol: z for z, symbol in enumerate(CHEMICAL_SYMBOLS) if z > 0}
+
+
+def check_known_elements(numbers: Iterable[int], known: Iterable[int], trained_on: str, where="", other="") -> None:
+    """One ValueError naming the elements of ``numbers`` that a model trained on ``known`` (atomic numbers, named
+    ``trained_on`` in the message) does not know; ``where`` follows the names ("in the system are"), ``other``
+    offers another fix ("leave those atoms out")."""
+    unknown = sorted({int(z) for z in numbers} - {int(z) for z in known})
+    if unknown:
+        names = ", ".join(CHEMICAL_SYMBOLS[z] if 0 < z < len(CHEMICAL_SYMBOLS) else str(z) for z in unknown)
+        raise ValueError(
+            f"element(s) {' '.join(filter(None, (names, where)))} not known to this model, which was trained on "
+            f"{trained_on}: use a model trained on data containing {names}" + (f", or {other}" if other else "")
+        )

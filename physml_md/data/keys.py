@@ -33,7 +33,6 @@ DIPOLE: Final[str] = "dipole"  # [B, 3] float, e*angstrom
 ENERGY_STD: Final[str] = "energy_std"  # [B] float, eV: standard deviation of the members' energies
 FORCES_STD: Final[str] = "forces_std"  # [N] float, eV/angstrom: rms over members of |F_member - F_mean|
 
-INPUT_KEYS: Final = (POSITIONS, ATOMIC_NUMBERS, CELL, PBC, BATCH, N_ATOMS)
 # Labels a dataset may carry. Per-structure labels have B rows, per-atom labels N rows.
 PER_STRUCTURE_LABELS: Final = (ENERGY, STRESS, TOTAL_CHARGE, DIPOLE)
 PER_ATOM_LABELS: Final = (FORCES, CHARGES)

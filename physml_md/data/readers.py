@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import ase
 import ase.db
@@ -186,6 +186,49 @@ def _found_names(atoms: ase.Atoms) -> List[str]:
     return names
 
 
+def _images(source: Source, where: str | None) -> Tuple[List[ase.Atoms], str]:
+    """(the structures of ``source``, how messages name it)."""
+    if isinstance(source, (str, Path)):
+        return read_structures(source), repr(str(source))
+    images = list(source)
+    bad = [type(a).__name__ for a in images if not isinstance(a, ase.Atoms)]
+    if bad:
+        raise TypeError(f"read_dataset takes a path or a list of ase.Atoms; the list holds {bad[0]}")
+    return images, where or "the given list of structures"
+
+
+def _check_required(required: Sequence[str], requested: Dict[str, str]) -> None:
+    for label in required:
+        if label not in K.LABEL_KEYS:
+            raise ValueError(f"unknown required label {label!r}; labels are {', '.join(K.LABEL_KEYS)}")
+        if label not in requested:
+            raise ValueError(
+                f"{label!r} is required but LabelKeys({label}=None) says not to read it; "
+                f"set keys.{label} or drop {label!r} from required"
+            )
+
+
+def _missing_label_error(label: str, name: str, missing: List[int], images, n: int, where: str) -> ValueError:
+    """The error for a required ``label`` (looked up as ``name``) that the structures ``missing`` lack."""
+    nan = [i for i in missing if find_label(images[i], label, name) is not None]
+    if nan:  # stored, but as NaN (how some files mark a missing value): the name is right
+        return ValueError(
+            f"required label {label!r} (stored as {name!r}) is stored as NaN in {len(nan)} of "
+            f"{n} structures of {where} (indices {_shown(nan)}), which marks it missing: give those "
+            f"structures a finite {label!r} or remove them (or drop {label!r} from required)"
+        )
+    found = sorted({found_name for i in missing for found_name in _found_names(images[i])})
+    example = "REF_" + label
+    return ValueError(
+        f"required label {label!r} (looked up as {name!r} in calc.results, "
+        f"{'arrays' if label in K.PER_ATOM_LABELS else 'info'}) is missing in {len(missing)} of {n} "
+        f"structures of {where} (indices {_shown(missing)}). Those structures store: "
+        f"{', '.join(found) if found else 'nothing but positions and numbers'}. "
+        f"Fix: set keys.{label} to the name your file uses, e.g. LabelKeys({label}={example!r}), "
+        f"or drop {label!r} from required"
+    )
+
+
 def read_dataset(
     source: Source,
     keys: LabelKeys = DEFAULT_KEYS,
@@ -202,28 +245,11 @@ def read_dataset(
     structure. Labels far outside the data's own distribution (``physml_md.data.statistics.label_outliers``) get
     a ``LabelOutlierWarning`` naming structure and atom. ``where`` names a list of structures in messages.
     """
-    if isinstance(source, (str, Path)):
-        where = repr(str(source))
-        images = read_structures(source)
-    else:
-        where = where or "the given list of structures"
-        images = list(source)
-        bad = [type(a).__name__ for a in images if not isinstance(a, ase.Atoms)]
-        if bad:
-            raise TypeError(f"read_dataset takes a path or a list of ase.Atoms; the list holds {bad[0]}")
+    images, where = _images(source, where)
     if not images:
         raise ValueError(f"{where} holds no structures")
-
     requested = keys.requested()
-    for label in required:
-        if label not in K.LABEL_KEYS:
-            raise ValueError(f"unknown required label {label!r}; labels are {', '.join(K.LABEL_KEYS)}")
-        if label not in requested:
-            raise ValueError(
-                f"{label!r} is required but LabelKeys({label}=None) says not to read it; "
-                f"set keys.{label} or drop {label!r} from required"
-            )
-
+    _check_required(required, requested)
     data = []
     for i, atoms in enumerate(images):
         if len(atoms) == 0:
@@ -232,28 +258,9 @@ def read_dataset(
             data.append(atoms_to_dict(atoms, keys, dtype))
         except ValueError as exc:
             raise ValueError(f"{where}, structure {i}: {exc}") from None
-
     for label in required:
         missing = [i for i, d in enumerate(data) if not bool(d[K.mask_key(label)][0])]
-        if not missing:
-            continue
-        nan = [i for i in missing if find_label(images[i], label, requested[label]) is not None]
-        if nan:  # stored, but as NaN (how some files mark a missing value): the name is right
-            raise ValueError(
-                f"required label {label!r} (stored as {requested[label]!r}) is stored as NaN in {len(nan)} of "
-                f"{len(data)} structures of {where} (indices {_shown(nan)}), which marks it missing: give those "
-                f"structures a finite {label!r} or remove them (or drop {label!r} from required)"
-            )
-        shown = _shown(missing)
-        found = sorted({name for i in missing for name in _found_names(images[i])})
-        example = "REF_" + label
-        raise ValueError(
-            f"required label {label!r} (looked up as {requested[label]!r} in calc.results, "
-            f"{'arrays' if label in K.PER_ATOM_LABELS else 'info'}) is missing in {len(missing)} of {len(data)} "
-            f"structures of {where} (indices {shown}). Those structures store: "
-            f"{', '.join(found) if found else 'nothing but positions and numbers'}. "
-            f"Fix: set keys.{label} to the name your file uses, e.g. LabelKeys({label}={example!r}), "
-            f"or drop {label!r} from required"
-        )
+        if missing:
+            raise _missing_label_error(label, requested[label], missing, images, len(data), where)
     warn_label_outliers(data, where)
     return data

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from physml_md.data import keys as K
 from physml_md.data.elements import ATOMIC_NUMBERS, CHEMICAL_SYMBOLS
-from physml_md.data.neighbors import neighbor_list
+from physml_md.data.neighbors import batch_neighbor_list, neighbor_list
 
 Structures = Sequence[Dict[str, Tensor]]
 # A distance counts as below the training minimum only when it is more than this fraction shorter: a relaxation
@@ -130,6 +130,27 @@ def fit_self_energies(structures: Structures, species: Sequence[int] | None = No
     return {int(z): float(e) for z, e in zip(species, solution, strict=True)}
 
 
+def check_self_energies(elements, self_energies: Mapping[int, float]) -> None:
+    """A ValueError naming the ``elements`` that have no entry in ``self_energies``."""
+    missing = sorted({int(z) for z in elements} - {int(z) for z in self_energies})
+    if missing:
+        raise ValueError(
+            f"no self-energy for elements {missing}; pass them in self_energies (0.0 if you want no reference) or "
+            "fit them with fit_self_energies"
+        )
+
+
+def statistics_summary(residual: np.ndarray, forces_sq_sum: float, n_force_components: int) -> Dict[str, float | None]:
+    """``energy_statistics``' dict from the per-atom residual energies and the sum of squared force components."""
+    return {
+        "energy_per_atom_mean": float(residual.mean()) if residual.size else None,
+        "energy_per_atom_std": float(residual.std()) if residual.size else None,
+        "forces_rms": float(np.sqrt(forces_sq_sum / n_force_components)) if n_force_components else None,
+        "n_energies": int(residual.size),
+        "n_force_components": int(n_force_components),
+    }
+
+
 def energy_statistics(structures: Structures, self_energies: Mapping[int, float]) -> Dict[str, float | None]:
     """Mean and spread of the per-atom residual energy, and the RMS of the force components.
 
@@ -144,25 +165,13 @@ def energy_statistics(structures: Structures, self_energies: Mapping[int, float]
     for data in structures:
         for z, energy, forces in _split(data):
             if energy is not None:
-                missing = sorted(set(int(x) for x in z) - set(self_energies))
-                if missing:
-                    raise ValueError(
-                        f"no self-energy for elements {missing}; pass them in self_energies (0.0 if you want no "
-                        "reference) or fit them with fit_self_energies"
-                    )
+                check_self_energies(z, self_energies)
                 reference = sum(float(self_energies[int(x)]) for x in z)
                 residuals.append((energy - reference) / len(z))
             if forces is not None:
                 squares.append((forces**2).reshape(-1))
-    residual = np.asarray(residuals, dtype=np.float64)
     square = np.concatenate(squares) if squares else np.zeros(0)
-    return {
-        "energy_per_atom_mean": float(residual.mean()) if residual.size else None,
-        "energy_per_atom_std": float(residual.std()) if residual.size else None,
-        "forces_rms": float(np.sqrt(square.mean())) if square.size else None,
-        "n_energies": int(residual.size),
-        "n_force_components": int(square.size),
-    }
+    return statistics_summary(np.asarray(residuals, dtype=np.float64), float(square.sum()), square.size)
 
 
 def _far(values: np.ndarray, floor: float) -> Tuple[np.ndarray, float, float]:
@@ -266,45 +275,55 @@ def pair_key(z_a: int, z_b: int) -> str:
     return f"{CHEMICAL_SYMBOLS[low]}-{CHEMICAL_SYMBOLS[high]}"
 
 
+def _inputs(structures: Structures) -> Dict[str, Tensor]:
+    """positions, atomic numbers, cell, pbc, n_atoms and batch of structure (or batch) dicts, concatenated (float64)."""
+    n_atoms = torch.cat(
+        [d[K.N_ATOMS].reshape(-1).cpu() if K.N_ATOMS in d else torch.tensor([len(d[K.POSITIONS])]) for d in structures]
+    ).to(torch.int64)
+    return {
+        K.POSITIONS: torch.cat([d[K.POSITIONS].detach().to("cpu", torch.float64) for d in structures]),
+        K.ATOMIC_NUMBERS: torch.cat([d[K.ATOMIC_NUMBERS].cpu() for d in structures]).to(torch.int64),
+        K.CELL: torch.cat([d[K.CELL].detach().to("cpu", torch.float64).reshape(-1, 3, 3) for d in structures]),
+        K.PBC: torch.cat([d[K.PBC].cpu().reshape(-1, 3) for d in structures]),
+        K.N_ATOMS: n_atoms,
+        K.BATCH: torch.repeat_interleave(torch.arange(len(n_atoms)), n_atoms),
+    }
+
+
+def pair_minima(structures: Structures, cutoff: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(structure, pair code 256 Z_low + Z_high, shortest distance) of each element pair of each structure closer
+    than ``cutoff`` (periodic images included; one neighbour list for all, float64). A batch dict counts as its
+    structures."""
+    batch = _inputs(structures)
+    edges, shifts = batch_neighbor_list(batch[K.POSITIONS], batch[K.CELL], batch[K.PBC], batch[K.N_ATOMS], cutoff)
+    i, j = edges[0], edges[1]
+    owner = batch[K.BATCH][i]
+    x, z = batch[K.POSITIONS], batch[K.ATOMIC_NUMBERS]
+    offset = torch.einsum("ek,ekl->el", shifts.to(torch.float64), batch[K.CELL][owner])
+    distance = torch.linalg.vector_norm(x[j] - x[i] + offset, dim=1).numpy()
+    code = (256 * torch.minimum(z[i], z[j]) + torch.maximum(z[i], z[j])).numpy()
+    keep = distance < cutoff
+    key = owner.numpy()[keep] * 65536 + code[keep]
+    unique, inverse = np.unique(key, return_inverse=True)
+    shortest = np.full(len(unique), np.inf)
+    np.minimum.at(shortest, inverse, distance[keep])
+    return unique // 65536, unique % 65536, shortest
+
+
 def shortest_pair_distances(structures: Structures, cutoff: float) -> Dict[str, float]:
     """The shortest distance (angstrom) between two atoms of each element pair in ``structures``, ``{"H-O": 0.94}``.
 
-    Pairs are found within ``cutoff`` (periodic images included): the neighbour lists the structures carry
-    (``edge_index`` and ``cell_shifts``, as the training data module stores them, if made with at least this
-    cutoff) or ``neighbor_list``. A pair never closer than ``cutoff`` has no entry. A model is extrapolating
-    when a structure brings a pair closer than its entry: the training data never showed it that distance.
+    Pairs are found within ``cutoff`` (periodic images included, ``pair_minima``, 1000 structures at a time). A
+    pair never closer than ``cutoff`` has no entry. A model is extrapolating when a structure brings a pair closer
+    than its entry: the training data never showed it that distance.
     """
-    shortest: Dict[Tuple[int, int], float] = {}
-    for data in structures:
-        positions = data[K.POSITIONS].detach().to("cpu", torch.float64)
-        numbers = data[K.ATOMIC_NUMBERS].detach().cpu()
-        n_atoms = data[K.N_ATOMS].reshape(-1).tolist() if K.N_ATOMS in data else [len(numbers)]
-        cells = data[K.CELL].detach().to("cpu", torch.float64).reshape(-1, 3, 3)
-        pbcs = data[K.PBC].detach().cpu().reshape(-1, 3)
-        has_edges = K.EDGE_INDEX in data and K.CELL_SHIFTS in data and len(n_atoms) == 1
-        start = 0
-        for b, n in enumerate(n_atoms):
-            x, z = positions[start : start + n], numbers[start : start + n]
-            start += n
-            if has_edges:
-                edges, shifts = data[K.EDGE_INDEX].cpu(), data[K.CELL_SHIFTS].detach().to("cpu", torch.float64)
-            else:
-                edges, shifts = neighbor_list(x, cells[b], pbcs[b], cutoff)
-                shifts = shifts.to(torch.float64)
-            if edges.shape[1] == 0:
-                continue
-            i, j = edges[0], edges[1]
-            distances = torch.linalg.vector_norm(x[j] - x[i] + shifts @ cells[b], dim=1)
-            keep = distances < cutoff
-            low = torch.minimum(z[i], z[j])[keep]
-            high = torch.maximum(z[i], z[j])[keep]
-            distances = distances[keep]
-            for pair in torch.unique(torch.stack([low, high], dim=1), dim=0).tolist():
-                selected = (low == pair[0]) & (high == pair[1])
-                value = float(distances[selected].min())
-                key = (int(pair[0]), int(pair[1]))
-                shortest[key] = min(value, shortest.get(key, value))
-    return {pair_key(*key): shortest[key] for key in sorted(shortest)}
+    structures = list(structures)
+    shortest: Dict[int, float] = {}
+    for start in range(0, len(structures), 1000):
+        _, codes, distances = pair_minima(structures[start : start + 1000], cutoff)
+        for code, distance in zip(codes.tolist(), distances.tolist()):
+            shortest[code] = min(distance, shortest.get(code, distance))
+    return {pair_key(code // 256, code % 256): shortest[code] for code in sorted(shortest)}
 
 
 class PairDistanceFloor:

@@ -1,11 +1,11 @@
 """The exported file: metadata, writing (TorchScript, torch.export, metatomic), loading, checkpoints, agreement.
 
-``metadata`` (the document inside every file) · ``save`` (``export_potential``) · ``load`` (``load_potential``,
+``metadata`` (the document inside every file) · ``save`` (``export_potential``) · ``loading`` (``load_potential``,
 ``load_model``) · ``torchscript`` and ``program`` (the two containers) · ``metatomic`` (the LAMMPS container) ·
 ``checkpoint`` (training checkpoints as models) · ``agreement`` (the file checked against the model).
 """
 
-from physml_md.export.load import ExportedPotential, load_model, load_potential, script_potential
+from physml_md.export.loading import ExportedPotential, load_model, load_potential, script_potential
 from physml_md.export.metadata import (
     FORMATS,
     METADATA_FILE,

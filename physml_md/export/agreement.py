@@ -1,11 +1,10 @@
-"""The agreement report of an exported file: the written file against the model it came from (eager).
-
-``export_potential`` (physml_md.export) loads the file it has just written and hands it to ``file_agreement``,
-which evaluates both on a few structures (``builtin_structures``, or the first ``MAX_AGREEMENT_STRUCTURES`` given
-ones) and returns the report the metadata keeps ("agreement"); a difference over the tolerance of the file's dtype
-raises ``AgreementError``. The engines add their own rows with the same measure
-(physml_md.integrations.engine_agreement);
-``agreement_summary`` is the report's line in ``physml-md info``.
+"""The agreement report of an exported file ("agreement" in its metadata): the written file, loaded again, against
+the model it came from (eager), on a few structures (``builtin_structures``, or the first
+``MAX_AGREEMENT_STRUCTURES`` given ones): the largest difference, relative to the scale of the reference
+(max |a - b| / max(1, max |b|), in eV, eV/angstrom, eV/angstrom^3), of energy, forces and stress. Over the
+tolerance of the file's dtype the export fails (``AgreementError``). The engines add their own rows with the same
+measure (``physml_md.integrations.engine_agreement``); ``agreement_summary`` is the report's line in
+``physml-md info``.
 """
 
 from __future__ import annotations
@@ -22,10 +21,6 @@ class AgreementError(ValueError):
     """The exported file does not give the numbers of the model it was exported from."""
 
 
-# The agreement report ("agreement" in the metadata): the largest difference, relative to the scale of the reference
-# (max |a - b| / max(1, max |b|), in eV, eV/angstrom, eV/angstrom^3), of energy, forces and stress between the
-# model as exported (eager) and the written file, on a few structures; engines add their own rows
-# (physml_md.integrations.engine_agreement). Over the tolerance of the file's dtype the export fails.
 AGREEMENT_TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 AGREEMENT_QUANTITIES = ("energy", "forces", "stress")
 AGREEMENT_INPUTS = ("positions", "atomic_numbers", "cell", "pbc")
@@ -115,7 +110,8 @@ def check_agreement(
             )
 
 
-def _evaluate_all(module, inputs: Sequence[Dict[str, torch.Tensor]]) -> List[Dict[str, torch.Tensor]]:
+def evaluate_all(module, inputs: Sequence[Dict[str, torch.Tensor]]) -> List[Dict[str, torch.Tensor]]:
+    """``module``'s outputs (detached) on each input, gradients enabled, TorchScript's graph optimisation off."""
     # TorchScript's profiling executor spends its first two calls profiling and optimising the graph (0.7 s for a
     # small PaiNN here, against 35 ms without): the check runs the file's code and weights without that, and the
     # engines' own rows (physml_md.integrations.engine_agreement) run it as the engines do
@@ -124,30 +120,27 @@ def _evaluate_all(module, inputs: Sequence[Dict[str, torch.Tensor]]) -> List[Dic
 
 
 def file_agreement(
-    model: Potential,
-    exported,
-    structures: Sequence[Dict[str, torch.Tensor]] | None,
-    source: str,
-    name: PathLike,
+    model: Potential, exported, structures: Sequence[Dict[str, torch.Tensor]] | None, name: PathLike
 ) -> Dict[str, Any]:
     """Evaluate ``exported`` (the file just written, loaded again: an ``ExportedPotential``; to be called ``name``)
-    and ``model`` (eager) on the agreement structures; the report, or an ``AgreementError`` over the tolerance."""
+    and ``model`` (eager) on the agreement structures (the first of ``structures``, the training data's, else
+    the built-in ones); the report, or an ``AgreementError`` over the tolerance."""
     dtype, device = model.shift.dtype, model.shift.device
     inputs = agreement_inputs(structures or builtin_structures(list(model.species), model.cutoff, dtype), dtype, device)
     tolerance = AGREEMENT_TOLERANCE[str(dtype).removeprefix("torch.")]
     was_training = model.training
     model.eval()
     try:
-        eager = _evaluate_all(model, inputs)
+        eager = evaluate_all(model, inputs)
     finally:
         model.train(was_training)
-    differences = largest_differences(_evaluate_all(exported, inputs), eager)
+    differences = largest_differences(evaluate_all(exported, inputs), eager)
     check_agreement(
         f"the exported {exported.format} file and the model it was exported from", differences, tolerance, name
     )
     return {
         "structures": len(inputs),
-        "source": source,
+        "source": "training" if structures else "built-in",
         "tolerance": tolerance,
         "measure": "max |a - b| / max(1, max |b|)",
         "differences": {"file vs eager": differences},
@@ -158,11 +151,10 @@ def agreement_summary(report: Dict[str, Any] | None) -> str:
     """One line for ``physml-md info``: the largest difference of each comparison."""
     if not report:
         return "not measured (exported before physml-md checked it)"
-    parts = []
-    for name, differences in report.get("differences", {}).items():
-        values = ", ".join(f"{key} {value:.1e}" for key, value in differences.items())
-        parts.append(f"{name}: {values}")
+    rows = report.get("differences", {})
+    parts = [f"{name}: {', '.join(f'{k} {v:.1e}' for k, v in values.items())}" for name, values in rows.items()]
+    engines = "; engines on the built-in ones" if len(rows) > 1 and report.get("source") != "built-in" else ""
     return (
         f"{'; '.join(parts)} (largest relative difference, {report.get('structures')} {report.get('source')} "
-        f"structures; tolerance {report.get('tolerance'):g})"
+        f"structures{engines}; tolerance {report.get('tolerance'):g})"
     )

@@ -24,16 +24,6 @@ from physml_md.export.metadata import METADATA_FILE
 from physml_md.models import Potential, build_model
 from physml_md.models.committee import Committee
 
-__all__ = [
-    "CheckpointError",
-    "load_checkpoint",
-    "potential_from_checkpoint",
-    "committee_from_checkpoints",
-    "MODEL_KWARGS",
-    "MODEL_PREFIX",
-    "EMA_PREFIX",
-]
-
 MODEL_KWARGS = "model_kwargs"
 MODEL_PREFIX = "model."
 EMA_PREFIX = "ema."

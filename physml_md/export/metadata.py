@@ -1,20 +1,14 @@
-"""The exported file: a TorchScript archive or a torch.export program, carrying its own metadata.
+"""The metadata document inside every exported file (``METADATA_FILE``): what it holds, reading it back and
+checking it. Every engine adapter (ASE, OpenMM) reads cutoff, species, units and dtype from it.
 
-``export_potential(model, path, format=...)`` writes a ``physml_md.models.Potential`` with one JSON document
-inside (see ``METADATA_FILE``); ``load_potential(path)`` reads it back and checks it. Every engine adapter (ASE,
-OpenMM) reads cutoff, species, units and dtype from that metadata: nobody passes them by hand.
-
-Formats (``FORMATS``; the metadata's "format" names it, files without one are TorchScript):
-- "torchscript" (``.pt``): the scripted module, neighbour list inside; what openmm-torch's TorchForce runs. It
-  needs ``vesin_torch`` imported before ``torch.jit.load`` (its neighbour list is a TorchScript class);
-  ``load_potential`` does that.
-- "export" and "aotinductor" (``.pt2``): a ``torch.export`` program, TorchScript-free, AOTInductor-compiled for
-  the second (``physml_md.export.program``); the neighbour list and the input checks run in Python before it.
-- "metatomic" (``.pt``): a metatomic ``AtomisticModel`` for LAMMPS (``pair_style metatomic``, over MPI ranks),
-  i-PI, torch-sim and metatomic-ase (``physml_md.export.metatomic``, the ``metatomic`` extra); its metadata is
-  metatomic's, with this module's document inside; physml-md's own engines do not load it.
-
-This module holds the metadata document: what it contains, reading it back and checking it."""
+Formats (``FORMATS``; the document's "format" names it, files without one are TorchScript):
+- "torchscript" (``.pt``): the scripted module, neighbour list inside (vesin-torch, imported before
+  ``torch.jit.load`` by ``load_potential``); what openmm-torch's TorchForce runs.
+- "export" and "aotinductor" (``.pt2``): a ``torch.export`` program, AOTInductor-compiled for the second
+  (``physml_md.export.program``); the neighbour list and the input checks run in Python before it.
+- "metatomic" (``.pt``): a metatomic ``AtomisticModel`` for LAMMPS, i-PI, torch-sim and metatomic-ase
+  (``physml_md.export.metatomic``), this document inside its own metadata; physml-md's engines do not load it.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +19,7 @@ import shutil
 import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import torch
 
@@ -40,37 +34,12 @@ FORMATS = ("torchscript", "export", "aotinductor", "metatomic")
 SUFFIXES = {"torchscript": ".pt", "export": ".pt2", "aotinductor": ".pt2", "metatomic": ".pt"}
 METADATA_FILE = "physml_md_metadata.json"
 REQUIRED_IMPORTS = ("vesin_torch",)  # registers the TorchScript class of the neighbour list
-UNITS = {
-    "length": "angstrom",
-    "energy": "eV",
-    "forces": "eV/angstrom",
-    "stress": "eV/angstrom^3",
-    "charge": "e",
-}
+UNITS = {"length": "angstrom", "energy": "eV", "forces": "eV/angstrom", "stress": "eV/angstrom^3", "charge": "e"}
 OUTPUTS = ("energy", "energies", "forces", "stress")
 # Keys export_potential computes itself; a caller's metadata may not override them.
-COMPUTED_KEYS = (
-    "format_version",
-    "physml_md_version",
-    "torch_version",
-    "model",
-    "species",
-    "atomic_numbers",
-    "cutoff",
-    "units",
-    "dtype",
-    "self_energies",
-    "scale",
-    "hyperparameters",
-    "weights_sha256",
-    "created",
-    "requires",
-    "imports",
-    "outputs",
-    "format",
-    "device",
-    "agreement",
-    "committee",
+COMPUTED_KEYS = tuple(
+    "format_version physml_md_version torch_version model species atomic_numbers cutoff units dtype self_energies "
+    "scale hyperparameters weights_sha256 created requires imports outputs format device agreement committee".split()
 )
 
 
@@ -152,19 +121,25 @@ def resolve_format(format: str | None, path: Path) -> str:
     return format
 
 
-def replace_metadata(path: PathLike, metadata: Dict[str, Any]) -> None:
-    """Rewrite the metadata member of an exported zip archive in place (every other member is copied unchanged,
-    in order, stored uncompressed as torch writes them)."""
+def rewrite_zip(path: PathLike, replace: Callable[[str], str | None]) -> None:
+    """Rewrite a zip archive in place (atomically): a member for which ``replace(name)`` gives text takes it, every
+    other is copied unchanged; in order, stored uncompressed as torch writes them."""
     path = Path(path)
-    document = json.dumps(metadata, indent=2, sort_keys=True).encode()
     with atomic_path(path) as rewritten:  # a temporary of our own name (never a user's file), renamed onto path
         with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w", zipfile.ZIP_STORED) as target:
             for info in source.infolist():
-                if info.filename.endswith("/extra/" + METADATA_FILE):
-                    target.writestr(info.filename, document)
+                text = replace(info.filename)
+                if text is not None:
+                    target.writestr(info.filename, text)
                 else:
                     with source.open(info) as member, target.open(info, "w") as copy:
                         shutil.copyfileobj(member, copy)
+
+
+def replace_metadata(path: PathLike, metadata: Dict[str, Any]) -> None:
+    """Rewrite the metadata member of an exported zip archive in place (``rewrite_zip``)."""
+    document = json.dumps(metadata, indent=2, sort_keys=True)
+    rewrite_zip(path, lambda name: document if name.endswith("/extra/" + METADATA_FILE) else None)
 
 
 def read_metadata(path: PathLike) -> Dict[str, Any]:

@@ -1,25 +1,19 @@
 """The metatomic file: an exported potential for LAMMPS (``pair_style metatomic``), i-PI, torch-sim and ASE.
 
-``export_metatomic(model, path)`` (``export_potential(model, path, format="metatomic")``) writes a metatomic
-``AtomisticModel`` (TorchScript). Its module, ``MetatomicPotential``, takes the engine's systems and its full
-neighbour list at the model's cutoff (r_ij = x_j - x_i + S cell, computed and differentiable by the engine) and
-returns the "energy" output, per atom or per system, in eV; lengths are in angstrom. Forces and stress (virial)
-are the engine's: it differentiates the energy with respect to the positions and the cell. The per-atom energies
-are those of ``Potential.atomic_energies``: the energy model, scale and shift, ZBL; the same path as every other
-form of the potential.
+``export_potential(model, path, format="metatomic")`` writes a metatomic ``AtomisticModel`` (TorchScript) around
+``MetatomicPotential``: the engine's systems and full neighbour list at the model's cutoff in (r_ij = x_j - x_i +
+S cell, differentiable, angstrom), the "energy" output out, per atom or per system, in eV, from the same path as
+every other form of the potential (``Potential.atomic_energies``). Forces and stress (virial) are the engine's,
+by differentiation. A committee file adds "energy_uncertainty" (eV): the standard deviation over members of each
+system's (or atom's) energy (LAMMPS and metatomic-ase warn above their ``uncertainty_threshold``).
 
-A committee file returns the members' mean energy and "energy_uncertainty" (eV): per system the standard
-deviation over members of the energy (the committee's ``energy_std``); per atom that of each atom's energy
-(LAMMPS and metatomic-ase warn when an atom's exceeds their ``uncertainty_threshold``).
+Domain decomposition (LAMMPS over MPI ranks): a rank evaluates its own atoms plus the ghosts within the model's
+``interaction_range`` of its domain, asks for its own atoms' energies only (``selected_atoms``) and sends the
+forces on ghosts back to their owners: exact only if ``interaction_range`` is the model's true receptive field.
+A global constraint (a total charge shared by every atom, as a Coulomb charge head has) cannot be split so, and
+is refused.
 
-Domain decomposition (LAMMPS over MPI ranks): a rank evaluates its own atoms plus the ghost atoms within the
-model's ``interaction_range`` of its domain, asks for the energies of its own atoms only (``selected_atoms``) and
-sends the forces on ghosts back to their owners. That is exact only if ``interaction_range`` is the model's true
-receptive field (``interaction_range``): the distance over which an atom's energy depends on other atoms. A
-global constraint (a total charge shared by every atom, as the Coulomb energy of a charge head needs) cannot be
-split so, and is refused.
-
-The physml-md metadata (``physml_md.export.build_metadata``, with the agreement report) is the JSON document
+The physml-md metadata (``build_metadata``, with the agreement report) is the JSON document
 ``metadata().extra["physml_md"]``. Needs the ``metatomic`` extra (``pip install 'physml-md[metatomic]'``).
 """
 
@@ -36,37 +30,25 @@ try:
     from metatomic.torch import (
         AtomisticModel,
         ModelCapabilities,
+        ModelEvaluationOptions,
         ModelMetadata,
         ModelOutput,
         NeighborListOptions,
         System,
         load_atomistic_model,
+        read_model_metadata,
     )
+    from vesin.metatomic import NeighborList
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"the metatomic format needs metatomic-torch ({exc}): pip install 'physml-md[metatomic]'"
-    ) from exc
+    raise ImportError(f"metatomic files need metatomic-torch ({exc}): pip install 'physml-md[metatomic]'") from exc
 
 from physml_md.atomic_write import PathLike, atomic_path
 from physml_md.export.agreement import file_agreement
-from physml_md.export.load import load_potential
-from physml_md.export.metadata import COMPUTED_KEYS
-from physml_md.models import PaiNN, Potential, TensorNet, build_model
+from physml_md.export.loading import load_potential
+from physml_md.export.metadata import COMPUTED_KEYS, rewrite_zip
+from physml_md.models import Potential, build_model
 from physml_md.models.committee import Committee
 from physml_md.models.potential import raise_on_overlap
-
-__all__ = [
-    "ENERGY",
-    "ENERGY_UNCERTAINTY",
-    "METADATA_KEY",
-    "MetatomicPotential",
-    "MetatomicEvaluator",
-    "interaction_range",
-    "metatomic_model",
-    "export_metatomic",
-    "read_metatomic_metadata",
-    "potential_from_export",
-]
 
 ENERGY = "energy"
 ENERGY_UNCERTAINTY = "energy_uncertainty"
@@ -76,16 +58,9 @@ ENERGY_UNIT = "eV"
 
 
 def message_hops(energy_model: nn.Module) -> int:
-    """How many neighbour-list hops an atom's energy reaches: an atom's energy depends on the atoms within
-    ``hops * cutoff`` of it.
-
-    PaiNN: one per interaction (its features start from the species alone). TensorNet: one more, since its
-    embedding already sums over each atom's neighbours (a tensor built from the edge directions) before the first
-    interaction. An energy model of your own declares ``message_hops`` (an int attribute)."""
-    if isinstance(energy_model, TensorNet):
-        return len(energy_model.interactions) + 1
-    if isinstance(energy_model, PaiNN):
-        return len(energy_model.interactions)
+    """How many neighbour-list hops an atom's energy reaches (its int attribute ``message_hops``: PaiNN and
+    TensorNet set theirs; an energy model of your own declares it): an atom's energy depends on the atoms within
+    ``hops * cutoff`` of it."""
     hops = getattr(energy_model, "message_hops", None)
     if not isinstance(hops, int) or hops < 1:
         raise ValueError(
@@ -241,9 +216,7 @@ def _outputs(committee: bool) -> Dict[str, ModelOutput]:
     outputs = {ENERGY: ModelOutput(unit=ENERGY_UNIT, sample_kind="atom", description="potential energy")}
     if committee:
         outputs[ENERGY_UNCERTAINTY] = ModelOutput(
-            unit=ENERGY_UNIT,
-            sample_kind="atom",
-            description="standard deviation of the committee members' energies",
+            unit=ENERGY_UNIT, sample_kind="atom", description="standard deviation of the committee members' energies"
         )
     return outputs
 
@@ -296,19 +269,13 @@ class MetatomicEvaluator:
         self.dtype = getattr(torch, self.capabilities.dtype)
 
     def __call__(self, data: Dict[str, Tensor], selected: Sequence[int] | None = None) -> Dict[str, Tensor]:
-        from metatomic.torch import ModelEvaluationOptions
-        from vesin.metatomic import NeighborList
-
         positions = data["positions"].detach().to(self.dtype).clone().requires_grad_(True)
         cell = data.get("cell", torch.zeros(3, 3)).detach().to(self.dtype).reshape(3, 3)
         pbc = data.get("pbc", torch.zeros(3, dtype=torch.bool)).reshape(3).to(torch.bool)
         periodic = bool(pbc.any()) and abs(float(torch.linalg.det(cell.to(torch.float64)))) > 0.0
         strain = torch.eye(3, dtype=self.dtype, requires_grad=True)
         system = System(
-            types=data["atomic_numbers"].to(torch.int32),
-            positions=positions @ strain,
-            cell=cell @ strain,
-            pbc=pbc,
+            types=data["atomic_numbers"].to(torch.int32), positions=positions @ strain, cell=cell @ strain, pbc=pbc
         )
         for options in self.model.requested_neighbor_lists():
             NeighborList(options, LENGTH_UNIT).add_neighbor_list(system)
@@ -338,8 +305,6 @@ class MetatomicEvaluator:
 
 def read_metatomic_metadata(path: PathLike) -> Dict[str, Any]:
     """The physml-md metadata of a metatomic file (without loading its module)."""
-    from metatomic.torch import read_model_metadata
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no metatomic model at {path}")
@@ -406,10 +371,9 @@ def export_metatomic(
     document = dict(document)
     document["interaction_range"] = interaction_range(model)
     document["outputs"] = list(_outputs(isinstance(model, Committee)))
-    source = "training" if structures else "built-in"
     with atomic_path(path) as tmp:
         save(metatomic_model(model, document), tmp)
-        document["agreement"] = file_agreement(model, MetatomicEvaluator(tmp), structures, source, path)
+        document["agreement"] = file_agreement(model, MetatomicEvaluator(tmp), structures, path)
         save(metatomic_model(model, document), tmp)
     return path
 
@@ -420,16 +384,5 @@ def save(model: AtomisticModel, path: Path) -> None:
     metatomic's ``save`` lists every extension loaded in the process as one the model needs (here vesin-torch's,
     for physml-md's own neighbour list), and an engine then tries to load it (LAMMPS warns when it cannot);
     this module uses none: the engine gives it the neighbour list."""
-    import shutil
-    import zipfile
-
     model.save(str(path))
-    empty = ("/extra/extensions", "/extra/extensions-deps")
-    with atomic_path(path) as rewritten:
-        with zipfile.ZipFile(path) as source, zipfile.ZipFile(rewritten, "w", zipfile.ZIP_STORED) as target:
-            for info in source.infolist():
-                if info.filename.endswith(empty):
-                    target.writestr(info.filename, "[]")
-                else:
-                    with source.open(info) as member, target.open(info, "w") as copy:
-                        shutil.copyfileobj(member, copy)
+    rewrite_zip(path, lambda name: "[]" if name.endswith(("/extra/extensions", "/extra/extensions-deps")) else None)

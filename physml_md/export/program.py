@@ -11,62 +11,51 @@ How the trace is made (measured with torch 2.9.1): ``torch.export.export`` of a 
 ``torch.autograd.grad`` works with static shapes but fails with dynamic ones ("... is not tracked with proxy");
 so ``make_fx`` first traces forward and backward into one graph of aten operations with symbolic sizes (duck
 shaping off, so that sizes equal by chance in the example are not unified), and that graph, which no longer
-calls autograd, is exported with dynamic atoms, edges and structures. Energy models trace with the options
-that make their graph independent of the data (no edge chunks).
+calls autograd, is exported with dynamic atoms, edges and structures. What is traced is ``Potential.for_export``:
+the model set so that its graph does not depend on the data (no edge chunks).
 
-Formats (``FORMATS``): "export" keeps the program (``torch.export.save``; runs on the device it was exported
-for, or moved to another on load); "aotinductor" compiles it to a shared library (needs a C++ compiler at
-export time; the library runs only on the kind of device, and CPU family, it was compiled for). Both are zip
-archives holding the same metadata document as the TorchScript file, at ``<archive>/extra/<METADATA_FILE>``.
+"export" keeps the program (runs on the device it was exported for, or moved on load); "aotinductor" compiles it
+(needs a C++ compiler; runs only on the kind of device, and CPU family, it was compiled for). Both are zip
+archives with the metadata document at ``<archive>/extra/<METADATA_FILE>``.
 """
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import torch
 import torch._inductor
+import torch.fx.experimental._config as fx_config
 from torch import Tensor
+from torch.export.passes import move_to_device_pass
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from physml_md.data import keys as K
 from physml_md.export.metadata import METADATA_FILE, check_against_module
 from physml_md.models.potential import Potential, PotentialInputs, edge_vectors, raise_on_overlap
 
-__all__ = ["PROGRAM_FORMATS", "ProgramPotential", "load_program", "save_program", "trace_program"]
-
 PROGRAM_FORMATS = ("export", "aotinductor")
 # outputs of every program that hold the atomic numbers and cutoff it was traced with (not shown to callers)
 _SPECIES_OUTPUT = "_program_atomic_numbers"
 _CUTOFF_OUTPUT = "_program_cutoff"
-# the order of evaluate's tensor arguments (Potential.prepare returns them in this order)
-_INPUTS = (
-    "positions",
-    "numbers",
-    "species",
-    "cell",
-    "pbc",
-    "batch",
-    "n_atoms",
-    "edge_index",
-    "cell_shifts",
-    "total_charge",
-)
-
-
-def _traceable_copy(model: Potential) -> Potential:
-    """An eval-mode copy without parameter gradients, its energy model set to trace independently of the data."""
-    copy_ = copy.deepcopy(model).eval().requires_grad_(False)
-    for module in copy_.modules():
-        if hasattr(module, "chunk_elements"):
-            module.chunk_elements = 0
-        if hasattr(module, "stack_edges"):  # a committee: its members one after the other at every size
-            module.stack_edges = 0
-    return copy_
+# evaluate's tensor arguments in order (as Potential.prepare returns them), each with its size that varies
+_INPUTS = {
+    "positions": "atoms",
+    "numbers": "atoms",
+    "species": "atoms",
+    "cell": "structures",
+    "pbc": "structures",
+    "batch": "atoms",
+    "n_atoms": "structures",
+    "edge_index": "edges",
+    "cell_shifts": "edges",
+    "total_charge": "structures",
+}
 
 
 def _example_inputs(model: Potential, device: torch.device) -> tuple:
@@ -91,13 +80,10 @@ def _example_inputs(model: Potential, device: torch.device) -> tuple:
 
 def trace_program(model: Potential, device: torch.device | str = "cpu") -> torch.export.ExportedProgram:
     """``model.evaluate`` (with stress, without the overlap check) as a program with dynamic sizes."""
-    import torch.fx.experimental._config as fx_config
-    from torch.fx.experimental.proxy_tensor import make_fx
-
     if not isinstance(model, Potential):
         raise TypeError(f"trace_program needs a physml_md.models.Potential, got {type(model).__name__}")
     device = torch.device(device)
-    traceable = _traceable_copy(model).to(device)
+    traceable = model.for_export().to(device)
     inputs = _example_inputs(traceable, device)
 
     def evaluate(*args: Tensor) -> Dict[str, Tensor]:
@@ -110,26 +96,13 @@ def trace_program(model: Potential, device: torch.device | str = "cpu") -> torch
 
     with fx_config.patch(use_duck_shape=False):
         graph = make_fx(evaluate, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)
-    atoms, edges, structures = (torch.export.Dim(name) for name in ("atoms", "edges", "structures"))
-    sizes = {
-        "positions": {0: atoms},
-        "numbers": {0: atoms},
-        "species": {0: atoms},
-        "cell": {0: structures},
-        "pbc": {0: structures},
-        "batch": {0: atoms},
-        "n_atoms": {0: structures},
-        "edge_index": {1: edges},
-        "cell_shifts": {0: edges},
-        "total_charge": {0: structures},
-    }
-    return torch.export.export(graph, inputs, dynamic_shapes=tuple(sizes[name] for name in _INPUTS), strict=False)
+    dims = {name: torch.export.Dim(name) for name in ("atoms", "edges", "structures")}
+    sizes = tuple({1 if name == "edge_index" else 0: dims[size]} for name, size in _INPUTS.items())
+    return torch.export.export(graph, inputs, dynamic_shapes=sizes, strict=False)
 
 
 def save_program(model: Potential, path: Path, document: str, format: str, device: torch.device | str = "cpu"):
     """Trace ``model`` and write it to ``path`` in ``format`` with the metadata ``document`` (JSON text)."""
-    import zipfile
-
     if format not in PROGRAM_FORMATS:
         raise ValueError(f"format must be one of {PROGRAM_FORMATS} here, got {format!r}")
     program = trace_program(model, device)
@@ -213,8 +186,6 @@ def load_program(path: Path, metadata: Dict, device: torch.device | str = "cpu")
             warnings.filterwarnings("ignore", message="The given buffer is not writable")
             exported = torch.export.load(str(path))
         if device.type != exported_on.type:
-            from torch.export.passes import move_to_device_pass
-
             exported = move_to_device_pass(exported, device)
         program = exported.module()
     loaded = ProgramPotential(program, metadata, device)

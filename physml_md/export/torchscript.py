@@ -19,8 +19,6 @@ from typing import Dict, Iterator
 
 import torch
 
-__all__ = ["load", "model_errors", "plain_error", "quiet", "save", "script"]
-
 _DEPRECATED = r"`torch\.jit\.(script|save|load)` is deprecated"
 
 

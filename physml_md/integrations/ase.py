@@ -31,7 +31,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from physml_md.data import keys as K
-from physml_md.data.elements import CHEMICAL_SYMBOLS
+from physml_md.data.elements import check_known_elements
 from physml_md.data.statistics import PairDistanceFloor, pairs_closer_than
 from physml_md.export import load_model
 from physml_md.threads import torch_threads
@@ -179,18 +179,9 @@ class PhysMLCalculator(Calculator):
         return self._evaluate(list(structures))
 
     # ------------------------------------------------------------------ internals
-    def _check_species(self, numbers: np.ndarray) -> None:
-        unknown = sorted(set(numbers.tolist()) - self._known)
-        if unknown:
-            names = ", ".join(CHEMICAL_SYMBOLS[z] if 0 < z < len(CHEMICAL_SYMBOLS) else str(z) for z in unknown)
-            raise ValueError(
-                f"element(s) {names} not known to this model, which was trained on "
-                f"{', '.join(self.metadata['species'])}: use a model trained on data containing {names}"
-            )
-
     def _inputs(self, structures: List[Atoms]) -> Dict[str, torch.Tensor]:
         numbers = np.concatenate([a.numbers for a in structures])
-        self._check_species(numbers)
+        check_known_elements(numbers.tolist(), self._known, ", ".join(self.metadata["species"]))
         counts = torch.tensor([len(a) for a in structures], dtype=torch.long)
         tensor = {"dtype": self.dtype, "device": self.device}
         data = {

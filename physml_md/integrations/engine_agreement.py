@@ -1,20 +1,19 @@
-"""The engines' rows of an exported file's agreement report: the file through the ASE calculator and through each
-OpenMM backend that loads here, against the file itself.
-
-    add_engine_agreement("model.pt")          # evaluates, checks, and rewrites the file's metadata
+"""The one way physml-md writes an exported file (``export_model``: ``physml-md export``, training, a committee),
+with the engines' rows of its agreement report: the file through the ASE calculator and through each OpenMM
+backend that loads here, against the file itself.
 
 ``physml_md.export.export_potential`` measures the file against the model it came from (eager); it cannot reach
-the engines (the integrations read the exported file, not the reverse), so this step runs after it, where
-everything is wired (the command line). The engines add unit conversions (nm, kJ/mol), their own input
+the engines (the integrations read the exported file, not the reverse), so it takes them as a hook
+(``engines=``), which ``export_model`` gives it. The engines add unit conversions (nm, kJ/mol), their own input
 handling (ASE's Voigt stress, OpenMM's box) and, for TorchForce, C++ execution: a row per engine shows each
-gives the file's numbers.
+gives the file's numbers. They cost about 2.5 s per export (a small PaiNN, on 2 busy cores).
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Union
 
 import numpy as np
 import torch
@@ -22,31 +21,24 @@ from ase import Atoms
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from physml_md.atomic_write import PathLike
-from physml_md.export import load_potential, read_metadata, replace_metadata
+from physml_md.data.structures import dict_to_atoms
+from physml_md.export import ExportedPotential, export_potential, load_potential, resolve_format
 from physml_md.export.agreement import (
     AGREEMENT_TOLERANCE,
     agreement_inputs,
     builtin_structures,
     check_agreement,
+    evaluate_all,
     largest_differences,
 )
 from physml_md.integrations.ase import ExtrapolationWarning, PhysMLCalculator
+from physml_md.integrations.openmm import available_backends, create_force
+from physml_md.models import Potential
 from physml_md.units import KJ_PER_MOL_TO_EV, NM_TO_ANGSTROM
 
-__all__ = ["engine_agreement", "add_engine_agreement"]
 
-
-def _atoms(data: Dict[str, torch.Tensor]) -> Atoms:
-    return Atoms(
-        numbers=data["atomic_numbers"].cpu().numpy(),
-        positions=data["positions"].detach().to("cpu", torch.float64).numpy(),
-        cell=data["cell"].detach().to("cpu", torch.float64).numpy().reshape(3, 3),
-        pbc=data["pbc"].cpu().numpy().reshape(3),
-    )
-
-
-def _ase_outputs(path: Path, structures: Sequence[Atoms]) -> List[Dict[str, torch.Tensor]]:
-    calc = PhysMLCalculator(path)
+def _ase_outputs(exported: ExportedPotential, structures: Sequence[Atoms]) -> List[Dict[str, torch.Tensor]]:
+    calc = PhysMLCalculator(exported)
     outputs = []
     for atoms in structures:
         with warnings.catch_warnings():  # the check's own structures may be closer than the training data's
@@ -72,24 +64,22 @@ def _openmm_box(atoms: Atoms) -> np.ndarray | None:
     return atoms.cell.array / NM_TO_ANGSTROM if reduced else None
 
 
-def _openmm_outputs(path: Path, backend: str, structures: Sequence[Atoms]):
-    """(index, outputs) of the structures OpenMM can hold (molecules, and fully periodic cells in reduced form)."""
-    import openmm
+def _openmm_outputs(exported: ExportedPotential, backend: str, structures: Sequence[Atoms]) -> List[Dict[str, Any]]:
+    """Energy and forces of each structure (a molecule, or a fully periodic cell in reduced form) in OpenMM."""
+    import openmm  # (a dependency, but slow to import: only when exporting)
     from openmm import unit
 
-    from physml_md.integrations.openmm import create_force
-
     outputs = []
-    for index, atoms in enumerate(structures):
+    for atoms in structures:
         box = _openmm_box(atoms)
         if atoms.pbc.any() and box is None:
-            continue
+            raise ValueError(f"OpenMM cannot hold the cell {atoms.cell.array.tolist()} (see _openmm_box)")
         system = openmm.System()
         for _ in atoms:
             system.addParticle(1.0)
         if box is not None:
             system.setDefaultPeriodicBoxVectors(*(openmm.Vec3(*row) * unit.nanometer for row in box))
-        system.addForce(create_force(path, atoms.numbers.tolist(), periodic=box is not None, backend=backend))
+        system.addForce(create_force(exported, atoms.numbers.tolist(), periodic=box is not None, backend=backend))
         platform = openmm.Platform.getPlatformByName("Reference")
         context = openmm.Context(system, openmm.VerletIntegrator(0.001), platform)
         context.setPositions(atoms.positions / NM_TO_ANGSTROM * unit.nanometer)
@@ -97,60 +87,51 @@ def _openmm_outputs(path: Path, backend: str, structures: Sequence[Atoms]):
         energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * KJ_PER_MOL_TO_EV
         forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
         forces = np.asarray(forces) * KJ_PER_MOL_TO_EV / NM_TO_ANGSTROM
-        outputs.append(
-            (index, {"energy": torch.tensor([energy], dtype=torch.float64), "forces": torch.as_tensor(forces)})
-        )
+        outputs.append({"energy": torch.tensor([energy], dtype=torch.float64), "forces": torch.as_tensor(forces)})
     return outputs
 
 
-def engine_agreement(
-    path: PathLike, structures: Sequence[Dict[str, torch.Tensor]] | None = None
-) -> Dict[str, Dict[str, float]]:
-    """{engine: largest relative differences against the file} for the ASE calculator and each OpenMM backend
-    that loads here (``available_backends``); an ``AgreementError`` over the tolerance of the file's dtype.
+def engine_agreement(path: PathLike, name: PathLike | None = None) -> Dict[str, Dict[str, float]]:
+    """{"<engine> vs file": largest relative differences} for the ASE calculator and each OpenMM backend that
+    loads here (``available_backends``); an ``AgreementError`` (naming the file ``name``, default ``path``) over
+    the tolerance of the file's dtype.
 
-    structures: structure dicts (the first ``MAX_AGREEMENT_STRUCTURES``), else ``builtin_structures``.
-    """
+    The structures are always the built-in ones (``builtin_structures``: a cluster and a sheared periodic cell
+    that every engine can hold), so every file has the same rows whatever data it was trained on, and the check
+    costs the same (the file against the model, ``export_potential``, uses the training structures)."""
     path = Path(path)
     exported = load_potential(path)
     dtype = exported.dtype
     tolerance = AGREEMENT_TOLERANCE[exported.metadata["dtype"]]
-    inputs = agreement_inputs(
-        structures or builtin_structures(exported.atomic_numbers, exported.cutoff, dtype), dtype, torch.device("cpu")
-    )
-    with torch.inference_mode(False), torch.enable_grad():
-        reference = [{k: v.detach() for k, v in exported(dict(data)).items()} for data in inputs]
-    atoms = [_atoms(data) for data in inputs]
-    rows = {"ase": largest_differences(_ase_outputs(path, atoms), reference)}
-    try:
-        from physml_md.integrations.openmm import available_backends
-    except ImportError:  # OpenMM is not installed: no OpenMM rows
-        backends = []
-    else:
-        backends = available_backends()
-    for backend in backends:
+    inputs = agreement_inputs(builtin_structures(exported.atomic_numbers, exported.cutoff, dtype), dtype, "cpu")
+    reference = evaluate_all(exported, inputs)
+    atoms = [dict_to_atoms(data) for data in inputs]
+    rows = {"ase": largest_differences(_ase_outputs(exported, atoms), reference)}
+    for backend in available_backends():
         if backend == "torchforce" and exported.format != "torchscript":
             continue
-        pairs = _openmm_outputs(path, backend, atoms)
-        if pairs:
-            rows[f"openmm {backend}"] = largest_differences([out for _, out in pairs], [reference[i] for i, _ in pairs])
-    for name, differences in rows.items():
+        rows[f"openmm {backend}"] = largest_differences(_openmm_outputs(exported, backend, atoms), reference)
+    for engine, differences in rows.items():
         check_agreement(
-            f"the {name} engine and the file",
+            f"the {engine} engine and the file",
             differences,
             tolerance,
-            path,
-            f"{name} does not run this file faithfully here (the file itself is unchanged)",
+            name or path,
+            f"{engine} does not run this file faithfully here (the file was not written)",
         )
-    return rows
+    return {f"{engine} vs file": differences for engine, differences in rows.items()}
 
 
-def add_engine_agreement(path: PathLike, structures: Sequence[Dict[str, torch.Tensor]] | None = None) -> Dict:
-    """``engine_agreement`` of the exported file, added to its metadata's agreement report (the file is rewritten
-    in place, atomically); returns the report."""
-    metadata: Dict[str, Any] = read_metadata(path)
-    rows = engine_agreement(path, structures)
-    report = metadata.setdefault("agreement", {"differences": {}})
-    report.setdefault("differences", {}).update({f"{name} vs file": values for name, values in rows.items()})
-    replace_metadata(path, metadata)
-    return report
+def export_model(
+    model: Potential,
+    path: PathLike,
+    metadata: Dict[str, Any] | None = None,
+    dtype: Union[str, torch.dtype, None] = None,
+    format: str | None = None,
+    structures: Sequence[Dict[str, torch.Tensor]] | None = None,
+) -> Path:
+    """``export_potential`` (same arguments) with the engines' rows (``engine_agreement``) in the agreement
+    report, checked before the file takes its name; a metatomic file is checked through metatomic by
+    ``export_potential`` instead (physml-md's engines do not load it)."""
+    engines = None if resolve_format(format, Path(path)) == "metatomic" else engine_agreement
+    return export_potential(model, path, metadata, dtype=dtype, format=format, structures=structures, engines=engines)

@@ -1,5 +1,5 @@
 """Run an exported potential in OpenMM: one force, or a whole system (the ML region of an ML/MM system:
-``physml_md.integrations.openmm_mlmm.create_mixed_system``, built on the force made here).
+``physml_md.integrations.openmmml.create_mixed_system``, built on the force made here).
 
     system = create_system(pdb.topology, "model.pt")                        # everything from the potential
     system.addForce(create_force("model.pt", atomic_numbers))               # the force alone
@@ -25,9 +25,10 @@ import os
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
+import openmm
 import torch
 
-from physml_md.data.elements import CHEMICAL_SYMBOLS
+from physml_md.data.elements import check_known_elements
 from physml_md.export import ExportedPotential, format_file, load_model, torchscript
 from physml_md.export.torchscript import model_errors
 from physml_md.integrations.openmm_torch import OpenMMModule
@@ -69,8 +70,6 @@ def _openmmtorch():
         return None
     finally:
         logging.disable(previous)
-    import openmm
-
     plugins = os.path.join(openmm.version.openmm_library_path, "plugins")
     for failure in openmm.Platform.getPluginLoadFailures():
         path = failure.removeprefix("Error loading library ").split(":")[0]
@@ -167,15 +166,71 @@ class _Computation:
 
 
 # ----------------------------------------------------------------------------------------------- create_force
-def _check_species(exported: ExportedPotential, atomic_numbers: Sequence[int]) -> None:
-    unknown = sorted(set(int(z) for z in atomic_numbers) - set(exported.atomic_numbers))
-    if unknown:
-        names = ", ".join(CHEMICAL_SYMBOLS[z] if 0 < z < len(CHEMICAL_SYMBOLS) else str(z) for z in unknown)
+def _usable_backend(backend: str, exported: ExportedPotential) -> str:
+    """The concrete backend for ``exported``: TorchForce runs TorchScript files only ("auto" then takes the next)."""
+    chosen = resolve_backend(backend)
+    if exported.format != "torchscript" and chosen == "torchforce":
+        if backend == "torchforce":
+            raise ValueError(
+                f"TorchForce runs TorchScript files only, and this model is {format_file(exported.format)}: use "
+                "backend='pythonforce' (or 'auto'), or export the model as TorchScript (.pt) for TorchForce"
+            )
+        chosen = [name for name in available_backends() if name != "torchforce"][0]
+    if backend == "auto":
+        logger.info("OpenMM backend 'auto' chose %r (available here: %s)", chosen, ", ".join(available_backends()))
+    return chosen
+
+
+def _checked_particles(particles: Sequence[int] | None, atomic_numbers: List[int]) -> List[int] | None:
+    if particles is None:
+        return None
+    particles = [int(i) for i in particles]
+    if len(particles) != len(atomic_numbers):
         raise ValueError(
-            f"element(s) {names} in the system are not known to this model, which was trained on "
-            f"{', '.join(exported.metadata['species'])}: use a model trained on data containing {names}, "
-            "or leave those atoms out of the ML region"
+            f"{len(particles)} particles but {len(atomic_numbers)} atomic numbers: give one atomic number "
+            "per ML particle, in the same order"
         )
+    if len(set(particles)) != len(particles) or min(particles, default=0) < 0:
+        raise ValueError("particles must be distinct, non-negative particle indices")
+    return particles
+
+
+def _model_periodicity(exported: ExportedPotential, periodic: bool | None) -> bool:
+    if periodic is None:
+        periodic = exported.metadata.get("periodic")
+        if periodic is None:
+            raise ValueError(
+                "this model was trained on periodic and non-periodic structures (or its file does not say "
+                "which): pass periodic=True or periodic=False"
+            )
+    return bool(periodic)
+
+
+def _torch_force(exported: ExportedPotential, particles: List[int] | None, n_particles: int | None, spec: dict):
+    """openmm-torch's TorchForce running the scripted wrapper in OpenMM's C++."""
+    if particles is not None:
+        if n_particles is None:
+            raise ValueError("TorchForce needs n_particles (the System's particle count) with particles=")
+        if max(particles) >= n_particles:
+            raise ValueError(f"particle index {max(particles)} is out of range for {n_particles} particles")
+    wrapper = OpenMMModule(exported.module, particles=particles, n_particles=n_particles or 0, **spec)
+    force = _openmmtorch().TorchForce(torchscript.script(wrapper.to("cpu")))
+    force.setOutputsForces(True)
+    return force
+
+
+def _python_force(exported: ExportedPotential, backend: str, particles, spec: dict, device: torch.device):
+    """OpenMM's PythonForce (or openmm-torch's PythonTorchForce) calling the wrapper in Python."""
+    wrapper = OpenMMModule(exported.module, **spec).to(device)
+    path = str(exported.path) if exported.path is not None and exported.path.suffix in (".pt", ".pt2") else None
+    computation = _Computation(wrapper, path, spec, device)
+    if backend == "pythonforce":
+        force = openmm.PythonForce(computation)
+    else:
+        force = _openmmtorch().PythonTorchForce(computation)
+    if particles is not None:
+        force.setParticles(particles)
+    return force
 
 
 def create_force(
@@ -201,72 +256,30 @@ def create_force(
     (models with a charge head). device: where the Python backends run the model ("cpu", "cuda"; TorchForce
     follows OpenMM's platform).
     """
-    chosen = resolve_backend(backend)
+    resolve_backend(backend)  # an unknown or missing backend is the first error
     if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
     torch_device = torch.device(device or "cpu")
     exported = load_model(model, torch_device)
-    if exported.format != "torchscript" and chosen == "torchforce":
-        if backend == "torchforce":
-            raise ValueError(
-                f"TorchForce runs TorchScript files only, and this model is {format_file(exported.format)}: use "
-                "backend='pythonforce' (or 'auto'), or export the model as TorchScript (.pt) for TorchForce"
-            )
-        chosen = [name for name in available_backends() if name != "torchforce"][0]
-    if backend == "auto":
-        logger.info("OpenMM backend 'auto' chose %r (available here: %s)", chosen, ", ".join(available_backends()))
-    backend = chosen
+    backend = _usable_backend(backend, exported)
     atomic_numbers = [int(z) for z in atomic_numbers]
-    _check_species(exported, atomic_numbers)
-    if periodic is None:
-        periodic = exported.metadata.get("periodic")
-        if periodic is None:
-            raise ValueError(
-                "this model was trained on periodic and non-periodic structures (or its file does not say "
-                "which): pass periodic=True or periodic=False"
-            )
-    periodic = bool(periodic)
-    if particles is not None:
-        particles = [int(i) for i in particles]
-        if len(particles) != len(atomic_numbers):
-            raise ValueError(
-                f"{len(particles)} particles but {len(atomic_numbers)} atomic numbers: give one atomic number "
-                "per ML particle, in the same order"
-            )
-        if len(set(particles)) != len(particles) or min(particles, default=0) < 0:
-            raise ValueError("particles must be distinct, non-negative particle indices")
-    charge_value = float(charge) if "charges" in exported.metadata.get("outputs", []) else None
+    species = ", ".join(exported.metadata["species"])
+    other = "leave those atoms out of the ML region"
+    check_known_elements(atomic_numbers, exported.atomic_numbers, species, "in the system are", other)
+    periodic = _model_periodicity(exported, periodic)
+    particles = _checked_particles(particles, atomic_numbers)
     spec = {
         "atomic_numbers": atomic_numbers,
         "dtype": exported.dtype,
         "periodic": periodic,
         "unwrap": bool(unwrap),
-        "total_charge": charge_value,
+        "total_charge": float(charge) if "charges" in exported.metadata.get("outputs", []) else None,
     }
-    uses_box = periodic or bool(unwrap)
     if backend == "torchforce":
-        if particles is not None:
-            if n_particles is None:
-                raise ValueError("TorchForce needs n_particles (the System's particle count) with particles=")
-            if max(particles) >= n_particles:
-                raise ValueError(f"particle index {max(particles)} is out of range for {n_particles} particles")
-        wrapper = OpenMMModule(exported.module, particles=particles, n_particles=n_particles or 0, **spec)
-        openmmtorch = _openmmtorch()
-        force = openmmtorch.TorchForce(torchscript.script(wrapper.to("cpu")))
-        force.setOutputsForces(True)
+        force = _torch_force(exported, particles, n_particles, spec)
     else:
-        wrapper = OpenMMModule(exported.module, **spec).to(torch_device)
-        path = str(exported.path) if exported.path is not None and exported.path.suffix in (".pt", ".pt2") else None
-        computation = _Computation(wrapper, path, spec, torch_device)
-        if backend == "pythonforce":
-            import openmm
-
-            force = openmm.PythonForce(computation)
-        else:
-            force = _openmmtorch().PythonTorchForce(computation)
-        if particles is not None:
-            force.setParticles(particles)
-    force.setUsesPeriodicBoundaryConditions(uses_box)
+        force = _python_force(exported, backend, particles, spec, torch_device)
+    force.setUsesPeriodicBoundaryConditions(periodic or bool(unwrap))
     force.setForceGroup(force_group)
     force.setName("physml-md")
     return force
@@ -333,8 +346,6 @@ def create_system(
     periodic: None follows the topology's box and refuses a model trained only on the other kind of
     structure; True needs a box; False computes an isolated system (one whole cluster if there is a box).
     """
-    import openmm
-
     exported = load_model(model, torch.device(device or "cpu"))
     box = topology.getPeriodicBoxVectors()
     periodic, unwrap = force_periodicity(exported, box is not None, periodic, whole=True)

@@ -12,6 +12,8 @@ from typing import Iterable, Tuple
 
 import numpy as np
 from ase import Atoms
+from ase.cell import Cell
+from openmm import Vec3, app, unit
 
 from physml_md.units import ANGSTROM_TO_NM
 
@@ -20,8 +22,6 @@ __all__ = ["openmm_box", "topology_from_atoms"]
 
 def openmm_box(cell: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(box in OpenMM's reduced form [3, 3] in angstrom, rotation R) for an ASE cell: positions @ R.T."""
-    from ase.cell import Cell
-
     cell = Cell(np.asarray(cell, dtype=np.float64))
     if cell.rank != 3:
         raise ValueError("a periodic OpenMM system needs three cell vectors; this cell has rank " + str(cell.rank))
@@ -46,8 +46,6 @@ def topology_from_atoms(
     Structures periodic in only some directions (slabs) have no OpenMM equivalent and are refused. For a
     periodic structure the returned positions are rotated with the cell (see ``openmm_box``).
     """
-    from openmm import Vec3, app, unit
-
     pbc = np.asarray(atoms.pbc, dtype=bool)
     if pbc.any() and not pbc.all():
         raise ValueError(

@@ -1,14 +1,16 @@
-"""openmm-ml plugin: ``MLPotential("physml", modelPath="model.pt")``.
+"""ML/MM through openmm-ml: the plugin ``MLPotential("physml", modelPath="model.pt")`` and ``create_mixed_system``.
 
     from openmmml import MLPotential
     potential = MLPotential("physml", modelPath="model.pt")
     system = potential.createSystem(topology)                                 # the potential alone
     system = potential.createMixedSystem(topology, mm_system, ligand_atoms)   # ML/MM, mechanical embedding
+    system = create_mixed_system(topology, mm_system, ligand_atoms, "model.pt")  # the same, checked first
 
 Registered through the entry point group "openmmml.potentials" (name "physml", see pyproject.toml), which
 openmm-ml reads when it is imported. Keyword arguments of createSystem / createMixedSystem that this plugin
 reads: ``backend`` ("auto", the default, "torchforce", "pythonforce", "pythontorchforce"), ``periodic``, ``charge`` and
-``device``; see ``physml_md.integrations.openmm.create_force``.
+``device``; see ``physml_md.integrations.openmm.create_force``. There is one ML/MM path: ``create_mixed_system``
+checks the region and the MM forces, then calls openmm-ml's ``createMixedSystem``.
 
 Importing this module must stay cheap and must not fail: openmm-ml loads it whenever it is imported.
 """
@@ -17,28 +19,46 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
+try:
+    from openmmml.mlpotential import MLPotential, MLPotentialImpl, MLPotentialImplFactory
+except ImportError as error:  # openmm-ml is an optional dependency
+    raise ImportError(
+        "physml_md.integrations.openmmml (ML/MM, the openmm-ml plugin) needs openmm-ml: "
+        "pip install 'physml-md[openmmml]'"
+    ) from error
 
-__all__ = ["PhysMLPotentialImpl", "PhysMLPotentialImplFactory"]
+__all__ = ["PhysMLPotentialImpl", "PhysMLPotentialImplFactory", "create_mixed_system"]
 
 # createMixedSystem options that openmm-ml's embeddings read themselves and pass on to addForces
 _EMBEDDING_ARGS = ("linkAtomDistances",)
 _OWN_ARGS = ("backend", "periodic", "charge", "device")
 
+# Forces whose interactions inside the ML region cannot be switched off term by term (openmm-ml would keep them).
+_UNSPLITTABLE_FORCES = frozenset(
+    "GBSAOBCForce CustomGBForce CustomHbondForce CustomManyParticleForce AmoebaMultipoleForce AmoebaVdwForce "
+    "AmoebaGeneralizedKirkwoodForce HippoNonbondedForce".split()
+)
+
+
+def _engine():
+    """physml_md.integrations.openmm, imported on first use: it loads torch and the models, which an
+    ``import openmmml`` (it loads this plugin) must not pay for."""
+    from physml_md.integrations import openmm
+
+    return openmm
+
 
 def _copyable_backend(backend: str) -> str:
     """A backend whose force survives ``copy.deepcopy``: copying a TorchForce kills the process with openmm-torch
     1.5 (a segmentation fault in its deserialiser, seen beside torch 2.9.1, even for a one-line module)."""
-    from physml_md.integrations.openmm import available_backends, resolve_backend
-
-    if resolve_backend(backend) != "torchforce":
+    if _engine().resolve_backend(backend) != "torchforce":
         return backend
     if backend == "torchforce":
         raise ValueError(
             "createMixedSystem(interpolate=True) copies the ML force, and copying an openmm-torch TorchForce "
             "crashes the process (openmm-torch 1.5): use backend='pythonforce' (or 'auto', which takes it here)"
         )
-    return next(name for name in available_backends() if name != "torchforce")
+    return next(name for name in _engine().available_backends() if name != "torchforce")
 
 
 class PhysMLPotentialImplFactory(MLPotentialImplFactory):
@@ -59,10 +79,8 @@ class PhysMLPotentialImpl(MLPotentialImpl):
     """Adds a physml-md force for a topology (all atoms, or the ML region of a mixed system)."""
 
     def __init__(self, model_path):
-        from physml_md.export import load_model
-
         self.model_path = model_path
-        self.model = load_model(model_path)  # fail here, with the file's own message, not at createSystem
+        self.model = _engine().load_model(model_path)  # fail here, with the file's own message, not at createSystem
 
     def getMLLongRange(self) -> bool:  # noqa: N802 (openmm-ml API)
         """The potential is local: every term, the optional Coulomb one included, ends at the cut-off."""
@@ -76,15 +94,15 @@ class PhysMLPotentialImpl(MLPotentialImpl):
         forceGroup: int,
         **args,  # noqa: N803
     ) -> None:
-        from physml_md.integrations.openmm import create_force, force_periodicity, topology_numbers
-
+        engine = _engine()
         unknown = sorted(set(args) - set(_OWN_ARGS) - set(_EMBEDDING_ARGS))
         if unknown:
             raise ValueError(f"unknown argument(s) {unknown} for the physml potential; it reads {', '.join(_OWN_ARGS)}")
         particles = None if atoms is None else [int(i) for i in atoms]
         indices = range(topology.getNumAtoms()) if particles is None else particles
         system_periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
-        periodic, unwrap = force_periodicity(self.model, system_periodic, args.get("periodic"), whole=atoms is None)
+        whole = atoms is None
+        periodic, unwrap = engine.force_periodicity(self.model, system_periodic, args.get("periodic"), whole=whole)
         backend = args.get("backend", "auto")
         n_particles = system.getNumParticles()
         if n_particles == 0:
@@ -92,9 +110,9 @@ class PhysMLPotentialImpl(MLPotentialImpl):
             # forces (copy.deepcopy) into a CustomCVForce of the real one: the topology counts the particles
             n_particles = topology.getNumAtoms()
             backend = _copyable_backend(backend)
-        force = create_force(
+        force = engine.create_force(
             self.model,
-            topology_numbers(topology, indices),
+            engine.topology_numbers(topology, indices),
             particles=particles,
             periodic=periodic,
             backend=backend,
@@ -105,3 +123,61 @@ class PhysMLPotentialImpl(MLPotentialImpl):
             force_group=forceGroup,
         )
         system.addForce(force)
+
+
+def _check_region(topology, mm_system, ml_atoms: Iterable[int]) -> list:
+    """``ml_atoms`` as a list of ints, after one clear error for a region or an MM system ML/MM cannot use."""
+    ml_atoms = [int(i) for i in ml_atoms]
+    if not ml_atoms:
+        raise ValueError("ml_atoms is empty: give the indices of the atoms the potential should compute")
+    if len(set(ml_atoms)) != len(ml_atoms):
+        raise ValueError("ml_atoms holds duplicate indices")
+    n = mm_system.getNumParticles()
+    if topology.getNumAtoms() != n:
+        raise ValueError(f"the topology has {topology.getNumAtoms()} atoms but the system {n} particles")
+    if min(ml_atoms) < 0 or max(ml_atoms) >= n:
+        raise ValueError(f"ml_atoms must be particle indices in 0..{n - 1}")
+    unsplittable = sorted({f.__class__.__name__ for f in mm_system.getForces()} & _UNSPLITTABLE_FORCES)
+    if unsplittable:
+        raise ValueError(
+            f"the MM system has {', '.join(unsplittable)}, whose interactions inside the ML region cannot be "
+            "removed term by term: build the MM system without it (explicit solvent, fixed-charge force field)"
+        )
+    return ml_atoms
+
+
+def create_mixed_system(
+    topology,
+    mm_system,
+    ml_atoms: Iterable[int],
+    model,
+    periodic: bool | None = None,
+    backend: str = "auto",
+    *,
+    remove_constraints: bool = True,
+    charge: float = 0.0,
+    device: str | None = None,
+    force_group: int = 0,
+):
+    """Mechanical ML/MM: a copy of ``mm_system`` in which the potential computes the ML region.
+
+    openmm-ml's ``createMixedSystem`` (mechanical embedding) after the region and the MM forces are checked:
+    inside the region the MM bonded terms are removed, the MM nonbonded interactions are excluded and
+    (remove_constraints) constraints are dropped; the MM force field still couples the region to the rest
+    (a covalent bond cut by the region gets openmm-ml's link atom). periodic: None evaluates a model trained
+    on molecules as an isolated cluster (made whole across the box), a model trained on bulk in the system's
+    box. ``mm_system`` is not modified.
+    """
+    ml_atoms = _check_region(topology, mm_system, ml_atoms)
+    potential = MLPotential("physml", modelPath=model)
+    return potential.createMixedSystem(
+        topology,
+        mm_system,
+        ml_atoms,
+        removeConstraints=remove_constraints,
+        forceGroup=force_group,
+        backend=backend,
+        periodic=periodic,
+        charge=charge,
+        device=device,
+    )

@@ -27,11 +27,11 @@ import torch
 
 from physml_md.atomic_write import atomic_write_text
 from physml_md.config.load import Config, ConfigError, config_to_dict
-from physml_md.export import export_potential
 from physml_md.export.checkpoint import committee_from_checkpoints
+from physml_md.integrations.engine_agreement import export_model
 from physml_md.md.uncertainty import committee_errors
 from physml_md.training.datamodule import AtomsDataModule
-from physml_md.training.run import EXPORT_NAME, TrainResult, datamodule_kwargs, train
+from physml_md.training.run import EXPORT_NAME, TrainResult, datamodule_kwargs, evaluation_split, train
 
 __all__ = ["CommitteeResult", "member_config", "train_committee", "MEMBER_RECORD"]
 
@@ -62,13 +62,11 @@ def _config_sha256(config: Config) -> str:
 
 
 @contextlib.contextmanager
-def _lightning_quiet(quiet: bool) -> Iterator[None]:
-    """Lightning's own info lines (devices, checkpoint restores) silenced while ``quiet``: N members would print
-    them N times."""
+def _lightning_quiet() -> Iterator[None]:
+    """Lightning's own info lines (devices, checkpoint restores) silenced: N members would print them N times."""
     logger = logging.getLogger("lightning.pytorch")
     level = logger.level
-    if quiet:
-        logger.setLevel(logging.WARNING)
+    logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
@@ -82,7 +80,7 @@ def _train_member(
         torch.set_num_threads(threads)
     seed = config.training.seed + index if bootstrap else None
     member = member_config(config, index)
-    with _lightning_quiet(True):
+    with _lightning_quiet():
         result = train(member, bootstrap_seed=seed, verbose=False, initial_weights=initial, **data)
     if result.best_checkpoint is None:
         raise RuntimeError(f"committee member {index} wrote no checkpoint: check trainer.max_epochs and the data")
@@ -157,11 +155,37 @@ def train_committee(
         raise ConfigError(f"committee_processes must be 1 or more, got {processes}")
     data = {"train_data": train_data, "validation_data": validation_data, "test_data": test_data}
     if initial_weights is not None and len(initial_weights) != size:
-        raise ConfigError(
-            f"initial_weights: {len(initial_weights)} checkpoints for {size} members; give one per member"
-        )
+        raise ConfigError(f"initial_weights: {len(initial_weights)} checkpoints for {size} members (one per member)")
     initial = list(initial_weights) if initial_weights is not None else [None] * size
+    members = _train_members(config, bootstrap, processes, data, initial, verbose)
+    committee, metadata = committee_from_checkpoints([m.best_checkpoint for m in members])
+    datamodule = AtomsDataModule(**datamodule_kwargs(config), **data)
+    datamodule.setup("fit")
     root = Path(config.trainer["default_root_dir"])
+    result = CommitteeResult(root=root, members=members, model_path=None)
+    split = evaluation_split(datamodule.splits)
+    if split is not None:
+        result.test_metrics = committee_errors(committee, datamodule.loader(split))
+    metadata["training"]["committee_metrics"] = {"split": split, **result.test_metrics}
+    export_dtype = config.model.export_dtype or config.model.dtype
+    result.model_path = export_model(
+        committee, root / EXPORT_NAME, metadata, dtype=export_dtype, structures=datamodule.splits.get("train")
+    )
+    if verbose:
+        if result.test_metrics:
+            print(f"committee of {size} on the {split} split:")
+            for key, value in result.test_metrics.items():
+                print(f"  {key:<40} {value:.4g}")
+        print(f"exported committee: {result.model_path}")
+    return result
+
+
+def _train_members(
+    config: Config, bootstrap: bool, processes: int, data: Dict[str, Any], initial: List[Path | None], verbose: bool
+) -> List[TrainResult]:
+    """The results of the members (one per entry of ``initial``), in order: those finished before as recorded, the
+    others trained (``processes`` at a time, each in a process of its own, when more than one)."""
+    size = len(initial)
     results: Dict[int, TrainResult] = {}
     for index in range(size):
         finished = _finished_member(config, index)
@@ -170,8 +194,8 @@ def train_committee(
             if verbose:
                 print(f"member {index}: finished before, {finished.best_checkpoint}")
     todo = [index for index in range(size) if index not in results]
-    threads = _member_threads(processes)
     if processes > 1 and len(todo) > 1:
+        threads = _member_threads(processes)
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(min(processes, len(todo)), mp_context=context) as pool:
             futures = {
@@ -189,23 +213,4 @@ def train_committee(
             results[index] = _train_member(config, index, bootstrap, data, 0, initial[index])
             if verbose:
                 print(f"member {index}: trained, {results[index].best_checkpoint}")
-    members = [results[index] for index in range(size)]
-    committee, metadata = committee_from_checkpoints([m.best_checkpoint for m in members])
-    datamodule = AtomsDataModule(**datamodule_kwargs(config), **data)
-    datamodule.setup("fit")
-    result = CommitteeResult(root=root, members=members, model_path=None)
-    split = "test" if datamodule.splits.get("test") else ("validation" if datamodule.splits.get("validation") else None)
-    if split is not None:
-        result.test_metrics = committee_errors(committee, datamodule.loader(split))
-    metadata["training"]["committee_metrics"] = {"split": split, **result.test_metrics}
-    export_dtype = config.model.export_dtype or config.model.dtype
-    result.model_path = export_potential(
-        committee, root / EXPORT_NAME, metadata, dtype=export_dtype, structures=datamodule.splits.get("train")
-    )
-    if verbose:
-        if result.test_metrics:
-            print(f"committee of {size} on the {split} split:")
-            for key, value in result.test_metrics.items():
-                print(f"  {key:<40} {value:.4g}")
-        print(f"exported committee: {result.model_path}")
-    return result
+    return [results[index] for index in range(size)]

@@ -1,6 +1,6 @@
 """Active learning: rounds of train a committee -> run MD -> select uncertain frames -> label them -> retrain.
 
-    physml-md learn config.toml          # or: learn(config, learning)
+    physml-md learn config.toml          # or: learn(load_config("config.toml"))
 
 Round k lives in ``<trainer.default_root_dir>/round_<k>/``:
 - ``data.extxyz``: the starting data (``data.source``) plus every frame labelled in the rounds before;
@@ -36,8 +36,13 @@ from ase import Atoms
 from physml_md.atomic_write import atomic_path, atomic_write_text
 from physml_md.config.learning import LearningConfig
 from physml_md.config.load import Config, ConfigError
+from physml_md.data.collate import collate
+from physml_md.data.structures import atoms_to_dict
+from physml_md.export import load_potential
 from physml_md.learning.committee_training import train_committee
 from physml_md.learning.labelling import LabellingError, label_frames
+from physml_md.md.runner import run_md
+from physml_md.md.uncertainty import committee_errors
 from physml_md.units import FS_TO_PS
 
 __all__ = ["LearningResult", "check_calculator", "learn", "select_frames", "format_rounds"]
@@ -71,19 +76,9 @@ def select_frames(frames: List[Atoms], min_spacing_fs: float, cap: int) -> List[
 
 def _test_error(model_path: Path, test_frames: List[Atoms], keys) -> Dict[str, float]:
     """``committee_errors`` of the committee file on the test frames, its keys prefixed with ``test_``."""
-    from physml_md.data.collate import collate
-    from physml_md.data.structures import atoms_to_dict
-    from physml_md.export import load_potential
-    from physml_md.md.uncertainty import committee_errors
-
     potential = load_potential(model_path)
     batch = collate([atoms_to_dict(atoms, keys, dtype=potential.dtype) for atoms in test_frames])
     return {f"test_{key}": value for key, value in committee_errors(potential, [batch]).items()}
-
-
-def _resolve(path: str, base: Path) -> Path:
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else (base / candidate).resolve()
 
 
 def check_calculator(learning: LearningConfig, frame: Atoms, keys) -> None:
@@ -96,120 +91,134 @@ def check_calculator(learning: LearningConfig, frame: Atoms, keys) -> None:
         ) from None
 
 
-def learn(config: Config, learning: LearningConfig, base: Path | None = None, verbose: bool = True) -> LearningResult:
-    """Run the loop (see the module docstring); ``base`` resolves the relative paths of ``learning``. ``verbose``
-    prints each round's line of ``format_rounds`` (finished rounds read back too) as it is done."""
-    from physml_md.md.runner import run_md
-
+def _check_config(config: Config) -> LearningConfig:
+    if config.learning is None:
+        raise ConfigError("a [learning] table is needed for active learning: add it (see docs/configuration.md)")
     if config.training.committee < 2:
         raise ConfigError("active learning needs a committee: set [training] committee = 4 (2 or more)")
     if config.data.source is None:
         raise ConfigError("active learning adds frames to data.source: give the starting data set as data.source")
-    base = Path.cwd() if base is None else Path(base)
-    start = ase.io.read(_resolve(learning.structures, base), index=learning.index)
-    keys = config.data.label_keys()
-    test_frames = ase.io.read(_resolve(learning.test_data, base), ":") if learning.test_data else None
-    initial = ase.io.read(config.data.source, ":")
-    root = Path(config.trainer["default_root_dir"])
-    result = LearningResult(root=root)
-    added: List[Atoms] = []
+    return config.learning
+
+
+@dataclass
+class _Loop:
+    """What the rounds share: the configuration, the MD start, the data so far and the last committee."""
+
+    config: Config
+    learning: LearningConfig
+    start: Atoms
+    keys: Any
+    initial: List[Atoms]
+    test_frames: List[Atoms] | None
+    result: LearningResult
+    added: List[Atoms] = field(default_factory=list)
     previous_members: List[Path] | None = None
+
+
+def learn(config: Config, verbose: bool = True) -> LearningResult:
+    """Run the loop of ``config.learning`` (see the module docstring; its paths as given: ``load_config`` resolves
+    those of a file). ``verbose`` prints each round's line of ``format_rounds`` (finished rounds read back too) as
+    it is done."""
+    learning = _check_config(config)
+    root = Path(config.trainer["default_root_dir"])
+    loop = _Loop(
+        config,
+        learning,
+        start=ase.io.read(learning.structures, index=learning.index),
+        keys=config.data.label_keys(),
+        initial=ase.io.read(config.data.source, ":"),
+        test_frames=ase.io.read(learning.test_data, ":") if learning.test_data else None,
+        result=LearningResult(root=root),
+    )
     checked = False
-
-    def show(record: Dict[str, Any]) -> None:
-        if verbose:
-            print(format_rounds([record], header=len(result.rounds) == 1), flush=True)
-
     for k in range(learning.rounds):
         folder = root / f"round_{k}"
-        record_path = folder / ROUND_RECORD
-        if record_path.is_file():  # finished before: read it back and go on
-            record = json.loads(record_path.read_text())
-            result.rounds.append(record)
-            show(record)
-            labelled_path = folder / "labelled.extxyz"
-            added += ase.io.read(labelled_path, ":") if labelled_path.is_file() else []
-            previous_members = [Path(p) for p in record["members"]]
-            result.model_path = Path(record["model"])
-            if record["converged"] or record["stop"]:
-                result.converged = record["converged"]
+        if (folder / ROUND_RECORD).is_file():  # finished before: read it back and go on
+            record = _read_round(loop, folder)
+        else:
+            if not checked:  # before any training: a calculator that cannot label costs seconds, not a round
+                check_calculator(learning, loop.start, loop.keys)
+                checked = True
+            record = _round(loop, k, folder)
+            if record is None:  # interrupted
                 break
-            continue
-        if not checked:  # before any training: a calculator that cannot label costs seconds, not a round
-            check_calculator(learning, start, keys)
-            checked = True
-        folder.mkdir(parents=True, exist_ok=True)
-        data_file = folder / "data.extxyz"
-        with atomic_path(data_file) as tmp:
-            ase.io.write(tmp, initial + added, format="extxyz")
-        round_config = config.model_copy(
-            update={
-                "data": config.data.model_copy(update={"source": str(data_file)}),
-                "trainer": {**config.trainer, "default_root_dir": str(folder / "train")},
-            }
-        )
-        warm = previous_members if learning.restart == "previous" else None
-        committee = train_committee(round_config, initial_weights=warm, verbose=False)
-        md = run_md(
-            committee.model_path,
-            start,
-            engine=learning.engine,
-            ensemble="nvt",
-            temperature=learning.temperature,
-            timestep=learning.timestep,
-            time=learning.md_time,
-            report_every=learning.report_every,
-            seed=learning.seed + k,
-            trajectory=folder / "md.extxyz",
-            log=folder / "md.csv",
-            keep_positions=False,
-            uncertainty_threshold=learning.uncertainty_threshold,
-            uncertain_frames=folder / "uncertain.extxyz",
-        )
-        if md.interrupted:  # the MD did not run its course: the round stays unfinished, the next run redoes it
-            result.interrupted = md.interrupted
-            result.interruption = (
-                f"round {k} interrupted by {md.interrupted} during its MD (at {md.steps_done} of "
-                f"{md.steps_requested} steps); it was not labelled nor recorded: run the same command again to redo it"
-            )
+        if verbose:
+            print(format_rounds([record], header=len(loop.result.rounds) == 1), flush=True)
+        if record["converged"] or record["stop"]:
+            loop.result.converged = record["converged"]
             break
-        flagged = ase.io.read(folder / "uncertain.extxyz", ":") if "uncertain_frames" in md.files else []
-        selected = select_frames(flagged, learning.min_spacing, learning.max_new_frames)
-        labelled = label_frames(
-            selected, learning.label.calculator, learning.label.kwargs, keys, learning.label.threads
-        )
-        if labelled:
-            with atomic_path(folder / "labelled.extxyz") as tmp:
-                ase.io.write(tmp, labelled, format="extxyz")
-        converged = md.stable and not flagged and md.steps_done == md.steps_requested
-        stop = not converged and not labelled
-        record = {
-            "round": k,
-            "training_frames": len(initial) + len(added),
-            "members": [str(m.best_checkpoint) for m in committee.members],
-            "model": str(committee.model_path),
-            "md_ps": md.steps_done * md.timestep_fs * FS_TO_PS,
-            "md_stable": md.stable,
-            "blow_up": None if md.blow_up is None else md.blow_up.message,
-            "max_forces_std_ev_per_angstrom": max(md.max_forces_std) if md.max_forces_std else None,
-            "flagged_frames": len(flagged),
-            "labelled_frames": len(labelled),
-            "converged": converged,
-            "stop": stop,
-            **committee.test_metrics,
+    return loop.result
+
+
+def _read_round(loop: _Loop, folder: Path) -> Dict[str, Any]:
+    """A finished round's record, its labelled frames and committee taken back into the loop."""
+    record = json.loads((folder / ROUND_RECORD).read_text())
+    loop.result.rounds.append(record)
+    labelled_path = folder / "labelled.extxyz"
+    loop.added += ase.io.read(labelled_path, ":") if labelled_path.is_file() else []
+    loop.previous_members = [Path(p) for p in record["members"]]
+    loop.result.model_path = Path(record["model"])
+    return record
+
+
+def _round(loop: _Loop, k: int, folder: Path) -> Dict[str, Any] | None:
+    """Round ``k``: train, MD, label; its record (written last), or None when a signal stopped its MD."""
+    config, learning, result = loop.config, loop.learning, loop.result
+    folder.mkdir(parents=True, exist_ok=True)
+    data_file = folder / "data.extxyz"
+    with atomic_path(data_file) as tmp:
+        ase.io.write(tmp, loop.initial + loop.added, format="extxyz")
+    round_config = config.model_copy(
+        update={
+            "data": config.data.model_copy(update={"source": str(data_file)}),
+            "trainer": {**config.trainer, "default_root_dir": str(folder / "train")},
         }
-        if test_frames is not None:
-            record.update(_test_error(committee.model_path, test_frames, keys))
-        atomic_write_text(record_path, json.dumps(record, indent=2))
-        result.rounds.append(record)
-        result.model_path = committee.model_path
-        added += labelled
-        previous_members = [m.best_checkpoint for m in committee.members]
-        show(record)
-        if converged or stop:
-            result.converged = converged
-            break
-    return result
+    )
+    warm = loop.previous_members if learning.restart == "previous" else None
+    committee = train_committee(round_config, initial_weights=warm, verbose=False)
+    md = run_md(committee.model_path, loop.start, learning, seed=learning.seed + k, time=learning.md_time,
+                trajectory=folder / "md.extxyz", log=folder / "md.csv", keep_positions=False,
+                uncertainty_threshold=learning.uncertainty_threshold,
+                uncertain_frames=folder / "uncertain.extxyz")  # fmt: skip
+    if md.interrupted:  # the MD did not run its course: the round stays unfinished, the next run redoes it
+        result.interrupted = md.interrupted
+        result.interruption = (
+            f"round {k} interrupted by {md.interrupted} during its MD (at {md.steps_done} of "
+            f"{md.steps_requested} steps); it was not labelled nor recorded: run the same command again to redo it"
+        )
+        return None
+    flagged = ase.io.read(folder / "uncertain.extxyz", ":") if "uncertain_frames" in md.files else []
+    selected = select_frames(flagged, learning.min_spacing, learning.max_new_frames)
+    label = learning.label
+    labelled = label_frames(selected, label.calculator, label.kwargs, loop.keys, label.threads)
+    if labelled:
+        with atomic_path(folder / "labelled.extxyz") as tmp:
+            ase.io.write(tmp, labelled, format="extxyz")
+    converged = md.stable and not flagged and md.steps_done == md.steps_requested
+    record = {
+        "round": k,
+        "training_frames": len(loop.initial) + len(loop.added),
+        "members": [str(m.best_checkpoint) for m in committee.members],
+        "model": str(committee.model_path),
+        "md_ps": md.steps_done * md.timestep_fs * FS_TO_PS,
+        "md_stable": md.stable,
+        "blow_up": None if md.blow_up is None else md.blow_up.message,
+        "max_forces_std_ev_per_angstrom": max(md.max_forces_std) if md.max_forces_std else None,
+        "flagged_frames": len(flagged),
+        "labelled_frames": len(labelled),
+        "converged": converged,
+        "stop": not converged and not labelled,
+        **committee.test_metrics,
+    }
+    if loop.test_frames is not None:
+        record.update(_test_error(committee.model_path, loop.test_frames, loop.keys))
+    atomic_write_text(folder / ROUND_RECORD, json.dumps(record, indent=2))
+    result.rounds.append(record)
+    result.model_path = committee.model_path
+    loop.added += labelled
+    loop.previous_members = [m.best_checkpoint for m in committee.members]
+    return record
 
 
 def format_rounds(rounds: List[Dict[str, Any]], header: bool = True) -> str:

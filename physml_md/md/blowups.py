@@ -2,8 +2,7 @@
 
 - ``minimum_distance`` and ``max_force``: the closest pair of atoms (minimum image, any cell) and the largest force;
 - ``check_frame``: the first problem of one frame (non-finite numbers, atoms too close, a force too large) and the
-  atoms involved, as a ``BlowUp``; ``distance_threshold_from_reference`` derives a distance threshold from
-  reference structures;
+  atoms involved, as a ``BlowUp``;
 - ``check_progress``: the first sign that a run is exploding between two frames (an atom moving too far per step,
   too hot, an energy jump), with its likely cause.
 
@@ -11,18 +10,20 @@ The ``DEFAULT_*`` limits are the blow-up criteria of every run (md/runner.py, th
 ``physml-md validate``); their reasons are in ``check_frame`` and ``check_progress``.
 
 Units are the package's (ASE's): angstrom, eV, fs, kelvin; everything is float64. Like ``physml_md.validation.metrics``
-this module imports numpy, the standard library, ``physml_md.md.arrays`` and ``physml_md.md.geometry`` (the
-neighbour search runs vesin through torch, imported when first needed); never ASE, OpenMM, Lightning or mdtraj.
+this module imports numpy, the standard library, ``physml_md.md.arrays``, ``physml_md.md.geometry`` (the
+neighbour search runs vesin through torch, imported when first needed) and the defaults of ``physml_md.config.md``;
+never ASE, OpenMM, Lightning or mdtraj.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
+from physml_md.config.md import DEFAULT_MAX_FORCE, DEFAULT_MIN_DISTANCE
 from physml_md.md.arrays import (
     ArrayLike,
     PbcLike,
@@ -36,10 +37,8 @@ from physml_md.md.arrays import (
 )
 from physml_md.md.geometry import close_pairs, periodic_cell
 
-# ---- default thresholds (see check_frame for the reasoning)
-DEFAULT_MIN_DISTANCE: float = 0.5  # angstrom
-DEFAULT_MAX_FORCE: float = 100.0  # eV/angstrom
-# (see check_progress for these)
+# ---- default thresholds: DEFAULT_MIN_DISTANCE and DEFAULT_MAX_FORCE (angstrom, eV/angstrom) are the MD settings'
+# defaults (physml_md.config.md), their reasons in check_frame; check_progress gives the reasons of these
 DEFAULT_MAX_STEP_DISPLACEMENT: float = 1.0  # angstrom per step
 DEFAULT_MAX_TEMPERATURE: float = 1.0e4  # kelvin, or DEFAULT_TEMPERATURE_FACTOR x the target when higher
 DEFAULT_TEMPERATURE_FACTOR: float = 10.0
@@ -180,8 +179,7 @@ def check_frame(
       has two atoms within 0.5 angstrom; a potential that lets them get there has failed (that region is
       absent from training data). An absolute value needs no reference data and behaves the same in every
       frame and every run. It is loose for materials (nearest neighbours in Cu are 2.55 angstrom apart):
-      ``distance_threshold_from_reference`` gives the stricter, data-aware alternative, half of the
-      smallest distance seen in reference structures (for example the training set).
+      the validation suite's closest-contact criterion is the data-aware check (against the training set).
     - ``max_force_threshold`` = 100 eV/angstrom. Thermal forces in MD are a few eV/angstrom and training
       sets rarely hold forces above 20-50 eV/angstrom. 100 eV/angstrom accelerates a hydrogen atom by
       0.96 angstrom/fs^2, that is about 0.5 angstrom of extra displacement in one 1 fs step, against a
@@ -293,23 +291,3 @@ _UNSTABLE = (
     "the integration is unstable (the timestep, {timestep} fs, too long for the fastest motion) or the potential "
     "is extrapolating far from its training data"
 )
-
-
-def distance_threshold_from_reference(
-    reference_positions: Sequence[ArrayLike],
-    cell: ArrayLike | None = None,
-    pbc: PbcLike = None,
-    fraction: float = 0.5,
-) -> float:
-    """``fraction`` times the smallest interatomic distance (angstrom) over the reference frames.
-
-    ``reference_positions`` is a sequence of [N_k, 3] arrays (for example the structures of the training
-    set, molecules or cells of the same shape); ``cell`` and ``pbc`` apply to every frame. Use the result
-    as ``min_distance_threshold`` in ``check_frame`` when the reference covers the chemistry of the run.
-    """
-    fraction = positive(fraction, "fraction")
-    frames = list(reference_positions)
-    if not frames:
-        raise ValueError("reference_positions is empty; pass at least one frame")
-    smallest = min(minimum_distance(frame, cell, pbc)[0] for frame in frames)
-    return fraction * smallest

@@ -18,6 +18,8 @@ import threading
 import time as clock
 from typing import Any, Dict, Iterator
 
+from tqdm import tqdm
+
 from physml_md.md.frame import Frame
 from physml_md.units import DAY_TO_SECONDS, NS_TO_FS
 
@@ -83,8 +85,6 @@ class Progress:
         self.timestep_fs = timestep_fs
         self.start = clock.perf_counter()
         if enabled:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
 
     def update(self, n: int, frame: Frame, done: int) -> None:

@@ -18,8 +18,16 @@ import contextlib
 from typing import Iterator
 
 import numpy as np
+import openmm
 from ase import Atoms, units
+from ase.md.langevin import Langevin
+from ase.md.verlet import VelocityVerlet
+from openmm import unit
 
+from physml_md.export.torchscript import plain_error
+from physml_md.integrations.ase import PhysMLCalculator
+from physml_md.integrations.openmm import create_system
+from physml_md.integrations.openmm_topology import openmm_box, topology_from_atoms
 from physml_md.md.frame import Frame
 from physml_md.md.uncertainty import forces_std_of, is_committee
 from physml_md.units import ANGSTROM_PER_FS_TO_NM_PER_PS, KJ_PER_MOL_TO_EV, NM_TO_ANGSTROM, PS_TO_FS
@@ -40,11 +48,6 @@ class ASEEngine:
     """ASE dynamics with PhysMLCalculator."""
 
     def __init__(self, atoms: Atoms, model, ensemble, timestep_fs, temperature_k, friction_per_fs, seed, device):
-        from ase.md.langevin import Langevin
-        from ase.md.verlet import VelocityVerlet
-
-        from physml_md.integrations.ase import PhysMLCalculator
-
         self.atoms = atoms.copy()
         self.atoms.calc = PhysMLCalculator(model, device=device)
         self.timestep_fs = timestep_fs
@@ -99,12 +102,6 @@ class OpenMMEngine:
         backend,
         periodic=None,
     ):
-        import openmm
-        from openmm import unit
-
-        from physml_md.integrations.openmm import create_system
-        from physml_md.integrations.openmm_topology import openmm_box, topology_from_atoms
-
         self.n_atoms = len(atoms)
         self.periodic = bool(atoms.pbc.all())
         self.numbers = atoms.numbers.copy()
@@ -148,8 +145,6 @@ class OpenMMEngine:
         self.step_count += n
 
     def frame(self) -> Frame:
-        from openmm import unit
-
         with _plain_model_errors(start=self.step_count == 0):
             state = self.context.getState(getPositions=True, getVelocities=True, getForces=True, getEnergy=True)
         positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * NM_TO_ANGSTROM
@@ -187,10 +182,6 @@ def _plain_model_errors(start: bool = False) -> Iterator[None]:
 
     ``start``: the starting structure is being evaluated (the first forces, before any step), so OpenMM's error is
     about the structure the user gave: a ValueError with OpenMM's message, whatever its form."""
-    import openmm
-
-    from physml_md.export.torchscript import plain_error
-
     try:
         yield
     except openmm.OpenMMException as exc:

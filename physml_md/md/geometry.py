@@ -10,7 +10,7 @@
   orientation by ``ase.cell.Cell.standard_form`` (a rotation: distances and angles are kept).
 
 Units are the package's: angstrom and degrees; mdtraj's nm are converted here with ``physml_md.units``.
-torch (for the neighbour list) and mdtraj are imported inside the functions that use them.
+mdtraj is imported on first use (``mdtraj()``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 import numpy as np
+import torch
+from ase.cell import Cell
 
+from physml_md.data.neighbors import neighbor_list
 from physml_md.md.arrays import ArrayLike, PbcLike, short_list
 from physml_md.units import ANGSTROM_TO_NM
 
@@ -82,10 +85,6 @@ def close_pairs(
     ``positions`` [N, 3] finite; ``cell`` and ``pbc`` as ``periodic_cell`` returns them. An atom and its own
     periodic images are not a pair. Distances are float64 and exact for any cell shape.
     """
-    import torch
-
-    from physml_md.data.neighbors import neighbor_list
-
     edge_index, shifts = neighbor_list(
         torch.from_numpy(positions), torch.from_numpy(cell), torch.from_numpy(pbc), float(cutoff)
     )
@@ -182,8 +181,6 @@ def to_mdtraj(frames: np.ndarray, cell: ArrayLike | None, symbols: Sequence[str]
     rotated into that orientation with its cell (``Cell.standard_form``). Without ``symbols`` the atoms are
     virtual sites (geometry needs no element).
     """
-    from ase.cell import Cell
-
     topology = mdtraj_topology(symbols, frames.shape[1])
     if cell is None:
         return mdtraj().Trajectory(frames * ANGSTROM_TO_NM, topology)

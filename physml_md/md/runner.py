@@ -2,6 +2,7 @@
 
     result = run_md("model.pt", atoms, engine="openmm", ensemble="nvt", temperature="300 K", time="10 ps")
 
+The settings are ``physml_md.config.md.MDSettings`` (or its keys as keyword arguments), validated once.
 Quantities may carry units (``"0.5 fs"``, ``"300 K"``, ``"1/ps"``); bare numbers are fs, K and 1/fs. Every
 ``report_every`` steps the runner records a frame (energies, temperature, positions), writes it to the
 trajectory and the CSV log when asked, and checks it (``blowups.check_frame``: non-finite numbers, two atoms
@@ -26,11 +27,11 @@ import numpy as np
 from ase import Atoms
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
+from physml_md.config.md import MDSettings, md_settings
 from physml_md.data.neighbors import MAX_COORDINATE
+from physml_md.export import load_model
 from physml_md.md.arrays import short_list
 from physml_md.md.blowups import (
-    DEFAULT_MAX_FORCE,
-    DEFAULT_MIN_DISTANCE,
     BlowUp,
     check_frame,
     check_progress,
@@ -38,8 +39,9 @@ from physml_md.md.blowups import (
 )
 from physml_md.md.blowups import max_force as metrics_max_force
 from physml_md.md.control import Interrupted, Interrupts, Progress
-from physml_md.md.engines import ENGINES, ENSEMBLES, make_engine
+from physml_md.md.engines import make_engine
 from physml_md.md.frame import Frame
+from physml_md.md.io.writing import EnergyLog, TrajectoryWriter
 from physml_md.md.uncertainty import watch_for
 from physml_md.units import DAY_TO_SECONDS, NS_TO_FS, PS_TO_FS, parse_quantity
 
@@ -160,6 +162,8 @@ def initial_velocities(atoms: Atoms, temperature_k: float, seed: int, keep: bool
 
 
 def _check_positions(atoms: Atoms) -> None:
+    if len(atoms) == 0:
+        raise ValueError("the structure has no atoms")
     bad = np.nonzero(~np.isfinite(atoms.positions).all(axis=1))[0]
     if bad.size:
         which = f"atom {bad[0]}" if bad.size == 1 else f"atoms {short_list(bad)}"
@@ -185,200 +189,176 @@ def _check_species(atoms: Atoms, species) -> None:
 def run_md(
     model,
     atoms: Atoms,
-    engine: str = "ase",
-    ensemble: str = "nvt",
-    temperature="300 K",
-    timestep="0.5 fs",
+    settings: MDSettings | None = None,
+    *,
     steps: int | None = None,
     time=None,
-    friction="1 / ps",
-    report_every: int = 10,
     trajectory: str | Path | None = None,
     log: str | Path | None = None,
-    seed: int = 0,
-    min_distance: float | None = None,
-    max_force: float | None = None,
     keep_velocities: bool = False,
     keep_positions: bool = True,
     progress: bool = False,
-    device: str | None = None,
-    platform: str | None = None,
-    backend: str = "auto",
-    periodic: bool | None = None,
     uncertainty_threshold=None,
     stop_on_uncertainty: bool = False,
     uncertain_frames: str | Path | None = None,
+    **options,
 ) -> MDResult:
     """Run MD with ``model`` (exported file, checkpoint, Potential or ExportedPotential) from ``atoms``.
 
-    engine "ase" | "openmm"; ensemble "nve" | "nvt"; ``steps`` or ``time``; ``trajectory`` (.dcd, .xtc, .traj,
-    .extxyz) and ``log`` (CSV) are written atomically, every ``report_every`` steps; ``min_distance`` (angstrom)
-    and ``max_force`` (eV/angstrom) are the blow-up limits (None: 0.5 and 100); ``keep_positions`` keeps
-    the frames' positions in the result (for analysis). OpenMM options: ``platform`` (default CPU, or CUDA
-    with device="cuda"), ``backend`` (see ``physml_md.integrations.openmm``) and ``periodic`` (evaluate the
-    model periodic or not; None: from the model and the box; the ASE engine follows ``atoms.pbc``).
+    ``settings`` (``physml_md.config.md.MDSettings``: engine, ensemble, temperature, timestep, friction, seed, ...;
+    the blow-up limits min_distance, max_force), ``options`` (its keys, e.g. ``engine="openmm"``) given on top.
+    ``steps`` or ``time``; ``trajectory`` (.dcd, .xtc, .traj, .extxyz) and ``log`` (CSV) are written atomically,
+    every ``report_every`` steps; ``keep_positions`` keeps the frames' positions in the result (for analysis).
 
     A committee model's largest per-atom force disagreement is recorded per frame (``result.max_forces_std``).
     ``uncertainty_threshold`` (eV/angstrom, or a quantity such as "0.1 eV/angstrom"; committees only) flags the
     frames above it; ``stop_on_uncertainty`` stops at the first; ``uncertain_frames`` (.extxyz) receives the
     flagged frames when the run ends (``physml_md.md.uncertainty``); ``result.uncertainty`` sums it up.
     """
-    from physml_md.export import load_model
-
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if ensemble not in ENSEMBLES:
-        raise ValueError(f"unknown ensemble {ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
-    timestep_fs = parse_quantity(timestep, "time", "timestep")
-    temperature_k = parse_quantity(temperature, "temperature", "temperature")
-    friction_per_fs = parse_quantity(friction, "frequency", "friction")
-    if timestep_fs <= 0 or temperature_k < 0 or friction_per_fs <= 0:
-        raise ValueError(
-            f"timestep ({timestep_fs} fs) and friction ({friction_per_fs} /fs) must be positive and the "
-            f"temperature ({temperature_k} K) not negative"
-        )
-    n_steps = _steps(steps, time, timestep_fs)
-    min_distance = DEFAULT_MIN_DISTANCE if min_distance is None else float(min_distance)
-    max_force = DEFAULT_MAX_FORCE if max_force is None else float(max_force)
-    if min_distance < 0 or max_force <= 0:
-        raise ValueError(f"min_distance ({min_distance} Å) must be >= 0 and max_force ({max_force} eV/Å) > 0")
-    if isinstance(report_every, bool) or int(report_every) != report_every or report_every < 1:
-        raise ValueError(f"report_every must be a positive number of steps, got {report_every!r}")
-    if len(atoms) == 0:
-        raise ValueError("the structure has no atoms")
+    settings = md_settings(settings, **options)
+    n_steps = _steps(steps, time, settings.timestep)
     _check_positions(atoms)
-    potential = load_model(model, device or "cpu")
+    potential = load_model(model, settings.device or "cpu")
     _check_species(atoms, potential.metadata["species"])
     watch = watch_for(potential, atoms, uncertainty_threshold, stop_on_uncertainty, uncertain_frames)
-    start_atoms = initial_velocities(atoms, temperature_k, seed, keep_velocities)
-    runner = make_engine(engine, start_atoms, potential, ensemble, timestep_fs, temperature_k, friction_per_fs, seed,
-                         device, platform, backend, periodic)  # fmt: skip
-    result = MDResult(engine, ensemble, len(atoms), timestep_fs, temperature_k, n_steps)
-    symbols = atoms.get_chemical_symbols()
+    start_atoms = initial_velocities(atoms, settings.temperature, settings.seed, keep_velocities)
+    runner = make_engine(settings.engine, start_atoms, potential, settings.ensemble, settings.timestep,
+                         settings.temperature, settings.friction, settings.seed, settings.device, settings.platform,
+                         settings.backend, settings.periodic)  # fmt: skip
+    result = MDResult(settings.engine, settings.ensemble, len(atoms), settings.timestep, settings.temperature, n_steps)
     with Interrupts() as interrupts, contextlib.ExitStack() as stack:
-        writer = None
-        if trajectory is not None:
-            from physml_md.md.io.writing import TrajectoryWriter
-
-            writer = stack.enter_context(TrajectoryWriter(trajectory, symbols, atoms.pbc))
-            result.files["trajectory"] = str(trajectory)
-        energy_log = None
-        if log is not None:
-            from physml_md.md.io.writing import EnergyLog
-
-            energy_log = stack.enter_context(EnergyLog(log))
-            result.files["log"] = str(log)
-        bar = Progress(n_steps, timestep_fs, progress)
+        outputs = _Outputs.open(stack, result, atoms, trajectory, log, keep_positions)
+        bar = Progress(n_steps, settings.timestep, progress)
         stack.callback(bar.close)
         start = clock.perf_counter()
-        limits = _Limits(min_distance, max_force, timestep_fs, temperature_k)
-        last = None  # the last recorded frame
-        try:
-            with interrupts.armed():
-                frame = runner.frame()
-            while True:
-                problem = _record(result, frame, last, atoms.pbc, writer, energy_log, keep_positions, limits)
-                last = frame
-                if problem is not None:
-                    result.blow_up, result.blow_up_step = problem, frame.step
-                    break
-                if watch is not None and watch.observe(frame):
-                    break
-                if result.steps_done >= n_steps:
-                    break
-                n = min(report_every, n_steps - result.steps_done)
-                try:
-                    with interrupts.armed():
-                        runner.step(n)
-                        frame = runner.frame()
-                except Exception as exc:  # NaN coordinates in OpenMM, non-finite positions in the model, ...
-                    if interrupts.signal_name is not None:  # the signal arrived inside OpenMM's Python callback
-                        raise Interrupted(interrupts.signal_name) from None
-                    result.steps_done += n
-                    detail = f"{type(exc).__name__}: {exc}".strip()
-                    cause = "the timestep may be too long, or the model met a structure it cannot evaluate"
-                    result.blow_up = BlowUp("engine_error", (), detail=detail, cause=cause)
-                    result.blow_up_step = result.steps_done
-                    break
-                result.steps_done += n
-                bar.update(n, frame, result.steps_done)
-        except (KeyboardInterrupt, Interrupted):
-            interrupts.signal_name = interrupts.signal_name or "SIGINT"
+        last = _steps_and_frames(runner, result, outputs, settings, interrupts, watch, bar)
         if interrupts.signal_name is not None:
             result.interrupted = interrupts.signal_name
             if last is None:  # nothing recorded: no file is better than an empty one
-                for name, target in (("trajectory", writer), ("log", energy_log)):
-                    if target is not None:
-                        target.abort()
-                        del result.files[name]
+                outputs.abort(result)
         result.wall_seconds = clock.perf_counter() - start
     if watch is not None:
         if watch.write() is not None:
             result.files["uncertain_frames"] = str(watch.path)
         result.uncertainty = watch.summary()
-    final = atoms.copy()
+    result.final_atoms = atoms.copy()
     if last is not None:
-        final.positions = last.positions
-    result.final_atoms = final
+        result.final_atoms.positions = last.positions
     return result
 
 
-@dataclass(frozen=True)
-class _Limits:
-    """The blow-up limits of a run (angstrom, eV/angstrom) and what check_progress needs (fs, K)."""
+@dataclass
+class _Outputs:
+    """Where a run's frames go besides the result: the trajectory writer and the energy log (each optional), the
+    structure's own pbc (a slab is periodic along two axes only; its cell may lack a third vector)."""
 
-    min_distance: float
-    max_force: float
-    timestep_fs: float
-    target_temperature_k: float
+    pbc: np.ndarray
+    keep_positions: bool
+    writer: Any = None
+    energy_log: Any = None
+
+    @classmethod
+    def open(cls, stack: contextlib.ExitStack, result: MDResult, atoms: Atoms, trajectory, log, keep_positions: bool):
+        outputs = cls(atoms.pbc, keep_positions)
+        if trajectory is not None:
+            outputs.writer = stack.enter_context(TrajectoryWriter(trajectory, atoms.get_chemical_symbols(), atoms.pbc))
+            result.files["trajectory"] = str(trajectory)
+        if log is not None:
+            outputs.energy_log = stack.enter_context(EnergyLog(log))
+            result.files["log"] = str(log)
+        return outputs
+
+    def abort(self, result: MDResult) -> None:
+        """Leave no file (a run interrupted before its first frame)."""
+        for name, target in (("trajectory", self.writer), ("log", self.energy_log)):
+            if target is not None:
+                target.abort()
+                del result.files[name]
+
+
+def _steps_and_frames(runner, result: MDResult, outputs: _Outputs, settings: MDSettings, interrupts, watch, bar):
+    """Record a frame every ``report_every`` steps until the run is done, blows up, the uncertainty watch stops it
+    or a signal arrives (``interrupts.signal_name``); the last frame recorded (None: none)."""
+    last = None
+    try:
+        with interrupts.armed():
+            frame = runner.frame()
+        while frame is not None:
+            problem = _record(result, frame, last, outputs, settings)
+            last = frame
+            if problem is not None:
+                result.blow_up, result.blow_up_step = problem, frame.step
+                break
+            if (watch is not None and watch.observe(frame)) or result.steps_done >= result.steps_requested:
+                break
+            n = min(settings.report_every, result.steps_requested - result.steps_done)
+            frame = _advance(runner, n, result, interrupts)
+            if frame is not None:
+                bar.update(n, frame, result.steps_done)
+    except (KeyboardInterrupt, Interrupted):
+        interrupts.signal_name = interrupts.signal_name or "SIGINT"
+    return last
+
+
+def _advance(runner, n: int, result: MDResult, interrupts) -> Frame | None:
+    """``n`` steps and the frame after them; None when the engine failed (recorded as the run's blow-up)."""
+    try:
+        with interrupts.armed():
+            runner.step(n)
+            frame = runner.frame()
+    except Exception as exc:  # NaN coordinates in OpenMM, non-finite positions in the model, ...
+        if interrupts.signal_name is not None:  # the signal arrived inside OpenMM's Python callback
+            raise Interrupted(interrupts.signal_name) from None
+        result.steps_done += n
+        detail = f"{type(exc).__name__}: {exc}".strip()
+        cause = "the timestep may be too long, or the model met a structure it cannot evaluate"
+        result.blow_up = BlowUp("engine_error", (), detail=detail, cause=cause)
+        result.blow_up_step = result.steps_done
+        return None
+    result.steps_done += n
+    return frame
 
 
 def _record(
-    result: MDResult,
-    frame: Frame,
-    previous: Frame | None,
-    pbc: np.ndarray,
-    writer,
-    energy_log,
-    keep_positions: bool,
-    limits: _Limits,
+    result: MDResult, frame: Frame, previous: Frame | None, outputs: _Outputs, settings: MDSettings
 ) -> BlowUp | None:
     """Store and write the frame; the first problem check_frame (its minimum distance computed once), then
     check_progress (against the ``previous`` frame and the first energy) finds in it.
 
-    ``pbc`` is the structure's own (a slab is periodic along two axes only; its cell may lack a third vector).
     A blown-up frame is written where the format can store it (XTC holds no coordinate beyond 1e7 angstrom).
     """
-    problem = _check(result, frame, previous, pbc, limits)
+    problem = _check(result, frame, previous, outputs.pbc, settings)
     result.times_fs.append(frame.time_fs)
     result.potential_energies.append(frame.potential_energy)
     result.kinetic_energies.append(frame.kinetic_energy)
     result.temperatures_k.append(frame.temperature_k)
     if frame.forces_std is not None:
         result.max_forces_std.append(frame.max_forces_std)
-    if keep_positions:
+    if outputs.keep_positions:
         result.positions.append(frame.positions)
         result.cells.append(frame.cell)
-    if writer is not None and np.all(np.isfinite(frame.positions)):  # a non-finite frame is reported, not written
+    if outputs.writer is not None and np.all(np.isfinite(frame.positions)):  # a non-finite frame: reported only
         try:
-            writer.write(frame)
+            outputs.writer.write(frame)
         except ValueError:
             if problem is None:
                 raise
-    if energy_log is not None:
-        energy_log.write(frame)
+    if outputs.energy_log is not None:
+        outputs.energy_log.write(frame)
     return problem
 
 
-def _check(result: MDResult, frame: Frame, previous: Frame | None, pbc: np.ndarray, limits: _Limits) -> BlowUp | None:
+def _check(
+    result: MDResult, frame: Frame, previous: Frame | None, pbc: np.ndarray, settings: MDSettings
+) -> BlowUp | None:
     """The first problem of the frame; the run's closest distance and largest force updated on the way."""
-    problem = check_frame(frame.positions, frame.forces, frame.cell, pbc, None, limits.max_force)
+    problem = check_frame(frame.positions, frame.forces, frame.cell, pbc, None, settings.max_force)
     if problem is not None and problem.reason.startswith("non_finite"):
         return problem
     if problem is None:
         reference = result.potential_energies[0] if result.potential_energies else None
         problem = check_progress(
-            previous, frame, limits.timestep_fs, limits.target_temperature_k, len(frame.positions), reference
+            previous, frame, settings.timestep, settings.temperature, len(frame.positions), reference
         )
     if len(frame.positions) < 2 or (problem is not None and problem.reason == "large_displacement"):
         return problem  # (positions 1e12 angstrom apart have no meaningful closest pair)
@@ -386,6 +366,6 @@ def _check(result: MDResult, frame: Frame, previous: Frame | None, pbc: np.ndarr
     if distance < result.min_distance:
         result.min_distance, result.min_distance_atoms = distance, tuple(int(i) for i in pair)
     result.max_force = max(result.max_force, metrics_max_force(frame.forces)[0])
-    if distance < limits.min_distance:
-        return BlowUp("close_contact", tuple(int(i) for i in pair), distance, limits.min_distance)
+    if distance < settings.min_distance:
+        return BlowUp("close_contact", tuple(int(i) for i in pair), distance, settings.min_distance)
     return problem

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
+import ase.io
 import numpy as np
 import torch
 from ase import Atoms
@@ -19,7 +20,7 @@ from ase import Atoms
 from physml_md.atomic_write import PathLike, atomic_path
 from physml_md.data import keys as K
 from physml_md.md.frame import Frame
-from physml_md.units import parse_quantity
+from physml_md.units import EV_TO_MEV, parse_quantity
 
 __all__ = [
     "UncertaintyWatch",
@@ -115,8 +116,6 @@ class UncertaintyWatch:
     def write(self) -> Path | None:
         if self.path is None or not self.flagged:
             return None
-        import ase.io
-
         with atomic_path(self.path) as tmp:
             ase.io.write(tmp, self.flagged, format="extxyz")
         return self.path
@@ -151,8 +150,6 @@ def committee_errors(potential, batches) -> Dict[str, float]:
     their masks, e.g. a datamodule's loader or one ``collate``d list): energy MAE (meV/atom), force MAE
     (meV/angstrom), mean per-atom force std (meV/angstrom) and Spearman's correlation of each structure's largest
     force error with its largest force std (how well the uncertainty ranks the structures by their error)."""
-    from physml_md.units import EV_TO_MEV
-
     energy_errors, force_errors, sigmas, frame_errors, frame_sigmas = [], [], [], [], []
     for batch in batches:
         with torch.inference_mode(False), torch.enable_grad():

@@ -153,6 +153,10 @@ class Committee(Potential):
             hyperparameters["dtype"] = name
         return result
 
+    def set_traceable(self) -> None:
+        """The members one after the other at every size (``Potential.for_export``): stacking depends on the size."""
+        self.stack_edges = 0
+
     def evaluate(
         self,
         positions: Tensor,

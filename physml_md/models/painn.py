@@ -162,8 +162,13 @@ class PaiNN(nn.Module):
         self.embedding = nn.Embedding(n_species, features)
         self.rbf = SineBasis(n_rbf, cutoff)
         self.interactions = nn.ModuleList([PaiNNInteraction(features, n_rbf) for _ in range(n_interactions)])
+        self.message_hops = n_interactions  # an atom's energy reaches message_hops x cutoff: one per interaction
         self.updates = nn.ModuleList([PaiNNUpdate(features) for _ in range(n_interactions)])
         self.readout = nn.Sequential(nn.Linear(features, features // 2), nn.SiLU(), nn.Linear(features // 2, n_outputs))
+
+    def set_traceable(self) -> None:
+        """All edges in one chunk (``Potential.for_export``): the number of chunks depends on the data."""
+        self.chunk_elements = 0
 
     def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor, lengths: Tensor) -> Tensor:
         """species [N] (index into the model's species list), edge_index [2,E], vectors [E,3] (r_ij, angstrom),

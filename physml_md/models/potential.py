@@ -209,6 +209,18 @@ class Potential(PotentialInputs):
         result.hyperparameters["dtype"] = str(dtype).removeprefix("torch.")
         return result
 
+    @torch.jit.unused
+    def for_export(self) -> "Potential":
+        """A copy as torch.export traces it: eval mode, no parameter gradients, a graph independent of the data (each
+        submodule with a data-dependent path has ``set_traceable()``: PaiNN, TensorNet, Committee; an energy model
+        of your own may define one)."""
+        exported = copy.deepcopy(self).eval().requires_grad_(False)
+        for module in exported.modules():
+            set_traceable = getattr(module, "set_traceable", None)
+            if callable(set_traceable):
+                set_traceable()
+        return exported
+
     def forward(self, data: Dict[str, Tensor]) -> Dict[str, Tensor]:
         if not torch.is_grad_enabled():
             raise RuntimeError(

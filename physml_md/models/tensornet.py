@@ -309,6 +309,8 @@ class TensorNet(nn.Module):
         self.rbf = ExpNormalBasis(n_rbf, cutoff)
         self.embedding = TensorEmbedding(n_species, features, n_rbf)
         self.interactions = nn.ModuleList([TensorInteraction(features, n_rbf) for _ in range(n_interactions)])
+        # an atom's energy reaches message_hops x cutoff: one per interaction, one for the embedding (a neighbour sum)
+        self.message_hops = n_interactions + 1
         hidden = max(features // 2, 1)
         self.readout_norm = nn.LayerNorm(3 * features)
         self.readout = nn.Sequential(
@@ -352,6 +354,10 @@ class TensorNet(nn.Module):
         ):
             chunks.append((index[0], index[1], basis, edge_geometry, edge_rows))
         return chunks
+
+    def set_traceable(self) -> None:
+        """All edges in one chunk (``Potential.for_export``): the number of chunks depends on the data."""
+        self.chunk_elements = 0
 
     def forward(self, species: Tensor, edge_index: Tensor, vectors: Tensor, lengths: Tensor) -> Tensor:
         """species [N] (index into the model's species list), edge_index [2,E], vectors [E,3] (r_ij, angstrom),

@@ -1,17 +1,12 @@
-"""Training: Lightning module, data module, losses, callbacks, configuration and plots.
-
-Importing this package loads Lightning; the names below are imported on first use.
-"""
+"""Training with Lightning: ``run`` (``train``), ``module`` (``PotentialModule``), ``datamodule``,
+``packed_data`` (splits of a packed folder), ``loader``, ``losses``, ``callbacks``, ``logs``, ``figures`` and ``api``
+(``PhysMLModel``). Importing this package loads Lightning; the names below are imported on first use."""
 
 from importlib import import_module
 
 _EXPORTS = {
     "PhysMLModel": "physml_md.training.api",
     "load_from_dict": "physml_md.training.api",
-    "Config": "physml_md.config.load",
-    "ConfigError": "physml_md.config.load",
-    "load_config": "physml_md.config.load",
-    "config_from_dict": "physml_md.config.load",
     "AtomsDataModule": "physml_md.training.datamodule",
     "PotentialModule": "physml_md.training.module",
     "LossWeightMixing": "physml_md.training.callbacks",

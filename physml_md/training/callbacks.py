@@ -19,10 +19,14 @@ from typing import Any, Dict, Mapping
 
 import lightning
 from ase import Atoms
+from ase.io import read
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from physml_md.config.training import LossConfig, MDValidationConfig
+from physml_md.data.structures import dict_to_atoms
+from physml_md.md.runner import run_md
+from physml_md.validation.metrics import energy_drift
 
 __all__ = ["LossWeightMixing", "mixed_weight", "MDValidation"]
 
@@ -75,17 +79,12 @@ class LossWeightMixing(Callback):
 
     def weights(self) -> Dict[str, float]:
         """The weights after ``self.epochs_done`` epochs."""
-        current = {}
-        for name, initial in self.initial.items():
-            if self.schedule == "linear":
-                current[name] = mixed_weight(
-                    initial, self.target.get(name), self.epochs_done, span=self.spans.get(name)
-                )
-            else:
-                current[name] = mixed_weight(
-                    initial, self.target.get(name), self.epochs_done, step=self.steps.get(name)
-                )
-        return current
+        key, moves = ("span", self.spans) if self.schedule == "linear" else ("step", self.steps)
+        done = self.epochs_done
+        return {
+            name: mixed_weight(initial, self.target.get(name), done, **{key: moves.get(name)})
+            for name, initial in self.initial.items()
+        }
 
     def _sync(self, trainer, pl_module) -> None:
         self.epochs_done = int(trainer.current_epoch)
@@ -109,40 +108,27 @@ class LossWeightMixing(Callback):
         self.epochs_done = int(state_dict["epochs_done"])
 
 
-# ``MDValidation``: a short MD run with the model being trained, every few epochs, logged beside the losses.
-#
-# Configured by the validated ``[training.md_validation]`` section:
-#
-#     MDValidation(MDValidationConfig(every_n_epochs=5, steps=200), seed=0)
-#
-# At the end of every ``every_n_epochs``-th training epoch (after validation), the evaluation weights (the EMA
-# when one is kept) are copied, scripted and run with ``physml_md.md.runner.run_md`` from the starting structure
-# (``structure``, or the first training structure). Logged: ``md/stable`` (1 or 0), ``md/min_distance``
-# (angstrom), ``md/max_force`` (eV/angstrom), ``md/drift`` (meV/atom/ps, NVE) or ``md/temperature`` (K, NVT)
-# and ``md/steps`` (steps done before a blow-up). With ``stop_on_blowup`` a blow-up stops training (after this
-# epoch's checkpoint); otherwise it is only reported. Every process runs the same (seeded) MD, so the decision
-# is the same on every rank of a DDP run.
-
-
 class MDValidation(lightning.Callback):
-    """``config``: the ``[training.md_validation]`` section (``every_n_epochs`` = 0: the callback never runs);
+    """A short MD run with the model being trained, every ``every_n_epochs``-th epoch, logged beside the losses.
+
+    ``config``: the ``[training.md_validation]`` section, the runs' settings (``every_n_epochs`` = 0: never runs);
     ``structure``: the starting structure (default: ``config.structures``, else the first training structure);
-    ``seed``: of the initial velocities."""
+    ``seed``: of the initial velocities, when ``config.seed`` is unset. At the end of the epoch (after validation)
+    the evaluation weights (the EMA when one is kept) are copied and run with ``run_md``. Logged: ``md/stable`` (1
+    or 0), ``md/min_distance`` (angstrom), ``md/max_force`` (eV/angstrom), ``md/drift`` (meV/atom/ps, NVE) or
+    ``md/temperature`` (K, NVT) and ``md/steps`` (steps done before a blow-up). With ``stop_on_blowup`` a blow-up
+    stops training (after this epoch's checkpoint). Every process runs the same (seeded) MD, so the decision is the
+    same on every rank of a DDP run."""
 
-    def __init__(self, config: MDValidationConfig, structure: Atoms | None = None, seed: int = 0):
-        self.config = config
-        self.seed = seed
+    def __init__(self, config: MDValidationConfig, structure: Atoms | None = None, seed: int | None = None):
+        self.config = config if config.seed is not None or seed is None else config.model_copy(update={"seed": seed})
         if structure is None and config.structures is not None:
-            from ase.io import read
-
             structure = read(config.structures, index=config.index)
         self.structure: Atoms | None = structure
         self.last = None  # the last run's MDResult
 
     def _start(self, trainer) -> Atoms:
         if self.structure is None:
-            from physml_md.data.structures import dict_to_atoms
-
             datamodule = getattr(trainer, "datamodule", None)
             if datamodule is None or not getattr(datamodule, "splits", None):
                 raise ValueError("MDValidation needs a structure to start from: pass structure=... (a file or Atoms)")
@@ -153,25 +139,9 @@ class MDValidation(lightning.Callback):
         config = self.config
         if trainer.sanity_checking or not config.every_n_epochs or (trainer.current_epoch + 1) % config.every_n_epochs:
             return
-        from physml_md.md.runner import run_md
-        from physml_md.validation.metrics import energy_drift
-
         model = copy.deepcopy(pl_module.evaluation_model).requires_grad_(False)
-        result = run_md(
-            model,
-            self._start(trainer),
-            engine=config.engine,
-            ensemble=config.ensemble,
-            temperature=config.temperature,
-            timestep=config.timestep,
-            steps=config.steps,
-            report_every=config.report_every,
-            seed=self.seed,
-            min_distance=config.min_distance,
-            max_force=config.max_force,
-            keep_positions=False,
-            device=str(pl_module.device),
-        )
+        result = run_md(model, self._start(trainer), config, steps=config.steps, keep_positions=False,
+                        device=config.device or str(pl_module.device))  # fmt: skip
         self.last = result
         metrics = {
             "md/stable": float(result.stable),

@@ -10,7 +10,7 @@ cut-off, the pbc/cell overrides and the cache format, so it is rebuilt whenever 
 ``source`` or a split's path may also name a packed folder (``physml-md pack``, ``physml_md.data.packed.folder``): it is
 split by index without reading structures (the same split as its source file's for the same seed), each split is a
 ``PackedDataset`` that reads structures and computes their neighbour lists in the DataLoader workers (``pre_batch``
-and ``cache_dir`` do not apply), and the statistics come from its stored arrays (``physml_md.data.packed.dataset``).
+and ``cache_dir`` do not apply), and the statistics come from its stored arrays (``physml_md.training.packed_data``).
 
 Batches are ``physml_md.data.collate`` dicts with ``edge_index``/``cell_shifts``, which the model uses
 instead of computing its own neighbour list. The training loader is a ``ResumableLoader`` (exact mid-epoch
@@ -42,13 +42,12 @@ from physml_md.data import keys as K
 from physml_md.data.collate import PER_ATOM_KEYS, collate
 from physml_md.data.hashing import dataset_sha256
 from physml_md.data.neighbors import neighbor_list
-from physml_md.data.packed import dataset as packed_data
 from physml_md.data.packed.folder import PackedDataset, PackedFolder, is_packed_folder
 from physml_md.data.readers import read_dataset, read_structures
 from physml_md.data.splits import RANDOM_RECORD, record_label, split_indices
 from physml_md.data.statistics import energy_statistics, fit_self_energies, shortest_pair_distances
-from physml_md.data.structures import dict_to_atoms
 from physml_md.models import resolve_dtype
+from physml_md.training import packed_data
 from physml_md.training.loader import ResumableLoader
 
 CACHE_FORMAT_VERSION = 1
@@ -166,28 +165,10 @@ class AtomsDataModule(lightning.LightningDataModule):
         self.batch_sizes: Dict[str, int] = {name: getattr(config, name).batch_size for name in SPLITS}
 
         direct = {"train": train_data, "validation": validation_data, "test": test_data, "predict": predict_data}
-        self._given: Dict[str, Any] = {}  # split -> path or list of Atoms, for the splits given explicitly
-        for name in SPLITS:
-            path = getattr(config, name).path
-            if path is not None and direct[name] is not None:
-                raise ConfigError(f"{name} data given twice: as data.{name}.path and as {name}_data; give one")
-            given = direct[name] if direct[name] is not None else path
-            if given is not None:
-                self._given[name] = self._checked_data(f"{name} data", given)
+        self._given = self._given_splits(config, direct)
         source = config.source if source is None else source
         self.source = None if source is None else self._checked_data("source", source)
-        if self.source is None and "train" not in self._given:
-            raise ConfigError(
-                "no training data: give source (one file split into train/validation/test by splitting_strategy) "
-                "or a training file (data.train.path or train_data=...)"
-            )
-        if self.source is not None:
-            clash = [name for name in ("train", "validation", "test") if name in self._given]
-            if clash:
-                raise ConfigError(
-                    f"both source and {', '.join(clash)} data were given: source is split into train, validation "
-                    "and test by splitting_strategy; give either source or files per split, not both"
-                )
+        self._check_sources()
 
         self.splits: Dict[str, PackedStructures | PackedDataset] = {}
         self.split_indices_: Dict[str, List[int]] | None = None
@@ -195,6 +176,33 @@ class AtomsDataModule(lightning.LightningDataModule):
         self.cache_written: List[str] = []
         self._sha256: Dict[str, str] = {}
         self._is_setup = False
+
+    @classmethod
+    def _given_splits(cls, config: DataConfig, direct: Dict[str, Any]) -> Dict[str, Any]:
+        """split -> path or list of Atoms, for the splits given explicitly (``config.<split>.path`` or ``*_data``)."""
+        given = {}
+        for name in SPLITS:
+            path = getattr(config, name).path
+            if path is not None and direct[name] is not None:
+                raise ConfigError(f"{name} data given twice: as data.{name}.path and as {name}_data; give one")
+            value = direct[name] if direct[name] is not None else path
+            if value is not None:
+                given[name] = cls._checked_data(f"{name} data", value)
+        return given
+
+    def _check_sources(self) -> None:
+        """Training data given once: a source to split, or a training file, not both."""
+        if self.source is None and "train" not in self._given:
+            raise ConfigError(
+                "no training data: give source (one file split into train/validation/test by splitting_strategy) "
+                "or a training file (data.train.path or train_data=...)"
+            )
+        clash = [name for name in ("train", "validation", "test") if name in self._given]
+        if self.source is not None and clash:
+            raise ConfigError(
+                f"both source and {', '.join(clash)} data were given: source is split into train, validation "
+                "and test by splitting_strategy; give either source or files per split, not both"
+            )
 
     @staticmethod
     def _checked_data(what: str, value: Any) -> Any:
@@ -404,10 +412,6 @@ class AtomsDataModule(lightning.LightningDataModule):
         if split not in self._sha256 and isinstance(data, PackedDataset):
             self._sha256[split] = packed_data.split_sha256(data)
         return self._sha256[split]
-
-    def test_atoms(self) -> List[ase.Atoms]:
-        """The test structures as ``ase.Atoms`` with their labels (``dict_to_atoms``)."""
-        return [dict_to_atoms(data) for data in self._split("test")]
 
     # ----------------------------------------------------------------------------------------- loaders
 

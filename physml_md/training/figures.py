@@ -19,10 +19,20 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from physml_md.atomic_write import PathLike, atomic_path
-from physml_md.training.logs import METRIC_UNITS
 from physml_md.units import EV_TO_MEV
 
-__all__ = ["parity_plot", "learning_curves", "learning_curve_panels", "read_metrics", "Panel"]
+__all__ = ["METRIC_UNITS", "parity_plot", "learning_curves", "learning_curve_panels", "read_metrics", "Panel"]
+
+# metric component -> (unit of its MAE and RMSE once multiplied by the factor, factor from the internal unit)
+METRIC_UNITS: Dict[str, Tuple[str, float]] = {
+    "per_system_energy": ("meV/structure", EV_TO_MEV),
+    "per_atom_energy": ("meV/atom", EV_TO_MEV),
+    "per_atom_force": ("meV/angstrom", EV_TO_MEV),
+    "per_system_stress": ("meV/angstrom^3", EV_TO_MEV),
+    "per_system_dipole_moment": ("me*angstrom", EV_TO_MEV),
+    "per_system_total_charge": ("me", EV_TO_MEV),
+    "per_atom_charge": ("me", EV_TO_MEV),
+}
 
 _PANEL_SIZE = (4.2, 3.6)  # inches per panel
 
@@ -94,6 +104,48 @@ def _parity_panel(ax, ref: np.ndarray, pred: np.ndarray, quantity: str, unit: st
     ax.legend(loc="upper left", fontsize="small")
 
 
+def _parity_energies(energy_ref, energy_pred, n_atoms, per_atom: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """The energies to plot: per atom when ``n_atoms`` is given, rows with a NaN dropped."""
+    e_ref = _as_array(energy_ref, "energy_ref").reshape(-1)
+    e_pred = _as_array(energy_pred, "energy_pred").reshape(-1)
+    if e_ref.shape != e_pred.shape:
+        raise ValueError(
+            f"energy_ref has {e_ref.size} values but energy_pred has {e_pred.size}: pass one energy per structure"
+        )
+    if n_atoms is not None:
+        if not per_atom:
+            raise ValueError("n_atoms is given but per_atom=False: n_atoms divides energies to per-atom values")
+        counts = _as_array(n_atoms, "n_atoms").reshape(-1)
+        if counts.shape != e_ref.shape:
+            raise ValueError(
+                f"n_atoms has {counts.size} values but there are {e_ref.size} energies: pass one count per structure"
+            )
+        if np.any(counts <= 0):
+            raise ValueError("n_atoms must be positive for every structure")
+        e_ref, e_pred = e_ref / counts, e_pred / counts
+    keep = np.isfinite(e_ref) & np.isfinite(e_pred)
+    if not keep.any():
+        raise ValueError("no energy to plot: every reference or predicted energy is NaN (masked)")
+    return e_ref[keep], e_pred[keep]
+
+
+def _parity_forces(forces_ref, forces_pred) -> Tuple[np.ndarray, np.ndarray] | None:
+    """The force components to plot (rows with a NaN dropped), None without forces."""
+    if (forces_ref is None) != (forces_pred is None):
+        raise ValueError("pass both forces_ref and forces_pred, or neither")
+    if forces_ref is None:
+        return None
+    f_ref = _as_array(forces_ref, "forces_ref")
+    f_pred = _as_array(forces_pred, "forces_pred")
+    if f_ref.shape != f_pred.shape or f_ref.ndim != 2 or f_ref.shape[1] != 3:
+        shapes = f"{f_ref.shape} and {f_pred.shape}"
+        raise ValueError(f"forces_ref and forces_pred must both have shape [N, 3], got {shapes}")
+    rows = np.isfinite(f_ref).all(axis=1) & np.isfinite(f_pred).all(axis=1)
+    if not rows.any():
+        raise ValueError("no force to plot: every reference or predicted force row is NaN (masked)")
+    return f_ref[rows].reshape(-1), f_pred[rows].reshape(-1)
+
+
 def parity_plot(
     path: PathLike,
     energy_ref,
@@ -115,47 +167,11 @@ def parity_plot(
     """
     path = Path(path)
     fmt = _format_of(path)
-    e_ref = _as_array(energy_ref, "energy_ref").reshape(-1)
-    e_pred = _as_array(energy_pred, "energy_pred").reshape(-1)
-    if e_ref.shape != e_pred.shape:
-        raise ValueError(
-            f"energy_ref has {e_ref.size} values but energy_pred has {e_pred.size}: pass one energy per structure"
-        )
-    if n_atoms is not None:
-        if not per_atom:
-            raise ValueError("n_atoms is given but per_atom=False: n_atoms divides energies to per-atom values")
-        counts = _as_array(n_atoms, "n_atoms").reshape(-1)
-        if counts.shape != e_ref.shape:
-            raise ValueError(
-                f"n_atoms has {counts.size} values but there are {e_ref.size} energies: pass one count per structure"
-            )
-        if np.any(counts <= 0):
-            raise ValueError("n_atoms must be positive for every structure")
-        e_ref, e_pred = e_ref / counts, e_pred / counts
-    keep = np.isfinite(e_ref) & np.isfinite(e_pred)
-    if not keep.any():
-        raise ValueError("no energy to plot: every reference or predicted energy is NaN (masked)")
-
-    if (forces_ref is None) != (forces_pred is None):
-        raise ValueError("pass both forces_ref and forces_pred, or neither")
-    forces = None
-    if forces_ref is not None:
-        f_ref = _as_array(forces_ref, "forces_ref")
-        f_pred = _as_array(forces_pred, "forces_pred")
-        if f_ref.shape != f_pred.shape or f_ref.ndim != 2 or f_ref.shape[1] != 3:
-            raise ValueError(
-                f"forces_ref and forces_pred must both have shape [N, 3], got {f_ref.shape} and {f_pred.shape}"
-            )
-        rows = np.isfinite(f_ref).all(axis=1) & np.isfinite(f_pred).all(axis=1)
-        if not rows.any():
-            raise ValueError("no force to plot: every reference or predicted force row is NaN (masked)")
-        forces = (f_ref[rows].reshape(-1), f_pred[rows].reshape(-1))
-
+    e_ref, e_pred = _parity_energies(energy_ref, energy_pred, n_atoms, per_atom)
+    forces = _parity_forces(forces_ref, forces_pred)
     fig, axes = _grid(1 if forces is None else 2, title)
-    if per_atom:
-        _parity_panel(axes[0], e_ref[keep], e_pred[keep], "energy", "eV/atom", "meV/atom")
-    else:
-        _parity_panel(axes[0], e_ref[keep], e_pred[keep], "energy", "eV", "meV")
+    per = "/atom" if per_atom else ""
+    _parity_panel(axes[0], e_ref, e_pred, "energy", "eV" + per, "meV" + per)
     if forces is not None:
         _parity_panel(axes[1], forces[0], forces[1], "force component", "eV/Å", "meV/Å")
     return _save(fig, path, fmt)

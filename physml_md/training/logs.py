@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
-from typing import Dict, Mapping, Tuple
+from typing import Mapping, Tuple
 
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
@@ -30,7 +30,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from physml_md.atomic_write import PathLike, atomic_path
-from physml_md.units import EV_TO_MEV
+from physml_md.training.figures import METRIC_UNITS, learning_curves
 
 __all__ = [
     "EpochLog",
@@ -45,16 +45,6 @@ __all__ = [
 
 LEARNING_CURVES = "learning_curves.png"
 
-# metric component -> (unit of its MAE and RMSE once multiplied by the factor, factor from the internal unit)
-METRIC_UNITS: Dict[str, Tuple[str, float]] = {
-    "per_system_energy": ("meV/structure", EV_TO_MEV),
-    "per_atom_energy": ("meV/atom", EV_TO_MEV),
-    "per_atom_force": ("meV/angstrom", EV_TO_MEV),
-    "per_system_stress": ("meV/angstrom^3", EV_TO_MEV),
-    "per_system_dipole_moment": ("me*angstrom", EV_TO_MEV),
-    "per_system_total_charge": ("me", EV_TO_MEV),
-    "per_atom_charge": ("me", EV_TO_MEV),
-}
 _LINE_COMPONENTS = (("E", "per_atom_energy"), ("F", "per_atom_force"))
 _PLOT_COST_FRACTION = 0.05
 
@@ -130,8 +120,6 @@ class EpochLog(Callback):
         metrics_csv = Path(logger.log_dir) / "metrics.csv"
         if not metrics_csv.is_file():
             return
-        from physml_md.training.figures import learning_curves  # matplotlib, only when drawing
-
         started = time.perf_counter()
         try:
             learning_curves(Path(logger.log_dir) / LEARNING_CURVES, metrics_csv)

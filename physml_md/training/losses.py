@@ -16,6 +16,7 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
+from physml_md.config.types import LOSS_COMPONENTS
 from physml_md.data import keys as K
 
 __all__ = ["COMPONENTS", "Component", "masked_pair", "component_errors"]
@@ -29,7 +30,7 @@ class Component:
     per_atom: bool
 
 
-COMPONENTS: Dict[str, Component] = {
+_COMPARED = {  # what each of the configuration's loss components compares
     "per_system_energy": Component(K.ENERGY, per_atom=False),
     "per_atom_force": Component(K.FORCES, per_atom=True),
     "per_system_stress": Component(K.STRESS, per_atom=False),
@@ -37,6 +38,7 @@ COMPONENTS: Dict[str, Component] = {
     "per_system_total_charge": Component(K.TOTAL_CHARGE, per_atom=False),
     "per_atom_charge": Component(K.CHARGES, per_atom=True),
 }
+COMPONENTS: Dict[str, Component] = {name: _COMPARED[name] for name in LOSS_COMPONENTS}
 
 
 def _structure_mask(batch: Dict[str, Tensor], key: str) -> Tensor:

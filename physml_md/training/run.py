@@ -23,11 +23,17 @@ from lightning.pytorch.loggers import CSVLogger
 from physml_md.atomic_write import PathLike
 from physml_md.config.load import Config, ConfigError, config_to_dict, instantiate_callbacks, trainer_kwargs
 from physml_md.data import keys as K
-from physml_md.export import export_potential
-from physml_md.export.checkpoint import load_checkpoint, model_kwargs, potential_from_checkpoint
+from physml_md.export.checkpoint import (
+    exportable_from_checkpoint,
+    load_checkpoint,
+    model_kwargs,
+    potential_from_checkpoint,
+)
+from physml_md.integrations.engine_agreement import export_model
 from physml_md.threads import torch_threads
 from physml_md.training.callbacks import LossWeightMixing, MDValidation
 from physml_md.training.datamodule import AtomsDataModule
+from physml_md.training.figures import learning_curves, parity_plot
 from physml_md.training.logs import LEARNING_CURVES, METRIC_UNITS, EpochLog, resumed_csv_logger, resumed_run_dir
 from physml_md.training.module import PotentialModule
 
@@ -65,20 +71,13 @@ def build_model_kwargs(config: Config, datamodule: AtomsDataModule) -> Dict[str,
         forces_rms = statistics.get("forces_rms")
         if forces_rms is not None and math.isfinite(forces_rms) and forces_rms > 0:
             scale = float(forces_rms)
+    names = ("name", "dtype", "features", "n_interactions", "n_rbf", "zbl", "charges", "coulomb", "seed")
     return {
-        "name": model.name,
+        **{name: getattr(model, name) for name in names},
         "species": [int(z) for z in datamodule.species()],
         "cutoff": float(model.cutoff),
-        "dtype": model.dtype,
-        "features": model.features,
-        "n_interactions": model.n_interactions,
-        "n_rbf": model.n_rbf,
-        "zbl": model.zbl,
-        "charges": model.charges,
-        "coulomb": model.coulomb,
         "self_energies": {int(z): float(e) for z, e in (self_energies or {}).items()} or None,
         "scale": scale,
-        "seed": model.seed,
     }
 
 
@@ -106,12 +105,9 @@ def _check_work_left(config: Config, checkpoint: Dict[str, Any], ckpt_path: Path
 def _resumed_model_kwargs(config: Config, checkpoint: Dict[str, Any], ckpt_path: PathLike) -> Dict[str, Any]:
     _check_work_left(config, checkpoint, ckpt_path)
     stored = checkpoint.get("hyper_parameters", {}).get("config", {}).get("model")
-    current = config_to_dict(config)["model"]
-    if stored is not None:  # what is exported may change on resume (and older checkpoints lack the key)
-        stored, current = dict(stored), dict(current)
-        for key in RESUMABLE_MODEL_KEYS:
-            stored.pop(key, None)
-            current.pop(key, None)
+    # what is exported may change on resume (and older checkpoints lack the key)
+    stored = None if stored is None else {k: v for k, v in stored.items() if k not in RESUMABLE_MODEL_KEYS}
+    current = {k: v for k, v in config_to_dict(config)["model"].items() if k not in RESUMABLE_MODEL_KEYS}
     if stored is not None and stored != current:
         changed = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         raise ConfigError(
@@ -137,8 +133,12 @@ def _load_initial_weights(module: PotentialModule, path: PathLike) -> None:
             ) from None
 
 
-def _monitor_training_metrics(config: Config) -> Config:
-    """``config`` with its monitored "val/..." metrics replaced by their "train/..." twins."""
+def _monitored_config(config: Config, datamodule: AtomsDataModule, verbose: bool) -> Config:
+    """``config``; when nothing is validated, with its monitored "val/..." metrics replaced by their "train/..."
+    twins."""
+    validates = len(datamodule.splits.get("validation") or []) > 0 and config.trainer.get("limit_val_batches") != 0
+    if validates or not config.training.monitor.startswith("val/"):
+        return config
 
     def twin(name: str | None) -> str | None:
         return "train/" + name.removeprefix("val/") if name and name.startswith("val/") else name
@@ -153,6 +153,8 @@ def _monitor_training_metrics(config: Config) -> Config:
         }
     )
     trainer = {**config.trainer, "checkpoint": {**checkpoint, "monitor": twin(checkpoint["monitor"])}}
+    if verbose:
+        print(f"no validation data: checkpoints and schedulers follow {training.monitor!r}")
     return config.model_copy(update={"training": training, "trainer": trainer})
 
 
@@ -163,17 +165,16 @@ def _callbacks(config: Config, resumed_from: PathLike | None = None, verbose: bo
         # a resumed run keeps writing checkpoints beside the one it resumed from, so the best checkpoint is
         # chosen over the whole run (Lightning reloads best scores only when the directory is unchanged)
         checkpoint_kwargs["dirpath"] = str(Path(resumed_from).resolve().parent)
-    callbacks: List[lightning.Callback] = [ModelCheckpoint(**checkpoint_kwargs)]
-    callbacks.append(LossWeightMixing.from_config(training.loss_parameter))
-    callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-    callbacks.append(EpochLog(print_lines=verbose))
+    callbacks: List[lightning.Callback] = [
+        ModelCheckpoint(**checkpoint_kwargs),
+        LossWeightMixing.from_config(training.loss_parameter),
+        LearningRateMonitor(logging_interval="epoch"),
+        EpochLog(print_lines=verbose),
+    ]
     stopping = training.early_stopping
     if stopping.enabled:
-        callbacks.append(
-            EarlyStopping(
-                monitor=stopping.monitor, patience=stopping.patience, min_delta=stopping.min_delta, mode=stopping.mode
-            )
-        )
+        options = stopping.model_dump(include={"monitor", "patience", "min_delta", "mode"})
+        callbacks.append(EarlyStopping(**options))
     if training.md_validation.every_n_epochs > 0:
         callbacks.append(MDValidation(training.md_validation, seed=training.seed))
     callbacks.extend(instantiate_callbacks(config.trainer["callbacks"]))
@@ -205,38 +206,27 @@ def _trainer_kwargs(config: Config) -> Dict[str, Any]:
     return kwargs
 
 
-def _evaluation_split(datamodule: AtomsDataModule) -> str | None:
-    for split in ("test", "validation"):
-        if len(datamodule.splits.get(split) or []) > 0:
-            return split
-    return None
+def evaluation_split(splits: Dict[str, Any]) -> str | None:
+    """The split a model is evaluated on: "test", else "validation" (None: neither has structures)."""
+    return next((split for split in ("test", "validation") if len(splits.get(split) or []) > 0), None)
 
 
-def _collect_parity(potential: torch.nn.Module, datamodule: AtomsDataModule, split: str) -> Dict[str, Any]:
-    """Per-atom energies and force components, reference and prediction, on one split (masked rows dropped)."""
-    loader = datamodule.loader(split)
-    energy_ref, energy_pred, forces_ref, forces_pred = [], [], [], []
-    for batch in loader:
+def _collect_parity(potential: torch.nn.Module, datamodule: AtomsDataModule, split: str) -> List[Any]:
+    """Per-atom energies and force components on one split, as ``parity_plot`` takes them: energy reference and
+    prediction, forces reference and prediction (None without forces); masked rows dropped."""
+    parts: List[List[torch.Tensor]] = [[], [], [], []]
+    for batch in datamodule.loader(split):
         with torch.enable_grad():
             out = potential(batch)
         n_atoms = batch[K.N_ATOMS].to(out[K.ENERGY].dtype)
         energy_mask = batch[K.mask_key(K.ENERGY)]
-        energy_ref.append((batch[K.ENERGY] / n_atoms)[energy_mask])
-        energy_pred.append((out[K.ENERGY].detach() / n_atoms)[energy_mask])
+        parts[0].append((batch[K.ENERGY] / n_atoms)[energy_mask])
+        parts[1].append((out[K.ENERGY].detach() / n_atoms)[energy_mask])
         if K.FORCES in batch:
             atom_mask = batch[K.mask_key(K.FORCES)].index_select(0, batch[K.BATCH])
-            forces_ref.append(batch[K.FORCES][atom_mask])
-            forces_pred.append(out[K.FORCES].detach()[atom_mask])
-
-    def cat(parts):
-        return torch.cat(parts).double().numpy() if parts else None
-
-    return {
-        "energy_ref": cat(energy_ref),
-        "energy_pred": cat(energy_pred),
-        "forces_ref": cat(forces_ref),
-        "forces_pred": cat(forces_pred),
-    }
+            parts[2].append(batch[K.FORCES][atom_mask])
+            parts[3].append(out[K.FORCES].detach()[atom_mask])
+    return [torch.cat(part).double().numpy() if part else None for part in parts]
 
 
 def format_metrics_table(metrics: Dict[str, float], title: str = "test split") -> str:
@@ -296,25 +286,15 @@ def _train(
     if train_data is not None and config.data.source is not None:
         # data given as arguments replace the configured files
         config = config.model_copy(update={"data": config.data.model_copy(update={"source": None})})
-    datamodule = AtomsDataModule(
-        **datamodule_kwargs(config),
-        bootstrap_seed=bootstrap_seed,
-        train_data=train_data,
-        validation_data=validation_data,
-        test_data=test_data,
-    )
+    data = {"train_data": train_data, "validation_data": validation_data, "test_data": test_data}
+    datamodule = AtomsDataModule(**datamodule_kwargs(config), bootstrap_seed=bootstrap_seed, **data)
     datamodule.setup("fit")
     checkpoint = None if ckpt_path is None else load_checkpoint(ckpt_path)
     if ckpt_path is not None:
         kwargs = _resumed_model_kwargs(config, checkpoint, ckpt_path)
     else:
         kwargs = build_model_kwargs(config, datamodule)
-    validates = len(datamodule.splits.get("validation") or []) > 0 and config.trainer.get("limit_val_batches") != 0
-    if not validates and config.training.monitor.startswith("val/"):
-        config = _monitor_training_metrics(config)
-        if verbose:
-            print(f"no validation data: checkpoints and schedulers follow {config.training.monitor!r}")
-    monitor = config.training.monitor
+    config = _monitored_config(config, datamodule, verbose)
     module = PotentialModule(
         config,
         kwargs,
@@ -324,81 +304,72 @@ def _train(
     )
     if initial_weights is not None and ckpt_path is None:
         _load_initial_weights(module, initial_weights)
-    root = Path(config.trainer["default_root_dir"])
-    loggers = _loggers(root, ckpt_path, checkpoint)
+    loggers = _loggers(Path(config.trainer["default_root_dir"]), ckpt_path, checkpoint)
     del checkpoint
     callbacks = _callbacks(config, ckpt_path, verbose)
-    checkpoint_callback = callbacks[0]
     trainer = lightning.Trainer(**_trainer_kwargs(config), logger=loggers, callbacks=callbacks)
     with warnings.catch_warnings():
         if ckpt_path is not None:  # resuming writes beside the checkpoint it resumes from, on purpose
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         resume = None if ckpt_path is None else str(ckpt_path)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-
-    best = checkpoint_callback.best_model_path or checkpoint_callback.last_model_path
-    best_path = Path(best) if best else None
-    run_dir = Path(loggers[0].log_dir)
-    result = TrainResult(run_dir=run_dir, best_checkpoint=best_path, model_path=None)
-    md_callback = next((c for c in callbacks if isinstance(c, MDValidation)), None)
-    if md_callback is not None and md_callback.last is not None:
-        result.md_validation = {
-            **md_callback.last.summary(),
-            "first_potential_energy": md_callback.last.potential_energies[0],
-        }
-
-    if len(datamodule.splits.get("test") or []) > 0 and best_path is not None:
-        tested = trainer.test(module, datamodule=datamodule, ckpt_path=str(best_path), weights_only=True, verbose=False)
+    best = callbacks[0].best_model_path or callbacks[0].last_model_path
+    result = TrainResult(Path(loggers[0].log_dir), Path(best) if best else None, None)
+    result.md_validation = _md_validation_summary(callbacks)
+    if len(datamodule.splits.get("test") or []) > 0 and result.best_checkpoint is not None:
+        best = str(result.best_checkpoint)
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
         result.test_metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
-    if not trainer.is_global_zero or best_path is None:
-        return result
+    if trainer.is_global_zero and result.best_checkpoint is not None:
+        _export_and_plot(result, config, datamodule, trainer.current_epoch, callbacks[0].best_model_score)
+        if verbose:
+            _print_outputs(result)
+    return result
 
-    potential = potential_from_checkpoint(best_path)
-    metadata = {
-        "data_sha256": datamodule.dataset_sha256(),
-        "periodic": datamodule.periodic(),
-        "shortest_pair_distances": module.hparams["shortest_pair_distances"],
-        "training": {
-            "best_checkpoint": best_path.name,
-            "monitor": monitor,
-            "best_score": None
-            if checkpoint_callback.best_model_score is None
-            else float(checkpoint_callback.best_model_score),
-            "epochs": int(trainer.current_epoch),
-            "test_metrics": result.test_metrics,
-        },
-    }
-    export_dtype = config.model.export_dtype or config.model.dtype
-    result.model_path = export_potential(
+
+def _md_validation_summary(callbacks: List[lightning.Callback]) -> Dict[str, Any] | None:
+    """The summary of the last MD validation run (an ``MDValidation`` callback's), or None."""
+    md_callback = next((c for c in callbacks if isinstance(c, MDValidation)), None)
+    if md_callback is None or md_callback.last is None:
+        return None
+    return {**md_callback.last.summary(), "first_potential_energy": md_callback.last.potential_energies[0]}
+
+
+def _export_and_plot(
+    result: TrainResult, config: Config, datamodule: AtomsDataModule, epochs: int, score: torch.Tensor | None
+) -> None:
+    """The best checkpoint exported (``export_model``: the metadata and agreement rows of ``physml-md export``,
+    the training details added) beside it, the parity plot and the learning curves, into ``result``."""
+    best_path = result.best_checkpoint
+    potential, metadata = exportable_from_checkpoint(best_path)
+    metadata["training"].update(
+        best_checkpoint=best_path.name,
+        monitor=config.training.monitor,
+        best_score=None if score is None else float(score),
+        epochs=int(epochs),
+        test_metrics=result.test_metrics,
+    )
+    result.model_path = export_model(
         potential,
         best_path.parent / EXPORT_NAME,
         metadata,
-        dtype=export_dtype,
+        dtype=config.model.export_dtype or config.model.dtype,
         structures=datamodule.splits.get("train"),  # the agreement check uses its first structures
     )
-
-    from physml_md.training.figures import learning_curves, parity_plot
-
-    split = _evaluation_split(datamodule)
+    split = evaluation_split(datamodule.splits)
     if split is not None:
         parity = _collect_parity(potential, datamodule, split)
-        result.parity_plot = parity_plot(
-            run_dir / "parity.png",
-            parity["energy_ref"],
-            parity["energy_pred"],
-            parity["forces_ref"],
-            parity["forces_pred"],
-            title=f"{split} split",
-        )
-    metrics_csv = run_dir / "metrics.csv"
+        result.parity_plot = parity_plot(result.run_dir / "parity.png", *parity, title=f"{split} split")
+    metrics_csv = result.run_dir / "metrics.csv"
     if metrics_csv.is_file():
-        result.learning_curves = learning_curves(run_dir / LEARNING_CURVES, metrics_csv)
-    if verbose:
-        if result.test_metrics:
-            print(format_metrics_table(result.test_metrics))
-        print(f"best checkpoint: {best_path}")
-        print(f"exported model:  {result.model_path}")
-        for path in (result.parity_plot, result.learning_curves):
-            if path is not None:
-                print(f"plot:            {path}")
-    return result
+        result.learning_curves = learning_curves(result.run_dir / LEARNING_CURVES, metrics_csv)
+
+
+def _print_outputs(result: TrainResult) -> None:
+    if result.test_metrics:
+        print(format_metrics_table(result.test_metrics))
+    print(f"best checkpoint: {result.best_checkpoint}")
+    print(f"exported model:  {result.model_path}")
+    for path in (result.parity_plot, result.learning_curves):
+        if path is not None:
+            print(f"plot:            {path}")

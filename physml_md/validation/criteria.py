@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
+import torch
 from ase import Atoms
 
-from physml_md.data.statistics import EXTRAPOLATION_MARGIN
+from physml_md.data import keys as K
+from physml_md.data.statistics import EXTRAPOLATION_MARGIN, shortest_pair_distances
+from physml_md.export import ExportedPotential, read_metadata
+from physml_md.export.checkpoint import load_checkpoint
 from physml_md.md.runner import MDResult
 
 __all__ = ["Criterion", "CLOSEST_CONTACT", "training_distances", "extrapolation_criterion", "uncertainty_criterion"]
@@ -60,13 +64,9 @@ CLOSEST_CONTACT = 1.0 - EXTRAPOLATION_MARGIN
 
 def training_distances(model) -> Dict[str, float]:
     """The shortest distance per element pair in the model's training data (its metadata), {} when unknown."""
-    from physml_md.export import ExportedPotential, read_metadata
-
     if isinstance(model, ExportedPotential):
         return dict(model.metadata.get("shortest_pair_distances") or {})
     if isinstance(model, (str, Path)) and Path(model).suffix == ".ckpt":
-        from physml_md.export.checkpoint import load_checkpoint
-
         return dict(load_checkpoint(model).get("hyper_parameters", {}).get("shortest_pair_distances") or {})
     if isinstance(model, (str, Path)):
         return dict(read_metadata(model).get("shortest_pair_distances") or {})
@@ -78,11 +78,6 @@ def extrapolation_criterion(
 ) -> Criterion:
     """The closest contact of each element pair in the recorded frames, as a fraction of the training data's: below
     ``threshold`` (default ``CLOSEST_CONTACT``) the model was extrapolating during the run."""
-    import torch
-
-    from physml_md.data import keys as K
-    from physml_md.data.statistics import shortest_pair_distances
-
     numbers, pbc = torch.as_tensor(atoms.numbers, dtype=torch.long), torch.as_tensor(atoms.pbc).reshape(1, 3)
     frames = [
         {

@@ -197,6 +197,35 @@ def _histogram_with_outside(values: np.ndarray, edges: np.ndarray) -> np.ndarray
     return np.concatenate([[np.sum(values < edges[0])], inside, [np.sum(values > edges[-1])]])
 
 
+def _compare_rdfs(reference, sample, metric: str | None) -> Tuple[str, float]:
+    if not (isinstance(reference, RDF) and isinstance(sample, RDF)):
+        raise ValueError("an RDF can only be compared with another RDF")
+    metric = metric or "rdf_difference"
+    if metric != "rdf_difference":
+        raise ValueError(f"two RDFs are compared with metric 'rdf_difference', not {metric!r}")
+    if reference.r.shape != sample.r.shape or not np.allclose(reference.r, sample.r, rtol=0, atol=1e-6):
+        raise ValueError("the two RDFs have different r grids; compute both with the same r_range and n_bins")
+    return metric, rdf_difference(reference.r, reference.g, sample.g)
+
+
+def _compare_histograms(reference, sample, bins, metric: str | None) -> Tuple[str, float]:
+    metric = metric or "jensen_shannon"
+    if metric not in ("jensen_shannon", "overlap"):
+        raise ValueError(f"metric must be 'jensen_shannon' or 'overlap' for histograms, got {metric!r}")
+    first, second = _values(reference, "reference"), _values(sample, "sample")
+    periodic = any(isinstance(x, Distribution) and x.unit == "degree" for x in (reference, sample))
+    if periodic:  # angles: 181 degrees is -179 degrees
+        first, second = (first + 180.0) % 360.0 - 180.0, (second + 180.0) % 360.0 - 180.0
+    if bins is None:
+        if not isinstance(reference, Distribution):
+            raise ValueError("pass bins (a count or edges) when the reference is raw values")
+        edges = reference.edges
+    else:
+        edges = histogram_edges(bins, np.concatenate([first, second]), (-180.0, 180.0) if periodic else None)
+    p, q = _histogram_with_outside(first, edges), _histogram_with_outside(second, edges)
+    return metric, jensen_shannon(p, q) if metric == "jensen_shannon" else histogram_overlap(p, q)
+
+
 def compare_distributions(
     reference: RDF | Distribution | ArrayLike,
     sample: RDF | Distribution | ArrayLike,
@@ -233,31 +262,10 @@ def compare_distributions(
     fewer bins or state a looser threshold.
     """
     if isinstance(reference, RDF) or isinstance(sample, RDF):
-        if not (isinstance(reference, RDF) and isinstance(sample, RDF)):
-            raise ValueError("an RDF can only be compared with another RDF")
-        metric = metric or "rdf_difference"
-        if metric != "rdf_difference":
-            raise ValueError(f"two RDFs are compared with metric 'rdf_difference', not {metric!r}")
-        if reference.r.shape != sample.r.shape or not np.allclose(reference.r, sample.r, rtol=0, atol=1e-6):
-            raise ValueError("the two RDFs have different r grids; compute both with the same r_range and n_bins")
-        value = rdf_difference(reference.r, reference.g, sample.g)
+        metric, value = _compare_rdfs(reference, sample, metric)
         name = name or f"g(r) {reference.label}"
     else:
-        metric = metric or "jensen_shannon"
-        if metric not in ("jensen_shannon", "overlap"):
-            raise ValueError(f"metric must be 'jensen_shannon' or 'overlap' for histograms, got {metric!r}")
-        first, second = _values(reference, "reference"), _values(sample, "sample")
-        periodic = any(isinstance(x, Distribution) and x.unit == "degree" for x in (reference, sample))
-        if periodic:  # angles: 181 degrees is -179 degrees
-            first, second = (first + 180.0) % 360.0 - 180.0, (second + 180.0) % 360.0 - 180.0
-        if bins is None:
-            if not isinstance(reference, Distribution):
-                raise ValueError("pass bins (a count or edges) when the reference is raw values")
-            edges = reference.edges
-        else:
-            edges = histogram_edges(bins, np.concatenate([first, second]), (-180.0, 180.0) if periodic else None)
-        p, q = _histogram_with_outside(first, edges), _histogram_with_outside(second, edges)
-        value = jensen_shannon(p, q) if metric == "jensen_shannon" else histogram_overlap(p, q)
+        metric, value = _compare_histograms(reference, sample, bins, metric)
         if name is None:
             name = reference.name if isinstance(reference, Distribution) else "distribution"
     limit = DEFAULT_THRESHOLDS[metric] if threshold is None else float(threshold)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence, Tuple
 
 import numpy as np
+from ase.data import atomic_numbers, covalent_radii, missing
 
 from physml_md.md.arrays import (
     ArrayLike,
@@ -97,8 +98,6 @@ def bonds_from_positions(
     two bonds apart (geminal H-H 1.78 against 0.74). ``cell`` and ``pbc`` as in ``blowups.minimum_distance``
     (bonds across the boundary are found). Pairs come from the neighbour list (O(N)).
     """
-    from ase.data import atomic_numbers, covalent_radii, missing
-
     xyz = atom_array(positions, "positions")
     symbols = [str(s) for s in symbols]
     if len(symbols) != len(xyz):

@@ -1,4 +1,5 @@
-"""The physml-md command line."""
+"""The physml-md command line: physml_md/cli/main.py (the parser) and physml_md/cli/commands.py (what each command
+does), run as users run them."""
 
 import json
 import os
@@ -12,7 +13,8 @@ import yaml
 from ase.io import write
 
 import physml_md
-from physml_md.cli.main import VALIDATION_FILES, build_parser, main
+from physml_md.cli.commands import VALIDATION_FILES
+from physml_md.cli.main import build_parser, main
 from tests.helpers import inputs, rattled_cu
 
 
@@ -79,16 +81,16 @@ def test_md_interrupted_by_a_signal_says_so_and_exits_128_plus_its_number(
     cli_files, cu_cell, tmp_path, capsys, monkeypatch, signal_name, code
 ):
     """The run itself is tested in tests/md/test_interrupt.py; here: what the command makes of its result."""
-    from physml_md.md import runner
+    from physml_md.cli import commands
 
-    real = runner.run_md
+    real = commands.run_md
 
     def interrupted_run(*args, **kwargs):
         result = real(*args, **kwargs)
         result.interrupted = signal_name
         return result
 
-    monkeypatch.setattr(runner, "run_md", interrupted_run)
+    monkeypatch.setattr(commands, "run_md", interrupted_run)
     args = [str(cli_files[0]), str(cu_cell), "--ensemble", "nve", "--time", "2 fs", "--timestep", "0.5 fs"]
     assert main(["md", *args, "--report-every", "1", "--out", str(tmp_path / "run.extxyz"), "--quiet"]) == code
     captured = capsys.readouterr()
@@ -204,6 +206,17 @@ def test_version_and_help_do_not_import_torch():
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout
+
+
+def test_every_command_runs_its_handler_in_commands():
+    """Each `physml-md NAME` parser names ``physml_md.cli.commands.NAME_command``, which main() calls."""
+    from physml_md.cli import commands
+
+    subcommands = next(a for a in build_parser()._actions if a.choices and "train" in a.choices).choices
+    assert {name: parser.get_default("run") for name, parser in subcommands.items()} == {
+        name: f"{name}_command" for name in subcommands
+    }
+    assert all(callable(getattr(commands, f"{name}_command")) for name in subcommands)
 
 
 def test_info_into_a_closed_pipe_exits_quietly(cli_files):

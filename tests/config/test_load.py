@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from physml_md.config.data import DataConfig
 from physml_md.config.load import (
     Config,
     ConfigError,
-    DataConfig,
     apply_overrides,
     config_from_dict,
     config_to_dict,

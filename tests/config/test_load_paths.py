@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from docs.config_reference import config_reference
-from physml_md.config.load import _PATH_KEYS, load_config, load_config_and_section
+from physml_md.config.load import _PATH_KEYS, load_config
 
 CONFIG = """
 [data]
@@ -81,16 +81,18 @@ def test_data_source_from_set_starts_at_the_working_directory(layout):
 
 def test_learning_paths_follow_the_same_rule(layout):
     """``physml-md learn --set learning.structures=...`` is typed relative to the working directory; before, the
-    [learning] table's paths were all resolved against the config file, --set ones too."""
+    [learning] table's paths were all resolved against the config file, --set ones too. [learning] is part of the
+    configuration, validated and resolved with the rest by ``load_config``."""
     project, work = layout
     (project / "learn.toml").write_text(CONFIG + LEARNING)
-    _, learning = load_config_and_section(project / "learn.toml", "learning")
-    assert learning["structures"] == str(project / "start" / "in_file.extxyz")
-    assert learning["test_data"] == str(project / "test" / "in_file.extxyz")
+    learning = load_config(project / "learn.toml").learning
+    assert learning.structures == str(project / "start" / "in_file.extxyz")
+    assert learning.test_data == str(project / "test" / "in_file.extxyz")
     overrides = ["learning.structures=mine.extxyz", "learning.test_data=sub/test.extxyz"]
-    _, learning = load_config_and_section(project / "learn.toml", "learning", overrides)
-    assert learning["structures"] == str(work / "mine.extxyz")
-    assert learning["test_data"] == str(work / "sub" / "test.extxyz")
+    learning = load_config(project / "learn.toml", overrides).learning
+    assert learning.structures == str(work / "mine.extxyz")
+    assert learning.test_data == str(work / "sub" / "test.extxyz")
+    assert load_config(project / "run.toml").learning is None  # train's files need no [learning]
 
 
 def test_a_missing_file_names_both_rules(layout):

@@ -99,7 +99,8 @@ def test_length_with_wrong_dimension_names_the_key():
 
 
 def test_a_section_alone_is_validated_like_a_config_file():
-    from physml_md.config.load import MDValidationConfig, validate
+    from physml_md.config.training import MDValidationConfig
+    from physml_md.config.types import validate
 
     section = validate(MDValidationConfig, {"every_n_epochs": 2, "min_distance": "0.06 nm"}, "training.md_validation")
     assert section.min_distance == pytest.approx(0.6)

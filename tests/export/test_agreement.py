@@ -6,7 +6,7 @@ import torch
 from ase.build import molecule
 
 import physml_md
-import physml_md.export as export
+import physml_md.export.save as save
 from physml_md.data.structures import atoms_to_dict
 from physml_md.export import read_metadata
 from physml_md.export.agreement import AGREEMENT_TOLERANCE, AgreementError, builtin_structures
@@ -41,7 +41,7 @@ def test_the_export_measures_the_written_file_against_the_eager_model(model, tmp
 
 def test_an_unfaithful_file_fails_the_export_with_a_sentence(model, tmp_path, monkeypatch):
     """A file whose numbers differ from the model's (here: its energy read back 0.01 eV off) is not written."""
-    real = export.load_potential
+    real = save.load_potential
 
     def unfaithful(path, device="cpu"):
         loaded = real(path, device)
@@ -56,7 +56,7 @@ def test_an_unfaithful_file_fails_the_export_with_a_sentence(model, tmp_path, mo
         loaded.module = Shifted()
         return loaded
 
-    monkeypatch.setattr(export, "load_potential", unfaithful)
+    monkeypatch.setattr(save, "load_potential", unfaithful)
     scale = max(1.0, abs(float(model(inputs(molecule("CH3CH2OH")))["energy"])))  # about the sum of the self-energies
     with pytest.raises(AgreementError) as error:
         physml_md.export_potential(model, tmp_path / "m.pt")

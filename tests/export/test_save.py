@@ -1,4 +1,7 @@
-"""The exported file: round trip, a fresh process without physml_md, metadata, atomic writes, bad files."""
+"""The exported file: round trip, a fresh process without physml_md, metadata, atomic writes, bad files.
+
+Tests physml_md/export/save.py, and through it physml_md/export/metadata.py (the document) and
+physml_md/export/loading.py (every export test loads the file it wrote)."""
 
 import json
 import os

@@ -108,3 +108,20 @@ def test_unwrap_errors(model):
     # nearest images of the first particle: 0, 1.6 and -0.8 angstrom, 0.6 of the box apart
     with pytest.raises(ValueError, match="spans 0.6 of box vector 0, more than half the periodic box"):
         wrapped(nm([[0.0, 0.0, 0.0], [1.6, 0.0, 0.0], [3.2, 0.0, 0.0]]), nm(box))
+
+
+@pytest.mark.parametrize("span", [0.52, 0.6, 0.83])
+def test_the_region_too_large_for_the_box_message_prints_plain_numbers(span):
+    """TorchScript's str(0.52) is "0.52000000000000002" (and str(0.99) "0.98999999999999999"): the scripted force
+    (what TorchForce runs) wrote "spans 0.52000000000000002 of box vector 0"; both the module and its TorchScript
+    form now write at most two decimals."""
+    model = small_model(features=8, n_interactions=1, n_rbf=4, seed=3)
+    wrapped = OpenMMModule(model, [6, 8, 1], torch.float64, periodic=False, unwrap=True)
+    box = torch.eye(3, dtype=torch.float64)  # nm
+    # nearest images of the first particle: 0, +0.4 and -(span - 0.4) of box vector 0 apart: the region spans span
+    positions = torch.tensor([[0.0, 0.0, 0.0], [0.4, 0.0, 0.0], [1.4 - span, 0.0, 0.0]], dtype=torch.float64)
+    for module in (wrapped, script(wrapped)):
+        with pytest.raises(Exception, match="the ML region spans") as error:
+            module(positions, box)
+        message = str(error.value)
+        assert f"spans {span:g} of box vector 0, more than half the periodic box" in message, message

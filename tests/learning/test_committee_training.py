@@ -41,6 +41,28 @@ def test_committee_run_writes_members_and_one_committee_file(cu_committee):
     assert metadata["training"]["committee_metrics"]["split"] == "test"
 
 
+def test_every_export_path_writes_the_same_metadata_keys_and_agreement_rows(cu_committee, tmp_path):
+    """One export path (``export_model``): a member's file from training, the committee's file, and both exported
+    again by ``physml-md export`` carry the same metadata keys and the same agreement rows (every engine)."""
+    result, _ = cu_committee
+    checkpoints = [str(member.best_checkpoint) for member in result.members]
+    assert main(["export", checkpoints[0], str(tmp_path / "member.pt")]) == 0
+    assert main(["export", *checkpoints, str(tmp_path / "committee.pt")]) == 0
+    files = {
+        "training": result.members[0].model_path,
+        "committee training": result.model_path,
+        "cli": tmp_path / "member.pt",
+        "cli committee": tmp_path / "committee.pt",
+    }
+    documents = {path: read_metadata(file) for path, file in files.items()}
+    keys = {path: set(document) for path, document in documents.items()}
+    rows = {path: set(document["agreement"]["differences"]) for path, document in documents.items()}
+    assert len({frozenset(k) for k in keys.values()}) == 1, keys
+    assert len({frozenset(r) for r in rows.values()}) == 1, rows
+    assert {"file vs eager", "ase vs file", "openmm pythonforce vs file"} <= rows["cli"]
+    assert {"data_sha256", "periodic", "shortest_pair_distances", "training"} <= keys["cli"]
+
+
 @pytest.mark.filterwarnings(
     "ignore::physml_md.integrations.ase.ExtrapolationWarning"
 )  # out of distribution, on purpose

@@ -5,6 +5,7 @@ import pytest
 from ase.build import bulk
 from ase.geometry import get_distances
 
+from physml_md.config.md import md_settings
 from physml_md.md.runner import run_md
 from physml_md.units import FS_TO_PS
 from tests.helpers import random_cu_model, rattled_cu
@@ -78,9 +79,10 @@ def test_velocities_start_at_the_temperature_without_drift(cu_model):
         ({"steps": 10, "time": "1 ps"}, "either steps"),
         ({}, "either steps"),
         ({"steps": 0}, "at least one step"),
-        ({"steps": 5, "engine": "lammps"}, "unknown engine 'lammps'"),
-        ({"steps": 5, "ensemble": "npt"}, "unknown ensemble 'npt'"),
-        ({"steps": 5, "report_every": 0}, "report_every must be a positive"),
+        ({"steps": 5, "engine": "lammps"}, "engine must be one of 'ase', 'openmm', got 'lammps'"),
+        ({"steps": 5, "ensemble": "npt"}, "ensemble must be one of 'nve', 'nvt', got 'npt'"),
+        ({"steps": 5, "report_every": 0}, "report_every must be >= 1"),
+        ({"steps": 5, "min_distnace": 0.4}, "unknown key 'min_distnace'; did you mean 'min_distance'"),
     ],
 )
 def test_bad_input_is_one_clear_error(cu_model, kwargs, message):
@@ -136,3 +138,13 @@ def test_one_record_reaches_the_result_the_log_and_the_trajectory(random_cu, tmp
     # the thermostat's setting is not the temperature series
     assert result.target_temperature_k == result.summary()["temperature_k"] == 50.0
     assert len(result.temperatures_k) == 5 and result.temperatures_k[0] != 50.0
+
+
+def test_settings_or_their_keys_give_the_same_run(random_cu):
+    """run_md takes the MD settings (physml_md.config.md) or their keys; keys given beside settings win."""
+    settings = md_settings(ensemble="nve", temperature="50 K", report_every=5, seed=2)
+    by_settings = run_md(random_cu, rattled_cu(4), settings, steps=10)
+    by_keys = run_md(random_cu, rattled_cu(4), ensemble="nve", temperature="50 K", report_every=5, seed=2, steps=10)
+    other_seed = run_md(random_cu, rattled_cu(4), settings, steps=10, seed=3)
+    assert by_settings.potential_energies == by_keys.potential_energies != other_seed.potential_energies
+    assert by_settings.times_fs == [0.0, 2.5, 5.0]

@@ -187,3 +187,17 @@ def test_members_are_stacked_on_small_structures_only(arch, monkeypatch):
     assert len(calls) == 1
     for key, value in stacked.items():
         np.testing.assert_allclose(looped[key].numpy(), value.numpy(), rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("arch", MODEL_NAMES)
+def test_for_export_is_a_copy_whose_graph_does_not_depend_on_the_data(arch):
+    """``Potential.for_export`` (what torch.export traces): members one after the other at every size, every energy
+    model's edges in one chunk, eval mode, no parameter gradients; the committee itself is left as it is."""
+    committee = Committee(members(arch))
+    traced = committee.for_export()
+    assert traced.stack_edges == 0 and committee.stack_edges > 0
+    energy_models = [m.energy_model for m in [*traced.members, *traced.stacked]]
+    assert energy_models and all(model.chunk_elements == 0 for model in energy_models)
+    assert all(m.energy_model.chunk_elements > 0 for m in committee.members)
+    assert not traced.training and not any(p.requires_grad for p in traced.parameters())
+    assert any(p.requires_grad for p in committee.parameters())

@@ -7,11 +7,11 @@ import torch
 from ase.io import read
 
 from physml_md.config.load import ConfigError, config_from_dict
-from physml_md.config.schema import LossConfig
+from physml_md.config.training import LossConfig
 from physml_md.config.types import validate
 from physml_md.data import LabelKeys, atoms_to_dict
 from physml_md.export.checkpoint import potential_from_checkpoint
-from physml_md.training.callbacks import LossWeightMixing, mixed_weight
+from physml_md.training.callbacks import LossWeightMixing, MDValidation, mixed_weight
 from physml_md.training.figures import read_metrics
 from physml_md.training.run import train
 
@@ -118,3 +118,28 @@ def test_bad_section_is_one_clear_error(tiny_config, section, message):
     tiny_config["training"]["md_validation"] = section
     with pytest.raises(ConfigError, match=message):
         config_from_dict(tiny_config)
+
+
+def test_the_section_is_the_settings_of_the_run(tiny_config, monkeypatch):
+    """[training.md_validation] holds every MD key (friction, thermostat, blow-up limits, OpenMM options); the callback
+    hands the section to run_md as it is, its seed following training.seed unless set."""
+    seen = {}
+
+    def fake_run_md(model, atoms, settings, **kwargs):
+        seen.update(settings=settings, **kwargs)
+        return SimpleNamespace(stable=True, min_distance=2.5, max_force=1.0, steps_done=3, temperatures_k=[10.0])
+
+    monkeypatch.setattr("physml_md.training.callbacks.run_md", fake_run_md)
+    tiny_config["training"]["seed"] = 11
+    tiny_config["training"]["md_validation"] = {"every_n_epochs": 1, "steps": 3, "ensemble": "nvt", "friction": "5/ps"}
+    section = config_from_dict(tiny_config).training.md_validation
+    callback = MDValidation(section, structure=read(tiny_config["data"]["source"], index=0), seed=99)
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, should_stop=False)
+    logged = {}
+    module = SimpleNamespace(
+        evaluation_model=torch.nn.Linear(1, 1), device=torch.device("cpu"), log=lambda k, v, **_: logged.update({k: v})
+    )
+    callback.on_train_epoch_end(trainer, module)
+    assert seen["settings"] is section and section.seed == 11 and seen["steps"] == 3 and seen["device"] == "cpu"
+    assert seen["settings"].friction == pytest.approx(0.005) and logged["md/temperature"] == 10.0
+    assert MDValidation(section.model_copy(update={"seed": None}), seed=5).config.seed == 5  # built in Python

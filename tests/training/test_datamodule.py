@@ -14,7 +14,7 @@ from ase.neighborlist import neighbor_list as ase_neighbor_list
 from physml_md.config.load import ConfigError
 from physml_md.data import batch_neighbor_list, collate, dataset_sha256, fit_self_energies, read_dataset
 from physml_md.data import keys as K
-from physml_md.data.structures import LabelKeys
+from physml_md.data.structures import LabelKeys, dict_to_atoms
 from physml_md.models import build_model
 from physml_md.training.datamodule import AtomsDataModule, PackedStructures
 from physml_md.training.loader import ResumableLoader
@@ -289,7 +289,7 @@ def test_statistics_come_from_the_training_split(metal_file):
     assert dm.self_energies() != everything
     statistics = dm.statistics(everything)
     assert statistics["n_energies"] == len(train) and statistics["forces_rms"] > 0
-    test = dm.test_atoms()
+    test = [dict_to_atoms(data) for data in dm.splits["test"]]  # the test split in order, labels kept
     assert [a.get_potential_energy() for a in test] == [
         float(reference[i][K.ENERGY][0]) for i in dm.split_indices_["test"]
     ]

@@ -84,7 +84,8 @@ def test_validate_has_a_contact_threshold_option(monkeypatch, tmp_path):
         seen.update(kwargs["thresholds"])
         raise ValueError("stop here")
 
-    monkeypatch.setattr("physml_md.validation.suite.validate", fake_validate)
+    # the name the command calls (patching physml_md.validation.suite.validate misses it once commands is imported)
+    monkeypatch.setattr("physml_md.cli.commands.validate", fake_validate)
     structure = tmp_path / "cu.extxyz"
     rattled_cu().write(structure)
     argv = ["validate", str(tmp_path / "model.pt"), "--structures", str(structure), "--contact-threshold", "0.9"]

@@ -80,3 +80,15 @@ def test_a_failed_plot_keeps_the_previous_file(tmp_path):
     with pytest.raises(ValueError):
         energy_plot(path, **arrays)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["energy.png"]
+
+
+def test_plots_leave_no_global_matplotlib_state(tmp_path, monkeypatch):
+    """No pyplot (its figure registry and backend are global): the plots draw on their own canvas."""
+    import sys
+
+    import matplotlib
+
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # any import of pyplot now fails
+    backend = matplotlib.rcParams._get_backend_or_none()
+    energy_plot(tmp_path / "energy.png", **energy_arrays(5))
+    assert matplotlib.rcParams._get_backend_or_none() == backend

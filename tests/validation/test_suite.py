@@ -12,6 +12,7 @@ from ase.calculators.emt import EMT
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import thermalize_momenta
 
+from physml_md.config.md import md_settings
 from physml_md.export import export_potential
 from physml_md.md.io.writing import read_energy_log, read_trajectory
 from physml_md.validation import suite as validation
@@ -128,3 +129,16 @@ def test_bad_input(cu_model, emt_reference, tmp_path):
         validate(cu_model.model_path, other, reference=emt_reference, nvt_steps=20, nve_steps=10)
     with pytest.raises(ValueError, match="timestep needs a time"):
         validate(cu_model.model_path, rattled_cu(), timestep="1 angstrom")
+
+
+def test_the_md_settings_reach_both_runs(cu_model):
+    """validate takes the MD settings (physml_md.config.md) or their keys; the NVT friction is 5/ps unless given,
+    and a blow-up limit given as a threshold is the runs' limit too."""
+    given = validate(cu_model.model_path, rattled_cu(), settings=md_settings(friction="2/ps", report_every=5),
+                     nvt_steps=10, nve_steps=5)  # fmt: skip
+    assert given.settings["friction"] == pytest.approx(0.002) and given.runs["nvt"]["steps_done"] == 10
+    default = validate(cu_model.model_path, rattled_cu(), nvt_steps=10, nve_steps=5, report_every=5, seed=3)
+    assert default.settings["friction"] == pytest.approx(0.005) and default.settings["seed"] == 3
+    blown = validate(cu_model.model_path, rattled_cu(), nvt_steps=10, nve_steps=5, thresholds={"min_distance": 10.0})
+    assert blown.runs["nvt"]["blow_up"]["reason"] == "close_contact" and "nve" not in blown.runs
+    assert blown.settings["thresholds"]["min_distance"] == 10.0 and not blown.passed

@@ -23,12 +23,12 @@ import ase
 import ase.io
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from physml_md._version import __version__
 from physml_md.atomic_write import OutputError, atomic_write_text, folder_lock
 from physml_md.data import keys as K
 from physml_md.data.elements import CHEMICAL_SYMBOLS
-from physml_md.data.neighbors import batch_neighbor_list
 from physml_md.data.packed.folder import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -40,7 +40,7 @@ from physml_md.data.packed.folder import (
 )
 from physml_md.data.readers import read_dataset, read_structures
 from physml_md.data.splits import record_label
-from physml_md.data.statistics import fit_self_energies, pair_key
+from physml_md.data.statistics import fit_self_energies, pair_key, pair_minima
 from physml_md.data.structures import DEFAULT_KEYS, LabelKeys
 
 DEFAULT_CHUNK = 10_000  # structures per chunk (a chunk is held in memory while it is written: ~250 MB)
@@ -61,39 +61,6 @@ def _frames(path: Path, index: str) -> Iterator[ase.Atoms]:
             ) from None
     else:
         yield from read_structures(path, index)
-
-
-def _shortest_pairs(structures: List[Dict[str, torch.Tensor]], cutoff: float, first: int):
-    """(structure, pair code 256 Z_low + Z_high, shortest distance) of each element pair of each structure closer than
-    ``cutoff``: ``shortest_pair_distances``' numbers (the same neighbour list and distance formula, float64), for
-    many structures at once."""
-    batch = collate_inputs(structures)
-    edges, shifts = batch_neighbor_list(batch[K.POSITIONS], batch[K.CELL], batch[K.PBC], batch[K.N_ATOMS], cutoff)
-    i, j = edges[0], edges[1]
-    owner = batch[K.BATCH][i]
-    x, z = batch[K.POSITIONS], batch[K.ATOMIC_NUMBERS]
-    offset = torch.einsum("ek,ekl->el", shifts.to(torch.float64), batch[K.CELL][owner])
-    distance = torch.linalg.vector_norm(x[j] - x[i] + offset, dim=1).numpy()
-    code = (256 * torch.minimum(z[i], z[j]) + torch.maximum(z[i], z[j])).numpy()
-    keep = distance < cutoff
-    key = owner.numpy()[keep] * 65536 + code[keep]
-    unique, inverse = np.unique(key, return_inverse=True)
-    shortest = np.full(len(unique), np.inf)
-    np.minimum.at(shortest, inverse, distance[keep])
-    return unique // 65536 + first, unique % 65536, shortest
-
-
-def collate_inputs(structures: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
-    """positions, atomic numbers, cell, pbc, n_atoms and batch of structures, concatenated (float64)."""
-    n_atoms = torch.cat([d[K.N_ATOMS] for d in structures])
-    return {
-        K.POSITIONS: torch.cat([d[K.POSITIONS] for d in structures]).to(torch.float64),
-        K.ATOMIC_NUMBERS: torch.cat([d[K.ATOMIC_NUMBERS] for d in structures]),
-        K.CELL: torch.cat([d[K.CELL] for d in structures]).to(torch.float64),
-        K.PBC: torch.cat([d[K.PBC] for d in structures]),
-        K.N_ATOMS: n_atoms,
-        K.BATCH: torch.repeat_interleave(torch.arange(len(structures)), n_atoms),
-    }
 
 
 def _chunk_arrays(structures: List[Dict[str, torch.Tensor]], labels: Sequence[str], cutoff: float):
@@ -120,12 +87,10 @@ def _chunk_arrays(structures: List[Dict[str, torch.Tensor]], labels: Sequence[st
         arrays["forces_sq"] = np.where(arrays[K.mask_key(K.FORCES)], squares, 0.0)
         n_force_components = int(3 * arrays[K.N_ATOMS][arrays[K.mask_key(K.FORCES)]].sum())
         forces_sq_sum = float(arrays["forces_sq"].sum())
-    pairs = [
-        _shortest_pairs(structures[s : s + _READ_BATCH], cutoff, s) for s in range(0, len(structures), _READ_BATCH)
-    ]
-    arrays["pairs_structure"], arrays["pairs_code"], arrays["pairs_distance"] = (
-        np.concatenate([p[k] for p in pairs]) for k in range(3)
-    )
+    starts = range(0, len(structures), _READ_BATCH)
+    pairs = [pair_minima(structures[s : s + _READ_BATCH], cutoff) for s in starts]
+    arrays["pairs_structure"] = np.concatenate([p[0] + s for p, s in zip(pairs, starts)])
+    arrays["pairs_code"], arrays["pairs_distance"] = (np.concatenate([p[k] for p in pairs]) for k in (1, 2))
     shortest: Dict[str, float] = {}
     for code in np.unique(arrays["pairs_code"]):
         distance = float(arrays["pairs_distance"][arrays["pairs_code"] == code].min())
@@ -218,8 +183,6 @@ def _fill(
     progress: bool,
 ) -> int:
     """Append the structures of ``inputs`` to ``folder`` as new chunks (listed in ``manifest``); how many."""
-    from tqdm import tqdm
-
     labels = manifest["labels"]
     taken = {c["name"] for c in manifest["chunks"]} | {p.name for p in folder.iterdir()}
     number = len(manifest["chunks"])
@@ -270,6 +233,43 @@ def _fill(
     return added
 
 
+def _append(output: Path, inputs: List[Path], keys: LabelKeys, chunk_size: int, index, progress, record_key) -> int:
+    """Add ``inputs`` to the packed folder ``output`` (same labels and record key), under its lock."""
+    if not output.exists():
+        raise OutputError(f"{output} does not exist: --append adds to a packed folder; leave it out to make one")
+    with folder_lock(output, "physml-md pack --append"):
+        manifest = read_manifest(output)
+        PackedFolder(output)  # refuse a damaged folder before adding to it
+        if manifest.get("record_key") != record_key:
+            raise ValueError(
+                f"{output} stores records from info[{manifest.get('record_key')!r}]; the data to append give "
+                f"record_key {record_key!r}: give the same --record-key as when the folder was packed"
+            )
+        if manifest["labels"] != list(keys.requested()) or manifest.get("label_keys") != keys.requested():
+            raise ValueError(
+                f"{output} stores the labels {manifest.get('label_keys')}; the data to append are read with "
+                f"{keys.requested()}: give the same label options as when the folder was packed"
+            )
+        manifest["sources"] = manifest.get("sources", []) + [str(p) for p in inputs]
+        added = _fill(output, manifest, inputs, keys, chunk_size, index, progress)
+        _write_manifest(output, manifest)
+    return added
+
+
+def _new_manifest(inputs: List[Path], keys: LabelKeys, pair_cutoff: float, record_key: str) -> dict:
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "physml_md_version": __version__,
+        "labels": list(keys.requested()),
+        "label_keys": keys.requested(),
+        "pair_cutoff": float(pair_cutoff),
+        "record_key": record_key,
+        "sources": [str(p) for p in inputs],
+        "chunks": [],
+    }
+
+
 def pack(
     inputs: Sequence[str | os.PathLike],
     output: str | os.PathLike,
@@ -296,27 +296,8 @@ def pack(
             raise FileNotFoundError(f"no such file: {str(path)!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of structures, got {chunk_size!r}")
-    labels = list(keys.requested())
     if append:
-        if not output.exists():
-            raise OutputError(f"{output} does not exist: --append adds to a packed folder; leave it out to make one")
-        with folder_lock(output, "physml-md pack --append"):
-            manifest = read_manifest(output)
-            PackedFolder(output)  # refuse a damaged folder before adding to it
-            if manifest.get("record_key") != record_key:
-                raise ValueError(
-                    f"{output} stores records from info[{manifest.get('record_key')!r}]; the data to append give "
-                    f"record_key {record_key!r}: give the same --record-key as when the folder was packed"
-                )
-            if manifest["labels"] != labels or manifest.get("label_keys") != keys.requested():
-                raise ValueError(
-                    f"{output} stores the labels {manifest.get('label_keys')}; the data to append are read with "
-                    f"{keys.requested()}: give the same label options as when the folder was packed"
-                )
-            manifest["sources"] = manifest.get("sources", []) + [str(p) for p in inputs]
-            added = _fill(output, manifest, inputs, keys, chunk_size, index, progress)
-            _write_manifest(output, manifest)
-        return added
+        return _append(output, inputs, keys, chunk_size, index, progress, record_key)
     if output.exists() or output.is_symlink():
         raise OutputError(
             f"{output} exists: give another output folder, or --append to add these structures to a packed folder"
@@ -326,17 +307,7 @@ def pack(
     tmp = output.with_name(f"{output.name}.tmp-{os.getpid()}")
     tmp.mkdir()
     try:
-        manifest = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "physml_md_version": __version__,
-            "labels": labels,
-            "label_keys": keys.requested(),
-            "pair_cutoff": float(pair_cutoff),
-            "record_key": record_key,
-            "sources": [str(p) for p in inputs],
-            "chunks": [],
-        }
+        manifest = _new_manifest(inputs, keys, pair_cutoff, record_key)
         added = _fill(tmp, manifest, inputs, keys, chunk_size, index, progress)
         _write_manifest(tmp, manifest)
         os.rename(tmp, output)

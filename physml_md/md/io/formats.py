@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
+from ase import Atoms, units
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import Trajectory, write
 
 from physml_md.md.frame import Frame
 from physml_md.md.geometry import cell_lengths_angles, frame_cells, mdtraj, mdtraj_topology, standard_cells
@@ -164,8 +167,6 @@ class _AseBackend:
         self.symbols = list(symbols)
         self.pbc = pbc
         if self.format == "traj":
-            from ase.io import Trajectory
-
             self.file = Trajectory(str(temporaries[0]), "w")
         else:
             self.file = open(temporaries[0], "w")
@@ -175,9 +176,6 @@ class _AseBackend:
         """Every frame can be stored."""
 
     def write(self, frame: Frame) -> None:
-        from ase import Atoms, units
-        from ase.calculators.singlepoint import SinglePointCalculator
-
         atoms = Atoms(
             symbols=self.symbols,
             positions=frame.positions,
@@ -199,8 +197,6 @@ class _AseBackend:
             # atoms moved since the calculation, which it does for a frame with non-finite positions (nan != nan)
             self.file.write(atoms, **results)
         else:
-            from ase.io import write
-
             write(self.file, atoms, format="extxyz")
 
     def close(self) -> None:

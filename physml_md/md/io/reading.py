@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
+from ase import units
+from ase.io import read
 
 from physml_md.md.frame import Frame
 from physml_md.md.geometry import mdtraj, standard_cells
@@ -152,9 +154,6 @@ def _masked(values: List[np.ndarray | None], shape: Tuple[int, ...]) -> np.ndarr
 
 
 def _read_ase(path: Path) -> TrajectoryData:
-    from ase import units
-    from ase.io import read
-
     images = read(str(path), ":")
     if not images:
         raise ValueError(f"{str(path)!r} holds no structure")

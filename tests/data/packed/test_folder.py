@@ -105,6 +105,17 @@ def test_dataset_reads_only_its_indices_with_neighbour_lists(mixed_file, tmp_pat
     dataset = PackedDataset(PackedFolder(tmp_path / "set"), [7, 2, 11], ["energy"], cutoff=3.0, log=log)
     items = list(dataset)
     assert log == [7, 2, 11] and len(items) == 3
-    assert set(items[0]) == {*K.INPUT_KEYS, "energy", "energy_mask", K.EDGE_INDEX, K.CELL_SHIFTS}
+    assert set(items[0]) == {
+        K.POSITIONS,
+        K.ATOMIC_NUMBERS,
+        K.CELL,
+        K.PBC,
+        K.BATCH,
+        K.N_ATOMS,
+        "energy",
+        "energy_mask",
+        K.EDGE_INDEX,
+        K.CELL_SHIFTS,
+    }
     with pytest.raises(IndexError):
         dataset[3]

@@ -23,7 +23,7 @@ from physml_md.config.types import ConfigError
 from physml_md.data import keys as K
 from physml_md.data.packed.folder import PackedDataset, PackedFolder
 from physml_md.data.splits import RANDOM_RECORD, split_indices
-from physml_md.data.statistics import fit_self_energies, pair_key
+from physml_md.data.statistics import check_self_energies, fit_self_energies, pair_key, statistics_summary
 
 
 def selected(folder: PackedFolder, index) -> np.ndarray:
@@ -129,29 +129,16 @@ def statistics(dataset: PackedDataset, self_energies: Mapping[int, float]) -> Di
     """``energy_statistics`` of the split (its per-atom residual energies from the stored counts, equal up to the
     order of summation) with the force RMS from each structure's stored sum of squared forces."""
     elements, counts = _composition(dataset)
-    missing = sorted(set(elements) - {int(z) for z in self_energies})
-    if missing:
-        raise ValueError(
-            f"no self-energy for elements {missing}; pass them in self_energies (0.0 if you want no reference) or "
-            "fit them with fit_self_energies"
-        )
+    check_self_energies(elements, self_energies)
     energy, has = _energies(dataset)
     reference = counts @ np.array([float(self_energies[z]) for z in elements], dtype=np.float64)
     residual = ((energy - reference) / counts.sum(axis=1))[has]
-    result: Dict[str, float | None] = {
-        "energy_per_atom_mean": float(residual.mean()) if residual.size else None,
-        "energy_per_atom_std": float(residual.std()) if residual.size else None,
-        "forces_rms": None,
-        "n_energies": int(residual.size),
-        "n_force_components": 0,
-    }
+    components, squares = 0, 0.0
     if K.FORCES in dataset.labels:
         mask = dataset.per_structure(K.mask_key(K.FORCES))
         components = 3 * int(dataset.per_structure(K.N_ATOMS)[mask].sum())
         squares = float(dataset.per_structure("forces_sq")[mask].sum()) if components else 0.0
-        result["forces_rms"] = float(np.sqrt(squares / components)) if components else None
-        result["n_force_components"] = components
-    return result
+    return statistics_summary(residual, squares, components)
 
 
 def shortest_pair_distances(dataset: PackedDataset, cutoff: float) -> Dict[str, float] | None:

@@ -1,4 +1,4 @@
-"""Training from a packed folder (physml_md.data.packed.dataset through AtomsDataModule): the same splits,
+"""Training from a packed folder (physml_md/training/packed_data.py through AtomsDataModule): the same splits,
 structures, statistics and training as from its source file; exact mid-epoch resume; disjoint shards per rank."""
 
 import copy

@@ -55,20 +55,15 @@ class ExportedPotential:
             return self.module(data)
 
 
-def import_required_libraries(metadata: Dict[str, Any]) -> None:
-    """Import the Python modules whose TorchScript classes the file uses (vesin_torch)."""
-    for name in metadata.get("imports", REQUIRED_IMPORTS):
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise ImportError(f"the exported model needs {name!r}: pip install vesin-torch ({exc})") from exc
-
-
 def load_potential(path: PathLike, device: Union[str, torch.device] = "cpu") -> ExportedPotential:
     """Load an exported file onto ``device`` after checking its metadata."""
     path = Path(path)
     metadata = read_metadata(path)
-    import_required_libraries(metadata)
+    for name in metadata.get("imports", REQUIRED_IMPORTS):  # the modules whose TorchScript classes the file uses
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ImportError(f"the exported model needs {name!r}: pip install vesin-torch ({exc})") from exc
     if metadata["format"] != "torchscript":
         return ExportedPotential(module=load_program(path, metadata, device), metadata=metadata, path=path)
     try:
