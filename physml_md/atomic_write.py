@@ -1,15 +1,6 @@
-"""Write files safely: atomically, never over a file that is not ours, one run per folder.
-
-``atomic_path``: write to a temporary name beside the target, then rename, so that a reader never sees half a file
-and a failed write leaves the previous file (or none) in place. A process killed outright (SIGKILL, a power cut)
-cannot remove its temporary. Their names say whose they are (``.<stem>.<pid>@<host>.tmp<suffix>``), so the next
-write into the same folder removes those of processes of this machine that no longer run.
-
-``check_outputs``: what every command runs before it writes. An output that exists is refused unless the user
-said ``--force``; an output that is also an input is always refused; a folder that is a file is named.
-
-``folder_lock``: one run at a time in a folder (a lock file made with O_EXCL that names its process; the lock of
-a process of this machine that no longer runs is taken over).
+"""Write files safely: ``atomic_path`` (a temporary beside the target, then a rename: a reader never sees half a
+file; temporaries left by killed processes are named ``.<stem>.<pid>@<host>.tmp<suffix>`` so later writes remove
+them), ``check_outputs`` (what every command runs before it writes) and ``folder_lock`` (one run per folder).
 """
 
 import contextlib
@@ -131,12 +122,11 @@ def check_outputs(outputs: Iterable[PathLike], inputs: Iterable[PathLike] = (), 
     file goes, and an output that exists already unless ``force`` (the user's ``--force``)."""
     inputs = [Path(p) for p in inputs]
     for output in map(Path, outputs):
-        for source in inputs:
-            if _same_file(output, source):
-                raise OutputError(
-                    f"{output} is an input of this command and also its output: name another output file "
-                    "(an input is never written over, not even with --force)"
-                )
+        if any(_same_file(output, source) for source in inputs):
+            raise OutputError(
+                f"{output} is an input of this command and also its output: name another output file "
+                "(an input is never written over, not even with --force)"
+            )
         blocking = _blocking_file(output.parent)
         if blocking is not None:
             raise OutputError(f"cannot write {output}: {blocking} is a file, not a folder; choose another output path")
@@ -185,13 +175,11 @@ def _take_over(lock: Path, record: dict) -> None:
 
 @contextlib.contextmanager
 def folder_lock(folder: PathLike, command: str = "physml-md") -> Iterator[Path]:
-    """Hold ``<folder>/.physml-md.lock`` for the ``with`` block: one run at a time writes into ``folder``.
+    """Hold ``<folder>/.physml-md.lock`` (made with O_EXCL; pid, host, command, start time) for the ``with`` block.
 
-    The lock file is created with O_EXCL and holds the process id, host, command and start time. A folder whose
-    lock is held by a running process (or one of another machine, which cannot be checked) is refused with a
-    ``FolderInUseError``; the lock of a process of this machine that no longer runs (killed outright) is taken
-    over. The lock is removed at the end, if it is still ours, and so are the folders the lock made if they are
-    still empty (a run refused at once leaves nothing behind)."""
+    A lock held by a running process (or one of another machine: it cannot be checked) is a ``FolderInUseError``;
+    that of a dead process of this machine is taken over. At the end the lock, if still ours, is removed, and so
+    are the folders the lock made if still empty (a run refused at once leaves nothing behind)."""
     folder = Path(folder)
     made = [p for p in (folder, *folder.parents) if not p.exists()]
     ensure_folder(folder)

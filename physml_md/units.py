@@ -1,10 +1,8 @@
-"""Units: the one pint registry of physml-md and the named factors used at engine boundaries.
+"""Units: the one pint registry of physml-md and the named factors used at engine boundaries (OpenMM: nm, kJ/mol).
 
-Inside the package every quantity is a plain float in the internal units: angstrom, eV, elementary
-charge, amu, fs (and kelvin). ASE's own time unit is not the fs but about 10.18 fs (``ase.units.fs`` =
-0.0982): code handing a time to an ASE integrator multiplies by ``ase.units.fs``. A quantity a user
-types ("0.5 fs", "5 angstrom", "300 K") is parsed here; a bare number means the internal unit.
-Conversions to an engine's units (OpenMM: nm, kJ/mol) use the named factors below and nothing else.
+Inside the package every quantity is a float in the internal units: angstrom, eV, e, amu, fs, K. ASE's time unit
+is ~10.18 fs: a time handed to an ASE integrator is multiplied by ``ase.units.fs``. A quantity a user types
+("0.5 fs", "300 K") is parsed here; a bare number means the internal unit.
 """
 
 from __future__ import annotations
@@ -40,13 +38,6 @@ def _dimensionality(kind: str):
     return ureg.Quantity(1.0, INTERNAL_UNITS[kind]).dimensionality
 
 
-def _kind_of(quantity: pint.Quantity) -> str | None:
-    for kind in INTERNAL_UNITS:
-        if quantity.dimensionality == _dimensionality(kind):
-            return kind
-    return None
-
-
 def parse_quantity(value: QuantityLike, kind: str, name: str = "value") -> float:
     """Return ``value`` as a float in the internal unit of ``kind`` (see ``INTERNAL_UNITS``).
 
@@ -56,11 +47,7 @@ def parse_quantity(value: QuantityLike, kind: str, name: str = "value") -> float
     """
     if kind not in INTERNAL_UNITS:
         raise ValueError(f"unknown kind of quantity {kind!r}; known kinds: {', '.join(INTERNAL_UNITS)}")
-    if isinstance(value, bool):
-        raise TypeError(
-            f"{name} must be a number or a quantity string such as '1 {INTERNAL_UNITS[kind]}', got {value!r}"
-        )
-    if isinstance(value, numbers.Real):  # int, float and numpy scalars
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # int, float and numpy scalars
         return float(value)
     if isinstance(value, str):
         try:
@@ -83,7 +70,7 @@ def parse_quantity(value: QuantityLike, kind: str, name: str = "value") -> float
     if quantity.dimensionality == _dimensionality(kind) / ureg.mol.dimensionality:
         quantity = quantity / ureg.Quantity(1.0, "avogadro_constant")  # per mole -> per particle (kJ/mol)
     if quantity.dimensionality != _dimensionality(kind):
-        found = _kind_of(quantity)
+        found = next((k for k in INTERNAL_UNITS if quantity.dimensionality == _dimensionality(k)), None)
         what = _ARTICLE[found] if found else f"a quantity of dimension {quantity.dimensionality}"
         raise ValueError(f"{value!r} is {what}; {name} needs {_ARTICLE[kind]} (for example '1 {INTERNAL_UNITS[kind]}')")
     return float(quantity.to(INTERNAL_UNITS[kind]).magnitude)

@@ -179,7 +179,7 @@ TESTED_THROUGH = {
     "_version.py": ("tests/test_changelog.py", "one string, checked against the CHANGELOG's newest entry"),
     "cli/commands.py": ("tests/cli/test_main.py", "the command handlers, run through the parser as users run them"),
     "export/metadata.py": ("tests/export/test_save.py", "the document is written by export_potential, read back here"),
-    "export/load.py": ("tests/export/test_save.py", "every export test loads the file it wrote"),
+    "export/loading.py": ("tests/export/test_save.py", "every export test loads the file it wrote"),
 }
 
 

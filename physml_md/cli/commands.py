@@ -68,9 +68,8 @@ def learn_command(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     with _training_lock(config.trainer["default_root_dir"], "physml-md learn"):  # its rounds resume there: no --force
         result = learn(config)  # prints the round table as it goes
-    if result.interrupted:  # the shell's convention for a signal: 128 + its number
-        print(result.interruption, file=sys.stderr)
-        return 130 if result.interrupted == "SIGINT" else 143
+    if result.interrupted:
+        return _stopped(result)
     verdict = "converged" if result.converged else f"not converged after {len(result.rounds)} round(s)"
     print(f"{verdict}; the last committee: {result.model_path}")
     return 0 if result.converged else 1
@@ -115,8 +114,7 @@ def md_command(args: argparse.Namespace) -> int:
         uncertain_frames=_uncertain_frames(args),
     )
     if result.interrupted and not len(result.temperatures_k):
-        print(result.interruption, file=sys.stderr)
-        return 130 if result.interrupted == "SIGINT" else 143
+        return _stopped(result)
     print(
         f"{result.engine} {result.ensemble}: {result.steps_done} of {result.steps_requested} steps "
         f"({result.steps_done * result.timestep_fs * FS_TO_PS:g} ps), {result.ns_per_day:.3g} ns/day, "
@@ -138,9 +136,8 @@ def md_command(args: argparse.Namespace) -> int:
     if not result.stable:
         print(f"blow-up at step {result.blow_up_step}: {result.blow_up.message}", file=sys.stderr)
         return 1
-    if result.interrupted:  # the shell's convention for a signal: 128 + its number
-        print(result.interruption, file=sys.stderr)
-        return 130 if result.interrupted == "SIGINT" else 143
+    if result.interrupted:
+        return _stopped(result)
     if result.uncertainty and result.uncertainty.get("stopped"):
         print(
             f"stopped by --stop-on-uncertainty at step {result.steps_done} of {result.steps_requested} (exit status 3)",
@@ -148,6 +145,11 @@ def md_command(args: argparse.Namespace) -> int:
         )
         return 3
     return 0
+
+
+def _stopped(result) -> int:  # a run stopped by a signal: its line, and the shell's status (128 + its number)
+    print(result.interruption, file=sys.stderr)
+    return 130 if result.interrupted == "SIGINT" else 143
 
 
 def _uncertain_frames(args: argparse.Namespace) -> str | None:

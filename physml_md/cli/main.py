@@ -61,9 +61,8 @@ def _add_quiet(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_md_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by md and validate: one per key of the MD settings (``physml_md.config.md.MDSettings``: its
-    type, choices, description and default; unset options keep the default), but ensemble and friction, which each
-    command gives itself; then threads and quiet."""
+    """Options of md and validate: one per ``MDSettings`` key (its type, choices, description and default) but
+    ensemble and friction, which each command gives itself; then threads and quiet."""
     for name, info in MDSettings.model_fields.items():
         if name in ("ensemble", "friction"):
             continue
@@ -77,20 +76,16 @@ def _add_md_options(parser: argparse.ArgumentParser) -> None:
         elif bool in get_args(kind):
             options["action"] = argparse.BooleanOptionalAction
         parser.add_argument("--" + name.replace("_", "-"), **options)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_threads(parser)
+    _add_quiet(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="physml-md", description=__doc__.splitlines()[0], epilog=EXIT_STATUS)
     parser.add_argument("--version", action="version", version=f"physml-md {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    _train_parser(commands)
-    _learn_parser(commands)
-    _export_parser(commands)
-    _info_parser(commands)
-    _evaluate_parser(commands)
-    _pack_parser(commands)
+    for add in (_train_parser, _learn_parser, _export_parser, _info_parser, _evaluate_parser, _pack_parser):
+        add(commands)
     _md_parser(commands)
     _validate_parser(commands)
     return parser

@@ -1,12 +1,6 @@
-"""Training configuration: read TOML or YAML, apply overrides, validate once with the schema.
-
-``load_config`` reads a ``.toml``/``.yaml``/``.yml`` file, applies ``section.key=value`` overrides, resolves
-relative paths (those in the file against its directory, those in overrides against the working directory) and
-validates; ``config_from_dict`` validates a mapping. The schema (pydantic models) is
-``physml_md.config.schema``; every problem is one ``ConfigError`` naming the full dotted key, what is wrong and
-how to fix it. ``config_to_dict`` gives plain built-in types, safe for
-``torch.load(weights_only=True)``, and ``config_from_dict(config_to_dict(c)) == c``.
-"""
+"""Training configuration: ``load_config`` (TOML or YAML, overrides, relative paths), ``config_from_dict`` (validate
+once with ``physml_md.config.schema``), ``config_to_dict`` (plain types for ``torch.load(weights_only=True)``;
+``config_from_dict(config_to_dict(c)) == c``)."""
 
 from __future__ import annotations
 
@@ -33,10 +27,8 @@ _TRAINER_SPECIAL = ("callbacks", "checkpoint")  # [trainer] keys that are ours, 
 
 
 def config_from_dict(raw: Mapping, *, require_files: bool = True) -> Config:
-    """Validate a mapping with sections model, data, training, trainer into a ``Config``.
-
-    ``require_files=False`` skips ``validate_sources`` (for data passed as objects through the Python API).
-    """
+    """Validate a mapping into a ``Config``; ``require_files=False`` skips ``validate_sources`` (data passed as
+    objects through the Python API)."""
     config = validate(Config, raw)
     if require_files:
         validate_sources(config)
@@ -218,13 +210,8 @@ def _resolve_paths(raw: Dict[str, Any], base: Path) -> None:
 
 
 def load_config(path: Union[str, os.PathLike], overrides: Sequence[str] = (), *, require_files: bool = True) -> Config:
-    """Read a ``.toml``/``.yaml``/``.yml`` configuration, apply ``overrides`` and validate it.
-
-    Relative paths written in the file (data.source, data.*.path, data.cache_dir, trainer.default_root_dir,
-    trainer.checkpoint.dirpath, training.md_validation.structures, learning.structures, learning.test_data) start at
-    the file's directory; relative paths given in ``overrides`` (``--set``) start at the working directory, as any
-    path typed on a command line.
-    """
+    """Read a ``.toml``/``.yaml``/``.yml`` configuration, apply ``overrides`` and validate it. Relative paths
+    (``_PATH_KEYS``) written in the file start at its directory, those in ``overrides`` at the working directory."""
     path = Path(path)
     raw = _read_file(path)
     _resolve_paths(raw, path.resolve().parent)

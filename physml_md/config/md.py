@@ -1,11 +1,6 @@
-"""``MDSettings``: how an MD run goes, defined once for every place that runs one.
-
-``run_md`` and ``validate`` take it (or its keys as keyword arguments), ``[training.md_validation]`` and
-``[learning]`` extend it, and ``physml-md md`` / ``validate`` build their options from its fields
-(``cli/main.py``). Quantities may carry units ("0.5 fs", "300 K", "1/ps"); bare numbers are in the internal
-units (fs, K, 1/fs, angstrom, eV/angstrom).
-
-The blow-up limits' defaults are defined here (``physml_md.md.blowups.check_frame`` gives their reasons).
+"""``MDSettings``: how an MD run goes, once for ``run_md``, ``validate``, ``[training.md_validation]``,
+``[learning]`` and the md / validate options. Quantities may carry units ("0.5 fs", "1/ps"); bare numbers are
+internal units (fs, K, 1/fs, angstrom, eV/angstrom). Blow-up limits' reasons: ``physml_md.md.blowups``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
-"""The configuration schema: ``Config``, its sections (pydantic models) and the checks across sections.
-
-The sections live in ``data`` ([model], [data]), ``training`` ([training]), ``trainer`` ([trainer]) and
-``learning`` ([learning], which extends ``md.MDSettings`` as ``[training.md_validation]`` does); their value types
-in ``types``. ``Config`` resolves what one section takes from another, as new values (never by changing a validated
-section): ``model.cutoff`` and ``data.cut_off`` (one number, given in either), ``trainer.precision`` from
-``model.dtype``, ``trainer.checkpoint.monitor`` from ``training.monitor``.
-"""
+"""The configuration schema: ``Config`` (sections in ``data``, ``training``, ``trainer``, ``learning``) and the
+checks across sections, which resolve what one section takes from another as new values: ``model.cutoff`` and
+``data.cut_off`` (one number), ``trainer.precision`` from ``model.dtype``, the checkpoint monitor."""
 
 from __future__ import annotations
 

@@ -259,18 +259,11 @@ class TrainingConfig(Section):
     loss_parameter: LossConfig = Field(default_factory=LossConfig)
     md_validation: MDValidationConfig = Field(default_factory=MDValidationConfig, validate_default=True)
 
-    @field_validator("lr_scheduler", "early_stopping")
+    @field_validator("lr_scheduler", "early_stopping", "md_validation")
     @classmethod
-    def _monitor(cls, section: Any, info: ValidationInfo) -> Any:
-        """Their ``monitor`` defaults to ``training.monitor``."""
-        if section.monitor is not None or "monitor" not in info.data:
+    def _inherited(cls, section: Any, info: ValidationInfo) -> Any:
+        """Their ``monitor`` defaults to ``training.monitor``, md_validation's ``seed`` to ``training.seed``."""
+        key = "seed" if info.field_name == "md_validation" else "monitor"
+        if getattr(section, key) is not None or key not in info.data:
             return section
-        return section.model_copy(update={"monitor": info.data["monitor"]})
-
-    @field_validator("md_validation")
-    @classmethod
-    def _md_seed(cls, section: MDValidationConfig, info: ValidationInfo) -> MDValidationConfig:
-        """Its ``seed`` defaults to ``training.seed``."""
-        if section.seed is not None or "seed" not in info.data:
-            return section
-        return section.model_copy(update={"seed": info.data["seed"]})
+        return section.model_copy(update={key: info.data[key]})

@@ -1,11 +1,7 @@
-"""The ground of the configuration schema: ``Section`` (the base of every table), the value types that plain
-pydantic types do not cover (quantities with units, pbc, cells, ASE indices, paths, data splits), and
-``validate``, which turns pydantic's errors into one ``ConfigError`` naming the dotted keys (an unknown key
-with the closest valid one: "did you mean ...").
-
-Each value type carries a ``Doc`` (what ``config_reference`` writes in the type column). A validator that knows
-only its own value writes ``{key}`` where the dotted key goes; ``validate`` fills it in. A ``ConfigError``
-raised inside a validator is a complete message and is passed on unchanged.
+"""The ground of the configuration schema: ``Section`` (the base of every table), value types pydantic lacks
+(quantities with units, pbc, cells, ASE indices, paths, data splits; each with a ``Doc`` for the reference), and
+``validate``: one ``ConfigError`` naming the dotted keys. A validator writes ``{key}`` where the dotted key goes
+(``validate`` fills it in); a ``ConfigError`` raised inside one is a complete message, passed on unchanged.
 """
 
 from __future__ import annotations
@@ -255,11 +251,8 @@ def _yaml_hint(value: Any) -> str:
         float(value)
     except (TypeError, ValueError):
         return ""
-    return (
-        "; write it as a number without quotes (YAML reads 1e-3 as a string: write 1.0e-3)"
-        if isinstance(value, str)
-        else ""
-    )
+    hint = "; write it as a number without quotes (YAML reads 1e-3 as a string: write 1.0e-3)"
+    return hint if isinstance(value, str) else ""
 
 
 _MESSAGES = {

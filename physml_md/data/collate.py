@@ -1,9 +1,6 @@
-"""Join structure dictionaries into one batch dictionary (see ``physml_md.data.keys`` for names and shapes).
-
-Per-atom tensors ([N, ...]) are concatenated, per-structure tensors ([B, ...], including the label masks) are
-concatenated along their first dimension, so structures (batches of one) and batches can both be collated.
-``batch`` and ``n_atoms`` are rebuilt. ``edge_index`` ([2, E]) and ``cell_shifts`` ([E, 3]) are kept only when
-every input has both; edge_index is offset by the number of atoms before each input.
+"""Join structure (or batch) dictionaries into one batch dictionary (``physml_md.data.keys``): per-atom and
+per-structure tensors (masks included) are concatenated, ``batch`` and ``n_atoms`` rebuilt; ``edge_index`` (offset
+by the atoms before each input) and ``cell_shifts`` are kept only when every input has both.
 """
 
 from __future__ import annotations
@@ -19,11 +16,6 @@ PER_ATOM_KEYS = frozenset({K.POSITIONS, K.ATOMIC_NUMBERS, K.ENERGIES, *K.PER_ATO
 PER_STRUCTURE_KEYS = frozenset({K.CELL, K.PBC, *K.PER_STRUCTURE_LABELS})
 # rebuilt (batch, n_atoms) or kept only when every input has them (edges), never concatenated as they come
 _NOT_JOINED = frozenset({K.EDGE_INDEX, K.CELL_SHIFTS, K.BATCH, K.N_ATOMS})
-
-
-def _n_structures(data: Dict[str, Tensor]) -> int:
-    n_atoms = data.get(K.N_ATOMS)
-    return 1 if n_atoms is None else int(n_atoms.numel())
 
 
 def _n_atoms(data: Dict[str, Tensor]) -> Tensor:
@@ -101,7 +93,7 @@ def collate(
     masks = frozenset(K.mask_key(label) for label in K.LABEL_KEYS)
     all_keys = _keys_of(structures, per_atom | PER_STRUCTURE_KEYS | set(extra_per_structure) | masks | _NOT_JOINED)
     atom_rows = [int(d[K.POSITIONS].shape[0]) for d in structures]
-    structure_rows = [_n_structures(d) for d in structures]
+    structure_rows = [int(_n_atoms(d).numel()) for d in structures]
     out = {
         key: _joined(key, structures, atom_rows if key in per_atom else structure_rows)
         for key in all_keys

@@ -1,13 +1,10 @@
-"""Names of the entries of a structure or batch dictionary, with their shapes and units.
+"""Names of the entries of a structure or batch dictionary (a ``Dict[str, Tensor]``), with shapes and units.
 
-A structure or a batch is a ``Dict[str, Tensor]``. A single structure is a batch of one:
-``cell`` is ``[1, 3, 3]``, ``pbc`` is ``[1, 3]``, ``batch`` is all zeros.
-
-N atoms, B structures, E directed edges (both i->j and j->i are listed).
-Internal units: angstrom, eV, elementary charge, amu, fs.
+A structure is a batch of one (``cell`` [1, 3, 3], ``pbc`` [1, 3], ``batch`` zeros). N atoms, B structures, E
+directed edges (i->j and j->i). Internal units: angstrom, eV, elementary charge, amu, fs.
 """
 
-from typing import Final
+from typing import Final, Tuple
 
 # inputs
 POSITIONS: Final[str] = "positions"  # [N, 3] float, angstrom
@@ -37,6 +34,8 @@ FORCES_STD: Final[str] = "forces_std"  # [N] float, eV/angstrom: rms over member
 PER_STRUCTURE_LABELS: Final = (ENERGY, STRESS, TOTAL_CHARGE, DIPOLE)
 PER_ATOM_LABELS: Final = (FORCES, CHARGES)
 LABEL_KEYS: Final = PER_STRUCTURE_LABELS + PER_ATOM_LABELS
+# the shape of one row (one atom, one structure) of each label
+LABEL_SHAPES: Final = {ENERGY: (), STRESS: (3, 3), TOTAL_CHARGE: (), DIPOLE: (3,), FORCES: (3,), CHARGES: ()}
 
 MASK_SUFFIX: Final[str] = "_mask"
 
@@ -48,3 +47,8 @@ def mask_key(label: str) -> str:
     losses and metrics must use the mask (labels are masked, never faked).
     """
     return label + MASK_SUFFIX
+
+
+def label_shape(label: str, n_atoms: int) -> Tuple[int, ...]:
+    """The shape of ``label`` in the dictionary of one structure of ``n_atoms`` atoms."""
+    return (n_atoms if label in PER_ATOM_LABELS else 1, *LABEL_SHAPES[label])

@@ -1,34 +1,18 @@
 """Neighbour lists for one structure or a batch, computed with vesin-torch.
 
-Conventions (the same as ``ase.neighborlist.neighbor_list("ijS", atoms, cutoff, self_interaction=False)``):
+Conventions (those of ``ase.neighborlist.neighbor_list("ijS", ..., self_interaction=False)``): ``edge_index`` [2, E]
+int64 (row 0 the centre i, row 1 the neighbour j) and ``cell_shifts`` [E, 3] int64, ``r_ij = x[j] - x[i] +
+cell_shifts @ cell`` (rows of ``cell`` the lattice vectors). The list is full (i -> j and j -> i) and holds every
+pair with ``|r_ij| < cutoff``; ``(i, i, 0)`` never, periodic images ``(i, i, S != 0)`` yes. Shifts along
+non-periodic directions are 0, so such a cell vector may be zero; positions need not be wrapped.
 
-- ``edge_index`` (keys.EDGE_INDEX) is ``[2, E]`` int64: row 0 is the centre atom ``i``, row 1 the neighbour ``j``.
-- ``cell_shifts`` (keys.CELL_SHIFTS) is ``[E, 3]`` int64 and ``r_ij = x[j] - x[i] + cell_shifts @ cell``,
-  with the rows of ``cell`` the lattice vectors (ASE convention).
-- The list is full (``i -> j`` and ``j -> i`` both appear) and holds every pair with ``|r_ij| < cutoff``
-  (strictly). The pair ``(i, i, 0)`` is never listed; periodic images of an atom itself (``(i, i, S)`` with
-  ``S != 0``) are.
-- Shifts along non-periodic directions are always 0, so the cell vector of a non-periodic direction is never
-  used: it may be zero (an ASE slab with ``cell[2] == 0`` and ``pbc = (True, True, False)`` is fine).
-  Positions need not be wrapped into the cell.
+Bounds: a list estimated (``estimated_pairs``) above ``MAX_PAIRS`` (10^8 pairs, ~5.6 GB at 56 bytes a pair; 10^6
+Cu atoms at 5 angstrom make ~4.4e7) is refused. vesin-torch 0.6.2 dies (SIGFPE) when its cell grid degenerates (a
+structure stretched along one or two axes gets 0 cells in some direction): ``vesin_cell_grid`` repeats its
+arithmetic so such input is refused first; positions beyond ``MAX_COORDINATE`` overflow its int32 cell index.
 
-Memory bound: before building a list, ``estimated_pairs`` estimates its length from the number density and the
-volume of the cutoff sphere, periodic images included; above ``MAX_PAIRS`` (10^8 pairs: about 5.6 GB for the
-list alone, 56 bytes a pair, and a model needs far more per pair) the list is refused with a ValueError that
-says how large it would be. Real systems stay far below: 10^6 Cu atoms at 5 angstrom make ~4.4e7 pairs, while a
-1000 angstrom cutoff on a 32-atom cell would make ~1e10 (and killed the process before the bound existed).
-
-Coordinate bounds: vesin-torch 0.6.2 kills the process (SIGFPE, an integer division by zero) when its cell grid
-degenerates: above 1e5 cells it scales the cell counts down keeping their ratios, and a structure stretched along
-one or two axes (one atom 4e5 angstrom from a molecule, a planar one spanning 1300 angstrom, a 1300 x 1300 x 4.5
-angstrom periodic cell, at 4 angstrom) gets 0 cells in some direction. ``vesin_cell_grid`` repeats vesin's
-arithmetic and such input is refused with a ValueError first. Positions beyond ``MAX_COORDINATE`` (1e6 angstrom)
-are refused too: vesin's int32 cell index overflows far outside a periodic cell (1e12 angstrom gave a wrong list),
-and no structure is that large: such positions come from a broken structure or an MD run that blew up.
-
-The list carries indices only: it is computed on detached tensors and no gradient flows through it. Models
-recompute ``r_ij`` differentiably from ``edge_index`` and ``cell_shifts``. Outputs are on the device of
-``positions``. Both public functions compile with ``torch.jit.script`` (they run inside exported models).
+Indices only: computed on detached tensors, no gradient; models recompute ``r_ij`` differentiably. Outputs are on
+the device of ``positions``. Both public functions compile with ``torch.jit.script`` (they run in exported models).
 """
 
 import math
@@ -76,13 +60,11 @@ def _check_structure(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float
             )
 
 
-MAX_COORDINATE = 1.0e6  # angstrom (100 micrometres): no structure reaches it (see the module docstring)
+MAX_COORDINATE = 1.0e6  # angstrom (100 micrometres): only a broken structure or a blown-up MD run reaches it
 
 
 def _check_coordinates(positions: Tensor, bound: float = MAX_COORDINATE):
-    """Refuse finite positions beyond MAX_COORDINATE: vesin's integer cell indices overflow there (a periodic
-    structure then gets a wrong list), and positions that large only come from a broken structure or an MD run
-    that blew up."""
+    """Refuse finite positions beyond MAX_COORDINATE (vesin's int32 cell indices overflow: a wrong list)."""
     if positions.shape[0] == 0:
         return
     largest_per_atom = positions.abs().max(dim=1).values
@@ -113,12 +95,9 @@ def _unit(v: Tensor) -> Tensor:
 def vesin_cell_grid(
     positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float, max_cells: float = _VESIN_MAX_CELLS
 ) -> Tuple[List[float], List[int]]:
-    """The box widths (angstrom) vesin-torch 0.6's CPU cell list divides into cells and the number of cells per
-    direction it settles on, computed as vesin does: a periodic direction's width is the distance between the
-    cell's faces, a non-periodic one's the atoms' extent along that axis (+1 %, at least 1 angstrom); cells are
-    ``width // cutoff`` (at least 1); above 1e5 cells in all the counts are scaled down keeping their ratios.
-    A count of 0 there makes vesin divide an integer by zero: SIGFPE, the process dies (vesin-torch 0.6.2).
-    ``cell`` and ``pbc`` are CPU float64 / bool and the cell is not singular in its periodic directions."""
+    """(box widths in angstrom, cells per direction) of vesin-torch 0.6's CPU cell list, computed as vesin does
+    (face distance, or the atoms' extent +1 % for a non-periodic axis; ``width // cutoff``, scaled down above 1e5
+    cells). A count of 0 makes vesin divide by zero (SIGFPE). ``cell``/``pbc``: CPU float64 / bool, non-singular."""
     flags: List[bool] = pbc.tolist()
     indices: List[int] = []
     for d in range(3):
@@ -175,8 +154,7 @@ def _check_cell_grid(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float
         )
 
 
-MAX_PAIRS = 100_000_000  # the longest neighbour list built (see the module docstring)
-# a pair costs 56 bytes in the list: edge_index (2 x int64) + its transposed copy + cell_shifts (3 x int64)
+MAX_PAIRS = 100_000_000  # 56 bytes a pair: edge_index (2 x int64) + its transposed copy + cell_shifts (3 x int64)
 
 
 def _scientific(x: float) -> str:
@@ -189,13 +167,10 @@ def _scientific(x: float) -> str:
 
 
 def estimated_pairs(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: float) -> float:
-    """About how many (i, j, S) pairs the list of one structure holds: N^2 times the fraction of the periodic
-    cell (its length, area or volume for 1, 2 or 3 periodic directions) covered by the cutoff sphere's
-    projection, times, for each non-periodic direction, the fraction of the atoms' extent within 2 cutoffs.
-    Close for bulk (within 10 % for fcc Cu at 5 and 12 angstrom); more for molecules, clusters and slabs, where it
-    counts the sphere as a box (~2-3x) and every pair of a molecule smaller than the cutoff sphere.
-    ``cell`` and ``pbc`` are CPU float64 / bool; the cell is checked (not singular in its periodic directions).
-    """
+    """About how many (i, j, S) pairs the list of one structure holds: N^2 times the fraction of the periodic cell
+    (length, area or volume) covered by the cutoff sphere's projection, times, per non-periodic direction, the
+    fraction of the atoms' extent within 2 cutoffs. Within 10 % for bulk fcc Cu; ~2-3x over for molecules, clusters
+    and slabs. ``cell``/``pbc``: CPU float64 / bool, checked (not singular in its periodic directions)."""
     n = float(positions.shape[0])
     periodic = cell[pbc]  # [P, 3]
     n_periodic = periodic.shape[0]

@@ -1,10 +1,7 @@
-"""Read structures with their labels from extxyz files and ASE databases.
-
-``read_structures`` gives ``ase.Atoms`` (labels attached as calculator results, ``info`` and ``arrays``);
-``read_dataset`` converts them to structure dictionaries (see ``physml_md.data.structures``) and checks that
-every structure carries the required labels. ``read_structure`` reads one structure (an MD start) from any file
-ASE reads. Units are taken as stored: angstrom, eV, e (ASE's). An empty file, a damaged one and an index past the
-end are each one ValueError that says so.
+"""Read structures with their labels from extxyz files and ASE databases: ``read_structures`` (``ase.Atoms``),
+``read_dataset`` (structure dictionaries, required labels checked) and ``read_structure`` (one structure, an MD
+start, of any file ASE reads). Units as stored (ASE's). An empty or damaged file or an index past the end is one
+ValueError that says so.
 """
 
 from __future__ import annotations
@@ -79,12 +76,7 @@ def read_structures(path: Union[str, Path], index: Index = ":") -> List[ase.Atom
     index = selection
     _check_not_empty(path)
     try:
-        if fmt == "db":
-            images = _read_db(path, index)
-        elif isinstance(index, int) and index < 0:  # ase.io.read gives the first structure for any index below -N
-            images = ase.io.read(str(path), index=":", format=fmt)[index]
-        else:
-            images = ase.io.read(str(path), index=index, format=fmt)
+        images = _read_db(path, index) if fmt == "db" else _ase_read(path, index, fmt)
     except (IndexError, StopIteration):  # an int index past the end
         count = len(read_structures(path))
         raise ValueError(
@@ -102,6 +94,13 @@ def read_structures(path: Union[str, Path], index: Index = ":") -> List[ase.Atom
         )
     _check_atoms(path, images, index)
     return images
+
+
+def _ase_read(path: Path, index: int | slice, fmt: str | None = None):
+    """``ase.io.read``, but an int index below -N is past the start (ase.io.read gives the first structure)."""
+    if isinstance(index, int) and index < 0:
+        return ase.io.read(str(path), index=":", format=fmt)[index]
+    return ase.io.read(str(path), index=index, format=fmt)
 
 
 def _check_atoms(path: Path, images: List[ase.Atoms], index: int | slice) -> None:
@@ -149,10 +148,7 @@ def read_structure(path: Union[str, Path], index: int = 0) -> ase.Atoms:
         raise ValueError(f"index must be an integer (which structure of the file), got {index!r}")
     atoms = None
     try:
-        if index < 0:  # ase.io.read gives the first structure for any index below -N
-            atoms = ase.io.read(str(path), index=":")[index]
-        else:
-            atoms = ase.io.read(str(path), index=index)
+        atoms = _ase_read(path, index)
     except (IndexError, StopIteration):
         pass  # past the end: counted below
     except (*_READ_ERRORS, UnknownFileTypeError, sqlite3.Error) as exc:

@@ -1,17 +1,10 @@
-"""Split a dataset into training, validation and test indices (modelforge's strategy names and semantics).
+"""Split a dataset into training, validation and test indices (modelforge's strategy names and semantics):
+``first_come_first_serve_strategy`` (in order), ``random_splitting_strategy``, ``random_record_splitting_strategy``
+(a record, e.g. all conformations of one molecule, is drawn as a whole; the fractions apply to records).
 
-Strategies:
-
-- ``first_come_first_serve_strategy``: the first structures train, the next validate, the rest test.
-- ``random_splitting_strategy``: structures are drawn at random.
-- ``random_record_splitting_strategy``: a record (e.g. all conformations of one molecule) is drawn as a whole,
-  so that no record is split between training and test; the fractions apply to records.
-
-For the random strategies the test set is drawn first, from all items, with ``test_seed``; ``seed`` then
-splits the remaining items into training and validation. Changing ``seed`` therefore never changes the test set.
-
-Sizes: ``floor(fraction * n)`` each, then the items left over go one each to training, validation, test, in
-that order (the rule of ``torch.utils.data.random_split``), so the three sizes add up to ``n`` exactly.
+Random strategies draw the test set first, from all items, with ``test_seed``; ``seed`` then splits the rest, so
+changing ``seed`` never changes the test set. Sizes: ``floor(fraction * n)`` each, the left-over items one each to
+training, validation, test (``torch.utils.data.random_split``'s rule), adding up to ``n``.
 """
 
 from __future__ import annotations

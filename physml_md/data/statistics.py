@@ -1,9 +1,6 @@
-"""Dataset statistics: per-element self-energies, the numbers that set a model's energy shift and scale, and the
-shortest distance of each element pair (below which a model extrapolates).
-
-Inputs are structure (or batch) dictionaries as made by ``physml_md.data.structures.atoms_to_dict`` or
-``physml_md.data.collate.collate``; only labels whose mask is True are used. Energies in eV, forces in
-eV/angstrom. All arithmetic is float64 numpy, whatever the dtype of the tensors.
+"""Dataset statistics: per-element self-energies, a model's energy shift and scale, label outliers, and the shortest
+distance of each element pair (below which a model extrapolates). Inputs are structure or batch dictionaries; only
+labels whose mask is True count. eV, eV/angstrom; float64 numpy arithmetic whatever the tensors' dtype.
 """
 
 from __future__ import annotations
@@ -20,18 +17,15 @@ from physml_md.data.elements import ATOMIC_NUMBERS, CHEMICAL_SYMBOLS
 from physml_md.data.neighbors import batch_neighbor_list, neighbor_list
 
 Structures = Sequence[Dict[str, Tensor]]
-# A distance counts as below the training minimum only when it is more than this fraction shorter: a relaxation
-# or an MD run routinely steps a little past the closest training contact (a BFGS relaxation of CH3OH with a model
-# trained on molecules rattled by 0.08 angstrom reaches an O-H bond 2.6 % shorter), where the model's smooth radial
-# functions still carry it; well past it (the 0.1 angstrom contacts of a blow-up) the model is extrapolating.
+# A distance is below the training minimum only when more than this fraction shorter: relaxations and MD step a
+# little past the closest training contact (BFGS of CH3OH, trained on 0.08 angstrom rattles: an O-H bond 2.6 %
+# shorter), where smooth radial functions still carry the model; a blow-up's 0.1 angstrom contacts do not.
 EXTRAPOLATION_MARGIN = 0.05
 
-# A label is far outside the data set's own distribution (``label_outliers``) when it lies more than
-# OUTLIER_SPREADS robust standard deviations (1.4826 x the median absolute deviation) from the median of its kind
-# AND further than the floor of its kind from it. Generous on purpose, so that real data never trigger it: the
-# EMT Cu data of the tests (strained cells, MD at 300-900 K) spread their force components by ~0.5 eV/angstrom,
-# and a data set of relaxed structures with a few hot MD frames has a tiny spread but forces well under the floor.
-# A corrupt value (1e10 eV/angstrom) or a unit slip by orders of magnitude is far beyond both.
+# A label is an outlier (``label_outliers``) more than OUTLIER_SPREADS robust standard deviations (1.4826 x the
+# median absolute deviation) AND more than its kind's floor from the median. Generous so that real data never
+# trigger it (the tests' EMT Cu forces spread ~0.5 eV/angstrom; relaxed data with a few hot MD frames have a tiny
+# spread but forces under the floor); a corrupt value or a unit slip is far beyond both.
 OUTLIER_SPREADS = 1000.0
 FORCE_OUTLIER_FLOOR = 100.0  # eV/angstrom, deviation of one force component from the median component
 ENERGY_OUTLIER_FLOOR = 10.0  # eV/atom, deviation of (E - sum_Z n_Z E_Z) / N from its median
@@ -104,17 +98,11 @@ def _counts(numbers: List[np.ndarray], species: Sequence[int]) -> np.ndarray:
 def fit_self_energies(structures: Structures, species: Sequence[int] | None = None) -> Dict[int, float]:
     """Per-element reference energies ``{Z: E_Z}`` (eV) minimising sum_s (E_s - sum_Z n_sZ E_Z)^2.
 
-    Only structures whose energy mask is True take part. ``species`` (atomic numbers) defaults to every
-    element found in ``structures``, labelled or not; a labelled structure holding an element outside
-    ``species`` is a ValueError.
-
-    Rank-deficient problems have no unique answer (for example when every structure has the same
-    composition, or the counts of two elements are always proportional). The result is then the
-    *minimum-norm* least-squares solution (``numpy.linalg.lstsq``), deterministically and without a warning:
-    it reproduces the fitted energy of every composition spanned by the data, splits what the data cannot
-    tell apart in proportion to the counts (all structures Cu2Al with energy E give E_Cu = 2E/5,
-    E_Al = E/5), and gives 0.0 to an element that no structure with an energy contains. Use
-    ``np.linalg.matrix_rank`` on the counts, or check ``energy_statistics``, if that matters to you.
+    ``species`` (atomic numbers) defaults to every element found, labelled or not; a labelled structure holding an
+    element outside ``species`` is a ValueError. A rank-deficient problem (one composition throughout, or counts
+    always proportional) gets the minimum-norm least-squares solution (``numpy.linalg.lstsq``), without a warning:
+    it reproduces every composition spanned by the data, splits what the data cannot tell apart in proportion to
+    the counts (Cu2Al at energy E: E_Cu = 2E/5, E_Al = E/5), and gives 0.0 to an element without an energy.
     """
     numbers, energies, elements = _labelled(structures)
     if len(energies) == 0:
@@ -152,14 +140,9 @@ def statistics_summary(residual: np.ndarray, forces_sq_sum: float, n_force_compo
 
 
 def energy_statistics(structures: Structures, self_energies: Mapping[int, float]) -> Dict[str, float | None]:
-    """Mean and spread of the per-atom residual energy, and the RMS of the force components.
-
-    Returns a dict with
-    ``energy_per_atom_mean`` and ``energy_per_atom_std`` (eV/atom; population std, ddof=0) of
-    (E - sum_Z n_Z E_Z) / N over the structures with an energy (None when there are none),
-    ``forces_rms`` (eV/angstrom): sqrt(mean(F_ia^2)) over every force component of the structures with
-    forces (None when there are none), and the counts ``n_energies`` and ``n_force_components``.
-    An element without an entry in ``self_energies`` is a ValueError.
+    """``energy_per_atom_mean`` and ``energy_per_atom_std`` (eV/atom, ddof=0) of (E - sum_Z n_Z E_Z) / N over the
+    structures with an energy, ``forces_rms`` (eV/angstrom, sqrt(mean(F_ia^2)) over every force component; each
+    None without data), ``n_energies`` and ``n_force_components``. An element without a self-energy is a ValueError.
     """
     residuals, squares = [], []
     for data in structures:
@@ -201,11 +184,9 @@ def label_outliers(structures: Structures) -> List[str]:
     """The labels far outside the data's own distribution, each named for a message ("structure 3, atom 7: force
     (0.1, -0.2, 1e+10) eV/angstrom, 2.4e+10 robust standard deviations from the median component").
 
-    Force components are compared with the median of every force component of the data; energies per atom,
-    less self-energies fitted by least absolute deviations, with their median (``OUTLIER_SPREADS``, the floors).
-    An energy can be judged only against structures with the same elements: one whose composition no other
-    structure shares is fitted exactly by the self-energies and never named. Structures are counted from 0 in the
-    order given (a batch counts as its structures); the list is empty when no label is an outlier.
+    Force components are compared with the median component; energies per atom, less self-energies fitted by least
+    absolute deviations, with their median. An energy whose composition no other structure shares is fitted
+    exactly, never named. Structures count from 0 in the order given (a batch as its structures).
     """
     numbers, energies, energy_index, forces, force_index = [], [], [], [], []
     s = -1
@@ -327,10 +308,8 @@ def shortest_pair_distances(structures: Structures, cutoff: float) -> Dict[str, 
 
 
 class PairDistanceFloor:
-    """``pairs_closer_than``'s question, asked cheaply for every calculation: does any pair of one structure come
-    closer than ``shortest`` (less the margin) allows? One vectorised comparison of the distances (all pairs of a
-    small molecule, else a neighbour list) against a [Z, Z] table of floors, no per-pair grouping; the
-    calculator asks ``pairs_closer_than`` only when the answer is yes, to name the pairs."""
+    """``pairs_closer_than``'s yes/no, cheap enough for every calculation: one vectorised comparison of the distances
+    against a [Z, Z] table of floors (the calculator asks ``pairs_closer_than`` to name the pairs only on a yes)."""
 
     def __init__(self, shortest: Mapping[str, float]):
         self.reach = max(shortest.values(), default=0.0) * (1.0 + 1e-9) + 1e-9
@@ -357,11 +336,9 @@ class PairDistanceFloor:
 def pairs_closer_than(
     shortest: Mapping[str, float], structures: Structures, cutoff: float | None = None
 ) -> Dict[str, Tuple[float, float]]:
-    """The element pairs of ``structures`` closer than ``shortest`` allows (``shortest_pair_distances`` of the
-    training data) by more than the fraction ``EXTRAPOLATION_MARGIN`` of it: ``{"Cu-Cu": (distance, training
-    minimum)}`` with the shortest distance found; empty when none is. Pairs without an entry in ``shortest`` are
-    not judged.
-    ``cutoff`` (default: the largest entry) bounds the search."""
+    """The element pairs of ``structures`` closer than ``shortest`` (the training data's ``shortest_pair_distances``)
+    less ``EXTRAPOLATION_MARGIN``: ``{"Cu-Cu": (shortest distance found, training minimum)}``. Pairs without an
+    entry are not judged; ``cutoff`` (default: the largest entry) bounds the search."""
     if not shortest:
         return {}
     reach = max(shortest.values()) if cutoff is None else cutoff

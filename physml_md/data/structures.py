@@ -1,11 +1,4 @@
-"""Convert between ``ase.Atoms`` and the structure dictionary of ``physml_md.data.keys``.
-
-A structure is a batch of one (N atoms), in the internal units angstrom, eV, e:
-
-- inputs: positions [N, 3], atomic_numbers [N] int64, cell [1, 3, 3] (zeros when ASE has no cell),
-  pbc [1, 3] bool, batch [N] int64 (zeros), n_atoms [1] int64;
-- labels: energy [1] eV, forces [N, 3] eV/angstrom, stress [1, 3, 3] eV/angstrom^3 (full 3x3, ASE sign),
-  charges [N] e, total_charge [1] e, dipole [1, 3] e*angstrom.
+"""Convert between ``ase.Atoms`` and the structure dictionary of ``physml_md.data.keys`` (a batch of one).
 
 Labels are masked, never faked: for every label that ``LabelKeys`` asks for, ``mask_key(label)`` is a [1] bool
 tensor, True when the structure carries the label; a missing label holds zeros and mask False.
@@ -59,14 +52,9 @@ DEFAULT_KEYS = LabelKeys()  # ASE's own names for every label
 
 def find_label(atoms: ase.Atoms, label: str, name: str) -> Any | None:
     """The raw value of ``label`` stored under ``name`` in ``atoms``, or None (see ``LabelKeys`` for the order)."""
-    calc = atoms.calc
-    results = getattr(calc, "results", None) if calc is not None else None
-    if isinstance(results, dict):
-        value = results.get(name)
-        if value is not None:
-            return value
-    store = atoms.arrays if label in _PER_ATOM else atoms.info
-    return store.get(name)
+    results = getattr(atoms.calc, "results", None)
+    value = results.get(name) if isinstance(results, dict) else None
+    return (atoms.arrays if label in _PER_ATOM else atoms.info).get(name) if value is None else value
 
 
 def _check_not_stale(atoms: ase.Atoms) -> None:
@@ -95,18 +83,6 @@ def _stress_3x3(value: np.ndarray) -> np.ndarray:
     raise ValueError(f"stress has shape {value.shape}; expected Voigt 6 (xx yy zz yz xz xy), 9 values or 3x3")
 
 
-# Expected shape of each label in the structure dict, as a function of the number of atoms.
-def _label_shape(label: str, n: int) -> tuple:
-    return {
-        K.ENERGY: (1,),
-        K.FORCES: (n, 3),
-        K.STRESS: (1, 3, 3),
-        K.CHARGES: (n,),
-        K.TOTAL_CHARGE: (1,),
-        K.DIPOLE: (1, 3),
-    }[label]
-
-
 def _label_array(label: str, name: str, value: Any, n: int) -> np.ndarray | None:
     """Convert a raw label value to a float64 array of the structure-dict shape; None if it is all NaN."""
     try:
@@ -115,7 +91,7 @@ def _label_array(label: str, name: str, value: Any, n: int) -> np.ndarray | None
         raise ValueError(f"label {label!r} (stored as {name!r}) is not numeric: {value!r}") from None
     if label == K.STRESS:
         array = _stress_3x3(array)
-    shape = _label_shape(label, n)
+    shape = K.label_shape(label, n)
     if array.size != int(np.prod(shape)):
         raise ValueError(
             f"label {label!r} (stored as {name!r}) has shape {array.shape}; a structure of {n} atoms needs "
@@ -162,23 +138,27 @@ def atoms_to_dict(
     """
     _check_not_stale(atoms)
     n = len(atoms)
-    data: Dict[str, Tensor] = {
-        K.POSITIONS: torch.tensor(np.asarray(atoms.positions), dtype=dtype).reshape(n, 3),
-        K.ATOMIC_NUMBERS: torch.tensor(np.asarray(atoms.numbers), dtype=torch.int64).reshape(n),
-        K.CELL: torch.tensor(np.asarray(atoms.cell.array), dtype=dtype).reshape(1, 3, 3),
-        K.PBC: torch.tensor(np.asarray(atoms.pbc), dtype=torch.bool).reshape(1, 3),
-        K.BATCH: torch.zeros(n, dtype=torch.int64),
-        K.N_ATOMS: torch.tensor([n], dtype=torch.int64),
-    }
+    data = structure_inputs(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc, dtype)
     for label, name in keys.requested().items():
         value = find_label(atoms, label, name)
         array = None if value is None else _label_array(label, name, value, n)
-        if array is None:
-            data[label] = torch.zeros(_label_shape(label, n), dtype=dtype)
-        else:
-            data[label] = torch.tensor(array, dtype=dtype)
+        data[label] = torch.tensor(np.zeros(K.label_shape(label, n)) if array is None else array, dtype=dtype)
         data[K.mask_key(label)] = torch.tensor([array is not None], dtype=torch.bool)
     return data
+
+
+def structure_inputs(positions, numbers, cell, pbc, dtype: torch.dtype = torch.float64) -> Dict[str, Tensor]:
+    """The inputs of one structure's dictionary (positions, atomic_numbers, cell, pbc, batch, n_atoms) from arrays
+    of the values in any shape (a packed folder's rows, an ``ase.Atoms``' attributes)."""
+    n = int(np.asarray(numbers).size)
+    return {
+        K.POSITIONS: torch.tensor(np.asarray(positions), dtype=dtype).reshape(n, 3),
+        K.ATOMIC_NUMBERS: torch.tensor(np.asarray(numbers), dtype=torch.int64).reshape(n),
+        K.CELL: torch.tensor(np.asarray(cell), dtype=dtype).reshape(1, 3, 3),
+        K.PBC: torch.tensor(np.asarray(pbc), dtype=torch.bool).reshape(1, 3),
+        K.BATCH: torch.zeros(n, dtype=torch.int64),
+        K.N_ATOMS: torch.tensor([n], dtype=torch.int64),
+    }
 
 
 def dict_to_atoms(data: Dict[str, Tensor]) -> ase.Atoms:

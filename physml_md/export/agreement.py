@@ -1,10 +1,8 @@
-"""The agreement report of an exported file ("agreement" in its metadata): the written file, loaded again, against
-the model it came from (eager), on a few structures (``builtin_structures``, or the first
-``MAX_AGREEMENT_STRUCTURES`` given ones): the largest difference, relative to the scale of the reference
-(max |a - b| / max(1, max |b|), in eV, eV/angstrom, eV/angstrom^3), of energy, forces and stress. Over the
-tolerance of the file's dtype the export fails (``AgreementError``). The engines add their own rows with the same
-measure (``physml_md.integrations.engine_agreement``); ``agreement_summary`` is the report's line in
-``physml-md info``.
+"""The agreement report of an exported file ("agreement" in its metadata): the file, loaded again, against its eager
+model on a few structures (``builtin_structures`` or the first ``MAX_AGREEMENT_STRUCTURES`` given): the largest
+max |a - b| / max(1, max |b|) of energy, forces and stress. Over the dtype's tolerance the export fails
+(``AgreementError``). Engines add rows (``physml_md.integrations.engine_agreement``); ``agreement_summary`` is its
+line in ``physml-md info``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Read training checkpoints safely and rebuild the potential they hold.
 
-Checkpoints are loaded with ``torch.load(weights_only=True)``: only tensors and plain Python data are accepted,
-and a file carrying any other pickled object is refused before that object is created, so loading a checkpoint
-never runs code from it. physml-md writes nothing else into its checkpoints (the configuration is stored as
-plain dicts), so no allow-list is needed.
-
-Layout written by ``physml_md.training.PotentialModule``: ``checkpoint["hyper_parameters"]["model_kwargs"]`` are
-the ``build_model`` arguments; ``state_dict`` holds ``model.*`` (the trained weights) and, with an exponential
-moving average, ``ema.*`` (the averaged weights, preferred for evaluation and export).
+``torch.load(weights_only=True)`` refuses any pickled object other than tensors and plain data before creating it,
+so loading never runs code from the file (physml-md writes nothing else: no allow-list needed). Layout
+(``physml_md.training.PotentialModule``): ``hyper_parameters["model_kwargs"]`` are the ``build_model`` arguments;
+``state_dict`` holds ``model.*`` and, with an EMA, ``ema.*`` (the averaged weights, preferred for evaluation).
 """
 
 from __future__ import annotations

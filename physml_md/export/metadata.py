@@ -1,13 +1,7 @@
-"""The metadata document inside every exported file (``METADATA_FILE``): what it holds, reading it back and
-checking it. Every engine adapter (ASE, OpenMM) reads cutoff, species, units and dtype from it.
-
-Formats (``FORMATS``; the document's "format" names it, files without one are TorchScript):
-- "torchscript" (``.pt``): the scripted module, neighbour list inside (vesin-torch, imported before
-  ``torch.jit.load`` by ``load_potential``); what openmm-torch's TorchForce runs.
-- "export" and "aotinductor" (``.pt2``): a ``torch.export`` program, AOTInductor-compiled for the second
-  (``physml_md.export.program``); the neighbour list and the input checks run in Python before it.
-- "metatomic" (``.pt``): a metatomic ``AtomisticModel`` for LAMMPS, i-PI, torch-sim and metatomic-ase
-  (``physml_md.export.metatomic``), this document inside its own metadata; physml-md's engines do not load it.
+"""The metadata document inside every exported file (``METADATA_FILE``): what it holds, reading and checking it;
+every engine adapter reads cutoff, species, units and dtype from it. ``FORMATS`` (the document's "format"; none:
+TorchScript): "torchscript" (``.pt``, neighbour list inside; what openmm-torch runs), "export" and "aotinductor"
+(``.pt2``, ``physml_md.export.program``), "metatomic" (``.pt``, for LAMMPS etc.; physml-md's engines do not load it).
 """
 
 from __future__ import annotations

@@ -1,20 +1,13 @@
 """The metatomic file: an exported potential for LAMMPS (``pair_style metatomic``), i-PI, torch-sim and ASE.
 
-``export_potential(model, path, format="metatomic")`` writes a metatomic ``AtomisticModel`` (TorchScript) around
-``MetatomicPotential``: the engine's systems and full neighbour list at the model's cutoff in (r_ij = x_j - x_i +
-S cell, differentiable, angstrom), the "energy" output out, per atom or per system, in eV, from the same path as
-every other form of the potential (``Potential.atomic_energies``). Forces and stress (virial) are the engine's,
-by differentiation. A committee file adds "energy_uncertainty" (eV): the standard deviation over members of each
-system's (or atom's) energy (LAMMPS and metatomic-ase warn above their ``uncertainty_threshold``).
-
-Domain decomposition (LAMMPS over MPI ranks): a rank evaluates its own atoms plus the ghosts within the model's
-``interaction_range`` of its domain, asks for its own atoms' energies only (``selected_atoms``) and sends the
-forces on ghosts back to their owners: exact only if ``interaction_range`` is the model's true receptive field.
-A global constraint (a total charge shared by every atom, as a Coulomb charge head has) cannot be split so, and
-is refused.
-
-The physml-md metadata (``build_metadata``, with the agreement report) is the JSON document
-``metadata().extra["physml_md"]``. Needs the ``metatomic`` extra (``pip install 'physml-md[metatomic]'``).
+``export_potential(model, path, format="metatomic")`` writes a metatomic ``AtomisticModel`` around
+``MetatomicPotential``: the engine's systems and full neighbour list in (r_ij, differentiable, angstrom), "energy"
+(per atom or system, eV) out through ``Potential.atomic_energies``; forces and virial are the engine's, by
+differentiation. A committee adds "energy_uncertainty" (eV): the members' standard deviation (LAMMPS and
+metatomic-ase warn above their ``uncertainty_threshold``). Under LAMMPS domain decomposition a rank evaluates its
+atoms plus the ghosts within ``interaction_range`` and sends ghost forces back: exact only if ``interaction_range``
+is the true receptive field, so a global constraint (a Coulomb head's shared total charge) is refused.
+The physml-md metadata is ``metadata().extra["physml_md"]`` (JSON). Needs ``pip install 'physml-md[metatomic]'``.
 """
 
 import copy
@@ -292,11 +285,7 @@ class MetatomicEvaluator:
             energies = output.values.reshape(-1)
             energy = energies.sum()
             gradients = torch.autograd.grad(energy, [positions, strain])
-        results = {
-            "energy": energy.detach().reshape(1),
-            "energies": energies.detach(),
-            "forces": -gradients[0],
-        }
+        results = {"energy": energy.detach().reshape(1), "energies": energies.detach(), "forces": -gradients[0]}
         if periodic:
             volume = abs(float(torch.linalg.det(cell.to(torch.float64))))
             results["stress"] = (gradients[1] / volume).reshape(1, 3, 3)

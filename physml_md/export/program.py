@@ -1,22 +1,13 @@
 """The TorchScript-free exported file: a ``torch.export`` program (``.pt2``), optionally AOTInductor-compiled.
 
-PyTorch is retiring TorchScript; ``torch.export`` is its successor. What is traced is ``Potential.evaluate``:
-positions, species, cell, batch layout and the neighbour list in; energy, per-atom energies, forces, stress
-(and charges) out, forces and stress by autograd traced into the graph. Three things stay outside the graph
-and run in Python before it, in ``ProgramPotential``: the input checks (their errors depend on the data), the
-neighbour list (vesin-torch's operator is opaque to the tracer) and the check for two atoms at one position.
-The numbers are the eager model's (float64: agreement to rounding, ~1e-15 relative, tested to 1e-12).
-
-How the trace is made (measured with torch 2.9.1): ``torch.export.export`` of a module that calls
-``torch.autograd.grad`` works with static shapes but fails with dynamic ones ("... is not tracked with proxy");
-so ``make_fx`` first traces forward and backward into one graph of aten operations with symbolic sizes (duck
-shaping off, so that sizes equal by chance in the example are not unified), and that graph, which no longer
-calls autograd, is exported with dynamic atoms, edges and structures. What is traced is ``Potential.for_export``:
-the model set so that its graph does not depend on the data (no edge chunks).
-
-"export" keeps the program (runs on the device it was exported for, or moved on load); "aotinductor" compiles it
-(needs a C++ compiler; runs only on the kind of device, and CPU family, it was compiled for). Both are zip
-archives with the metadata document at ``<archive>/extra/<METADATA_FILE>``.
+What is traced is ``Potential.evaluate`` of ``Potential.for_export`` (inputs as ``prepare`` gives them; forces and
+stress by autograd inside the graph). ``ProgramPotential`` runs in Python what stays outside: the input checks
+(data-dependent errors), the neighbour list (opaque to the tracer) and the overlap check. Numbers are the eager
+model's (float64: tested to 1e-12). ``torch.export.export`` of a module calling ``torch.autograd.grad`` fails with
+dynamic shapes (torch 2.9.1: "... is not tracked with proxy"), so ``make_fx`` first traces forward and backward
+into aten operations with symbolic sizes (duck shaping off: sizes equal by chance stay apart), and that graph is
+exported with dynamic atoms, edges and structures. "aotinductor" compiles it (needs a C++ compiler; runs only on
+the device kind and CPU family it was compiled for). Metadata at ``<archive>/extra/<METADATA_FILE>``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """physml-md's own TorchScript calls (script, save, load), without PyTorch's deprecation warnings.
 
-PyTorch 2.10 and later deprecate TorchScript and warn (FutureWarning, shown to users by default) on every
-``torch.jit.script``, ``torch.jit.save`` and ``torch.jit.load``. The exported ``.pt`` file and openmm-torch's
-TorchForce are TorchScript by design and keep working under those versions, so physml-md silences exactly
-these "is deprecated" warnings around its own calls, and nothing else: a user's own ``torch.jit`` calls still
-warn, and so does PyTorch's "not supported in Python 3.14+" (a real risk, not a notice).
-
-A TorchScript module's own ValueError reaches Python as a ``torch.jit.Error`` carrying its TorchScript trace:
-``model_errors()`` (with ``plain_error``) raises the plain exception it was instead.
+PyTorch 2.10+ warns (FutureWarning) on every ``torch.jit.script``/``save``/``load``; the ``.pt`` file and
+openmm-torch's TorchForce are TorchScript by design, so exactly these "is deprecated" warnings are silenced around
+our own calls (a user's ``torch.jit`` calls and the "not supported in Python 3.14+" warning still show).
+``model_errors()`` turns a scripted module's ``torch.jit.Error`` back into the plain exception it raised.
 """
 
 from __future__ import annotations

@@ -2,17 +2,11 @@
 
     atoms.calc = PhysMLCalculator("model.pt")
 
-Units: ASE's and ours are the same (angstrom, eV, eV/angstrom, eV/angstrom^3), so no factor is applied.
-Stress follows ASE: (1/V) dE/d(strain), Voigt order xx, yy, zz, yz, xz, xy; only for periodic structures.
-Caching follows ASE's contract: a new calculation runs when positions, atomic numbers, cell, pbc or initial
-charges change (the total initial charge is the model's ``total_charge`` input when it has a charge head), and
-only then.
-
-Threads: ASE's calculators keep one state (the atoms of the last calculation and its results), so one
-calculator shared by threads would hand a thread the results of another's structure. ``PhysMLCalculator``
-serialises its use instead (a lock around each property request and calculation): every thread gets its
-own structure's results. The calls then run one at a time; for parallel throughput give each thread its own
-calculator (``PhysMLCalculator(calc.potential)`` shares the loaded model) or use ``calculate_batch``.
+Units are ASE's (angstrom, eV), no factor. Stress: (1/V) dE/d(strain), Voigt xx, yy, zz, yz, xz, xy, periodic
+structures only. A new calculation runs when positions, numbers, cell, pbc or initial charges (their sum is the
+charge head's ``total_charge``) change, and only then. Threads: a lock serialises each property request and
+calculation, so a shared calculator never hands a thread another's results; for parallel throughput give each
+thread its own (``PhysMLCalculator(calc.potential)`` shares the model) or use ``calculate_batch``.
 """
 
 from __future__ import annotations
@@ -46,8 +40,7 @@ _CHANGES = tuple(change for change in all_changes if change != "initial_magmoms"
 
 
 def _has_volume(atoms: Atoms) -> bool:
-    """Whether stress is defined: three non-zero cell vectors (ASE's own calculators ask for cell.rank == 3) that
-    span a volume."""
+    """Whether stress is defined: three non-zero cell vectors (ASE's cell.rank == 3) spanning a volume."""
     return atoms.cell.rank == 3 and atoms.cell.volume > 0.0
 
 
@@ -83,20 +76,14 @@ def _callers_level() -> int:
 class PhysMLCalculator(Calculator):
     """ASE calculator for a physml-md potential.
 
-    model: an exported file (``.pt``), a training checkpoint (``.ckpt``, exported on the fly), a loaded
-    ``ExportedPotential`` or a ``Potential``. Cutoff, species, units and dtype come from the model's metadata.
-    device: "cpu" or "cuda". dtype: None (the file's) or the file's dtype; a model runs only in the dtype it
-    was exported in. num_threads: torch CPU threads used during a calculation (None: leave torch's setting);
-    one thread is often fastest for small systems on small machines.
+    model: an exported file, a checkpoint (``.ckpt``, exported on the fly), an ``ExportedPotential`` or a
+    ``Potential``; cutoff, species, units and dtype come from its metadata. dtype: None or the file's (a model
+    runs only in its export dtype). num_threads: torch CPU threads per calculation (None: torch's setting).
 
-    A committee file (``physml-md train`` with ``committee = N``) gives the members' mean as energy, forces and
-    stress, and its uncertainties in ``results`` (``calc.get_property("forces_std")`` etc.): ``energy_std`` (eV,
-    the members' standard deviation), ``forces_std`` [N] (eV/angstrom, per atom: the rms over members of
-    |F_member - F_mean|) and ``max_forces_std`` (its largest value, the usual active-learning criterion).
-
-    When a structure brings an element pair closer than the training data did (the metadata's
-    ``shortest_pair_distances``), the calculator warns once with an ``ExtrapolationWarning`` naming the pair,
-    the distance and the training minimum (``extrapolated`` then holds them), and goes on computing.
+    A committee file gives the members' mean, and ``energy_std`` (eV), ``forces_std`` [N] (eV/angstrom, per atom:
+    rms over members of |F_member - F_mean|) and ``max_forces_std`` (its largest) in ``results``. A structure
+    closer than the training data's ``shortest_pair_distances`` warns once (``ExtrapolationWarning``; the pairs
+    go into ``extrapolated``), and the calculation goes on.
     """
 
     implemented_properties = list(_BASE_PROPERTIES)
@@ -117,14 +104,13 @@ class PhysMLCalculator(Calculator):
         self.potential = load_model(model, self.device)
         self.metadata = self.potential.metadata
         self.dtype = self.potential.dtype
-        if dtype is not None:
-            wanted = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-            if wanted != self.dtype:
-                raise ValueError(
-                    f"this model was exported in {self.metadata['dtype']} and runs only in it, not in "
-                    f"{str(wanted).removeprefix('torch.')}: export it again with dtype="
-                    f"'{str(wanted).removeprefix('torch.')}', or leave dtype unset"
-                )
+        wanted = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if wanted is not None and wanted != self.dtype:
+            wanted = str(wanted).removeprefix("torch.")
+            raise ValueError(
+                f"this model was exported in {self.metadata['dtype']} and runs only in it, not in {wanted}: export "
+                f"it again with dtype='{wanted}', or leave dtype unset"
+            )
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be a positive integer, got {num_threads}")
         self.num_threads = num_threads
@@ -170,10 +156,8 @@ class PhysMLCalculator(Calculator):
         self.results = self._evaluate([self.atoms])[0]
 
     def calculate_batch(self, structures: Sequence[Atoms]) -> List[Dict[str, Any]]:
-        """Results of many structures (any sizes, periodic or not) from one model call, one dict each.
-
-        The dicts hold the same keys and values as ``calc.results`` after a single-structure calculation.
-        """
+        """Results of many structures (any sizes, periodic or not) from one model call: one dict each, as
+        ``calc.results`` after a single-structure calculation."""
         if len(structures) == 0:
             return []
         return self._evaluate(list(structures))
@@ -217,8 +201,7 @@ class PhysMLCalculator(Calculator):
                 return
 
     def _evaluate(self, structures: List[Atoms]) -> List[Dict[str, Any]]:
-        # forces come from autograd: enable it even when the caller runs under no_grad or inference_mode (the
-        # inputs are made inside too, since tensors made in inference mode can never require grad)
+        # forces need autograd even under the caller's no_grad / inference_mode (inputs made inside: see there)
         with torch_threads(self.num_threads), torch.inference_mode(False), torch.enable_grad():
             out = self.potential(self._inputs(structures))
         self._check_extrapolation(structures)  # after the model, which refuses bad input with its own sentence

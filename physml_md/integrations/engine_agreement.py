@@ -1,12 +1,7 @@
-"""The one way physml-md writes an exported file (``export_model``: ``physml-md export``, training, a committee),
-with the engines' rows of its agreement report: the file through the ASE calculator and through each OpenMM
-backend that loads here, against the file itself.
-
-``physml_md.export.export_potential`` measures the file against the model it came from (eager); it cannot reach
-the engines (the integrations read the exported file, not the reverse), so it takes them as a hook
-(``engines=``), which ``export_model`` gives it. The engines add unit conversions (nm, kJ/mol), their own input
-handling (ASE's Voigt stress, OpenMM's box) and, for TorchForce, C++ execution: a row per engine shows each
-gives the file's numbers. They cost about 2.5 s per export (a small PaiNN, on 2 busy cores).
+"""``export_model``, the one way physml-md writes an exported file: ``export_potential`` (the file against the
+model) with the engines' rows as its ``engines=`` hook (the export layer cannot import them): the file through
+the ASE calculator and each OpenMM backend that loads here, whose units, input handling and (TorchForce) C++
+execution it checks. About 2.5 s per export (a small PaiNN, on 2 busy cores).
 """
 
 from __future__ import annotations
@@ -93,12 +88,9 @@ def _openmm_outputs(exported: ExportedPotential, backend: str, structures: Seque
 
 def engine_agreement(path: PathLike, name: PathLike | None = None) -> Dict[str, Dict[str, float]]:
     """{"<engine> vs file": largest relative differences} for the ASE calculator and each OpenMM backend that
-    loads here (``available_backends``); an ``AgreementError`` (naming the file ``name``, default ``path``) over
-    the tolerance of the file's dtype.
-
-    The structures are always the built-in ones (``builtin_structures``: a cluster and a sheared periodic cell
-    that every engine can hold), so every file has the same rows whatever data it was trained on, and the check
-    costs the same (the file against the model, ``export_potential``, uses the training structures)."""
+    loads here; an ``AgreementError`` (naming ``name``, default ``path``) over the tolerance of the file's dtype.
+    Always on the built-in structures (a cluster and a sheared periodic cell every engine can hold), so every
+    file has the same rows and cost whatever data it was trained on."""
     path = Path(path)
     exported = load_potential(path)
     dtype = exported.dtype

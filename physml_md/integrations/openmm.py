@@ -1,20 +1,10 @@
-"""Run an exported potential in OpenMM: one force, or a whole system (the ML region of an ML/MM system:
-``physml_md.integrations.openmmml.create_mixed_system``, built on the force made here).
+"""Run an exported potential in OpenMM: ``create_force`` (also the ML region of ``openmmml.create_mixed_system``)
+and ``create_system`` (the potential drives everything).
 
-    system = create_system(pdb.topology, "model.pt")                        # everything from the potential
-    system.addForce(create_force("model.pt", atomic_numbers))               # the force alone
-
-Backends (all run ``OpenMMModule``, so they agree to rounding):
-- "torchforce": openmm-torch's ``TorchForce`` (the model runs in OpenMM's C++, no Python per step); needs the
-  extra ``physml-md[torchforce]`` (openmm-torch 1.5, which works only beside torch 2.9.x);
-- "pythonforce": OpenMM's built-in ``openmm.PythonForce`` (needs no openmm-torch, any supported torch);
-- "pythontorchforce": openmm-torch's ``PythonTorchForce`` (openmm-torch after 1.5; replaces TorchForce);
-- "auto" (the default): the first of torchforce, pythontorchforce, pythonforce that loads here. Which one it
-  took is logged (logger ``physml_md.integrations.openmm``, level INFO) and is ``resolve_backend("auto")``.
-
-Periodicity: ``periodic=None`` takes it from the topology / system and checks it against the model's
-training data (metadata "periodic"): a model trained only on molecules is refused for a periodic system
-and a model trained only on bulk for a non-periodic one, unless ``periodic`` is given (``force_periodicity``).
+Backends (all run ``OpenMMModule``, so they agree to rounding): "torchforce" (openmm-torch's TorchForce, C++;
+extra ``physml-md[torchforce]``: openmm-torch 1.5, only beside torch 2.9.x), "pythonforce" (OpenMM's built-in
+PythonForce, any torch), "pythontorchforce" (openmm-torch after 1.5), "auto" (the first of those that loads
+here, logged at INFO). ``periodic=None`` follows the topology, checked against the model's metadata "periodic".
 """
 
 from __future__ import annotations
@@ -56,11 +46,8 @@ _OPENMMTORCH_FAILURE: List[str] = []  # why openmmtorch did not import, if it di
 
 @functools.cache
 def _openmmtorch():
-    """openmmtorch, with its platform plugins loaded (None when it is not installed or cannot load); done once.
-
-    ``import openmm`` loads the plugins; openmm-torch's fail to load when torch was not imported before
-    openmm (they need torch's libraries), which leaves TorchForce without kernels. Load them again now.
-    """
+    """openmmtorch (None when it cannot load), with its plugins loaded again: they fail when ``import openmm``
+    ran before torch was imported (they need torch's libraries), which leaves TorchForce without kernels."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # openmmtorch imports simtk.openmm, which logs a deprecation line on import
     try:
@@ -94,10 +81,7 @@ def available_backends() -> List[str]:
 
 
 def resolve_backend(backend: str = "auto") -> str:
-    """The concrete backend that ``backend`` means here ("auto": the first of ``available_backends()``).
-
-    Raises ValueError, naming the fix, for an unknown backend or one the installed packages lack.
-    """
+    """The concrete backend that ``backend`` means here; ValueError, naming the fix, for one not available."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     available = available_backends()
@@ -118,11 +102,8 @@ def resolve_backend(backend: str = "auto") -> str:
 
 
 class _Computation:
-    """The PythonForce / PythonTorchForce callback: OpenMM State (and positions) -> energy, forces.
-
-    Picklable (so XmlSerializer can save the force) when the model came from a file: the file is loaded
-    again on unpickling.
-    """
+    """The PythonForce / PythonTorchForce callback: OpenMM State (and positions) -> energy, forces. Picklable
+    (for XmlSerializer) when the model came from a file, which is loaded again on unpickling."""
 
     def __init__(self, module: OpenMMModule, model_path: str | None, spec: Dict[str, Any], device: torch.device):
         self.module = module
@@ -167,7 +148,7 @@ class _Computation:
 
 # ----------------------------------------------------------------------------------------------- create_force
 def _usable_backend(backend: str, exported: ExportedPotential) -> str:
-    """The concrete backend for ``exported``: TorchForce runs TorchScript files only ("auto" then takes the next)."""
+    """The concrete backend for ``exported``: TorchForce runs TorchScript only ("auto" then takes the next)."""
     chosen = resolve_backend(backend)
     if exported.format != "torchscript" and chosen == "torchforce":
         if backend == "torchforce":
@@ -246,15 +227,12 @@ def create_force(
     device: str | None = None,
     force_group: int = 0,
 ):
-    """An OpenMM force that applies the potential to ``particles`` (all particles when None).
+    """An OpenMM force that applies the potential (a file, checkpoint, ``Potential`` or ``ExportedPotential``) to
+    ``particles`` (None: all), whose ``atomic_numbers`` are given in that order.
 
-    model: exported file, checkpoint, ``Potential`` or ``ExportedPotential``. atomic_numbers: of the particles
-    the potential acts on (in the order of ``particles``). periodic: evaluate in OpenMM's periodic box (None:
-    from the model's metadata, which says whether it was trained on periodic structures). unwrap: with
-    periodic=False inside a periodic system, make the particles one whole cluster before evaluating.
-    n_particles: particles in the System (needed by TorchForce with ``particles``). charge: total charge in e
-    (models with a charge head). device: where the Python backends run the model ("cpu", "cuda"; TorchForce
-    follows OpenMM's platform).
+    periodic: evaluate in OpenMM's box (None: the model's metadata). unwrap: with periodic=False in a periodic
+    system, make the particles one whole cluster first. n_particles: the System's (TorchForce with particles).
+    charge: total charge in e (charge-head models). device: of the Python backends (TorchForce: OpenMM's platform).
     """
     resolve_backend(backend)  # an unknown or missing backend is the first error
     if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -304,12 +282,8 @@ def topology_numbers(topology, atoms: Iterable[int]) -> List[int]:
 def force_periodicity(
     exported: ExportedPotential, system_periodic: bool, periodic: bool | None, whole: bool
 ) -> Tuple[bool, bool]:
-    """(periodic, unwrap) for the potential's force in a system that is or is not periodic.
-
-    whole: the potential drives the whole system (refuse a model trained only on the other kind of
-    structure) rather than an ML region (where a model trained on molecules is evaluated as a cluster).
-    periodic: the caller's explicit choice, or None.
-    """
+    """(periodic, unwrap) for the potential's force; periodic: the caller's choice or None. whole: the potential
+    drives the whole system (refuse a model trained only on the other kind of structure), not an ML region."""
     value = exported.metadata.get("periodic")
     trained = None if value is None else bool(value)
     if periodic is None:
@@ -342,10 +316,7 @@ def create_system(
     device: str | None = None,
 ):
     """A System in which the potential drives every particle (elements, masses and box from ``topology``).
-
-    periodic: None follows the topology's box and refuses a model trained only on the other kind of
-    structure; True needs a box; False computes an isolated system (one whole cluster if there is a box).
-    """
+    periodic: None follows the box (``force_periodicity``); False: isolated (one whole cluster in a box)."""
     exported = load_model(model, torch.device(device or "cpu"))
     box = topology.getPeriodicBoxVectors()
     periodic, unwrap = force_periodicity(exported, box is not None, periodic, whole=True)
@@ -355,16 +326,9 @@ def create_system(
         system.setDefaultPeriodicBoxVectors(*box)
     for atom in topology.atoms():
         system.addParticle(atom.element.mass)
-    force = create_force(
-        exported,
-        numbers,
-        periodic=periodic,
-        backend=backend,
-        unwrap=unwrap,
-        charge=charge,
-        device=device,
+    system.addForce(
+        create_force(exported, numbers, None, periodic, backend, unwrap=unwrap, charge=charge, device=device)
     )
-    system.addForce(force)
     if remove_cm_motion:
         system.addForce(openmm.CMMotionRemover())
     return system

@@ -1,10 +1,6 @@
-"""ASE structures as OpenMM topologies, positions and boxes.
-
-OpenMM wants periodic box vectors in its reduced form: a = (ax, 0, 0), b = (bx, by, 0), c = (cx, cy, cz)
-with ax, by, cz > 0, |bx| <= ax/2, |cx| <= ax/2, |cy| <= by/2. ``openmm_box`` rotates an ASE cell into the
-lower-triangular form (positions rotate with it; energies do not change, force vectors rotate) and then
-reduces it by adding lattice vectors to each other, which leaves the lattice and the positions unchanged.
-"""
+"""ASE structures as OpenMM topologies, positions and boxes in OpenMM's reduced form: a = (ax, 0, 0),
+b = (bx, by, 0), c = (cx, cy, cz), |bx| <= ax/2, |cx| <= ax/2, |cy| <= by/2 (``openmm_box``: the cell rotated to
+lower-triangular form, positions with it, then reduced by adding lattice vectors to each other)."""
 
 from __future__ import annotations
 
@@ -40,12 +36,8 @@ def openmm_box(cell: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 def topology_from_atoms(
     atoms: Atoms, residue_name: str = "MOL", bonds: Iterable[Tuple[int, int]] | None = None
 ) -> Tuple[openmm.app.Topology, np.ndarray]:  # noqa: F821
-    """(OpenMM Topology, positions in nm [N, 3]) of ``atoms``: one chain, one residue, elements from the
-    atomic numbers, a reduced periodic box when every direction is periodic.
-
-    Structures periodic in only some directions (slabs) have no OpenMM equivalent and are refused. For a
-    periodic structure the returned positions are rotated with the cell (see ``openmm_box``).
-    """
+    """(OpenMM Topology, positions in nm [N, 3]) of ``atoms``: one chain, one residue, a reduced box when every
+    direction is periodic (positions rotated with it, ``openmm_box``); slabs are refused."""
     pbc = np.asarray(atoms.pbc, dtype=bool)
     if pbc.any() and not pbc.all():
         raise ValueError(

@@ -1,19 +1,8 @@
-"""``OpenMMModule``: the exported potential seen with OpenMM's eyes (TorchScript).
+"""``OpenMMModule``: the exported potential in OpenMM's units (nm, kJ/mol), run by every OpenMM backend.
 
-OpenMM hands a force positions in nm (all particles, or only the ML ones) and, for periodic forces, the box
-vectors in nm; it wants the energy in kJ/mol and the forces in kJ/mol/nm. This module converts at that
-boundary with the named factors of ``physml_md.units`` and calls the exported module in between, which
-computes its own neighbour list and forces. Every OpenMM backend runs it: TorchForce scripts it into the
-C++ plugin, PythonForce and PythonTorchForce call it from Python.
-
-Three ways to treat periodicity:
-- ``periodic=True``: the particles are periodic in the box OpenMM gives (a bulk system, or an ML region
-  that interacts with its own periodic images);
-- ``periodic=False, unwrap=False``: an isolated system, no box;
-- ``periodic=False, unwrap=True``: an isolated cluster (a molecule) inside a periodic MM system. OpenMM may
-  give positions wrapped into the box, so the cluster is made whole first: every particle is moved to the
-  periodic image nearest the first particle. The cluster must be smaller than half the box along each box
-  vector; a larger one raises a ValueError (its nearest images would not all be the right ones).
+Periodicity: ``periodic=True``: periodic in OpenMM's box; ``periodic=False``: isolated, no box; with
+``unwrap=True``: an isolated cluster in a periodic MM system, made whole first (each particle's image nearest
+the first particle; the cluster must span less than half the box along each box vector, else ValueError).
 """
 
 from __future__ import annotations
@@ -98,11 +87,8 @@ class OpenMMModule(torch.nn.Module):
 
     @staticmethod
     def _make_whole(positions: Tensor, box: Tensor) -> Tensor:
-        """Each particle's periodic image nearest the first particle (OpenMM boxes are reduced triclinic).
-
-        Raises ValueError when the cluster so made spans half the box or more along a box vector: the nearest
-        image is then not always the right one, and the energy would be silently wrong.
-        """
+        """Each particle's periodic image nearest the first particle (OpenMM boxes are reduced triclinic);
+        ValueError when the cluster spans half the box or more along a box vector (the image would be ambiguous)."""
         delta = positions - positions[0]
         fractional = torch.linalg.solve(box.transpose(0, 1), delta.transpose(0, 1)).transpose(0, 1)
         shifts = torch.round(fractional)

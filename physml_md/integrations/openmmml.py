@@ -6,13 +6,9 @@
     system = potential.createMixedSystem(topology, mm_system, ligand_atoms)   # ML/MM, mechanical embedding
     system = create_mixed_system(topology, mm_system, ligand_atoms, "model.pt")  # the same, checked first
 
-Registered through the entry point group "openmmml.potentials" (name "physml", see pyproject.toml), which
-openmm-ml reads when it is imported. Keyword arguments of createSystem / createMixedSystem that this plugin
-reads: ``backend`` ("auto", the default, "torchforce", "pythonforce", "pythontorchforce"), ``periodic``, ``charge`` and
-``device``; see ``physml_md.integrations.openmm.create_force``. There is one ML/MM path: ``create_mixed_system``
-checks the region and the MM forces, then calls openmm-ml's ``createMixedSystem``.
-
-Importing this module must stay cheap and must not fail: openmm-ml loads it whenever it is imported.
+Registered as the "openmmml.potentials" entry point "physml" (pyproject.toml); importing this module must stay
+cheap and must not fail: openmm-ml loads it whenever it is imported. createSystem / createMixedSystem take
+``backend``, ``periodic``, ``charge`` and ``device`` (``physml_md.integrations.openmm.create_force``).
 """
 
 from __future__ import annotations
@@ -41,8 +37,7 @@ _UNSPLITTABLE_FORCES = frozenset(
 
 
 def _engine():
-    """physml_md.integrations.openmm, imported on first use: it loads torch and the models, which an
-    ``import openmmml`` (it loads this plugin) must not pay for."""
+    """physml_md.integrations.openmm, imported on first use: ``import openmmml`` must not pay for torch."""
     from physml_md.integrations import openmm
 
     return openmm
@@ -86,14 +81,7 @@ class PhysMLPotentialImpl(MLPotentialImpl):
         """The potential is local: every term, the optional Coulomb one included, ends at the cut-off."""
         return False
 
-    def addForces(  # noqa: N802 (openmm-ml API)
-        self,
-        topology,
-        system,
-        atoms: Iterable[int] | None,
-        forceGroup: int,
-        **args,  # noqa: N803
-    ) -> None:
+    def addForces(self, topology, system, atoms: Iterable[int] | None, forceGroup: int, **args) -> None:  # noqa: N802, N803
         engine = _engine()
         unknown = sorted(set(args) - set(_OWN_ARGS) - set(_EMBEDDING_ARGS))
         if unknown:
@@ -159,25 +147,16 @@ def create_mixed_system(
     device: str | None = None,
     force_group: int = 0,
 ):
-    """Mechanical ML/MM: a copy of ``mm_system`` in which the potential computes the ML region.
+    """Mechanical ML/MM: a copy of ``mm_system`` (not modified) in which the potential computes the ML region.
 
-    openmm-ml's ``createMixedSystem`` (mechanical embedding) after the region and the MM forces are checked:
-    inside the region the MM bonded terms are removed, the MM nonbonded interactions are excluded and
-    (remove_constraints) constraints are dropped; the MM force field still couples the region to the rest
-    (a covalent bond cut by the region gets openmm-ml's link atom). periodic: None evaluates a model trained
-    on molecules as an isolated cluster (made whole across the box), a model trained on bulk in the system's
-    box. ``mm_system`` is not modified.
+    openmm-ml's ``createMixedSystem`` after the region and the MM forces are checked: inside the region MM bonded
+    terms are removed, nonbonded ones excluded and (remove_constraints) constraints dropped; a bond cut by the
+    region gets openmm-ml's link atom. periodic: None evaluates a model trained on molecules as an isolated
+    cluster (made whole across the box), one trained on bulk in the system's box.
     """
     ml_atoms = _check_region(topology, mm_system, ml_atoms)
     potential = MLPotential("physml", modelPath=model)
+    options = {"backend": backend, "periodic": periodic, "charge": charge, "device": device}
     return potential.createMixedSystem(
-        topology,
-        mm_system,
-        ml_atoms,
-        removeConstraints=remove_constraints,
-        forceGroup=force_group,
-        backend=backend,
-        periodic=periodic,
-        charge=charge,
-        device=device,
+        topology, mm_system, ml_atoms, removeConstraints=remove_constraints, forceGroup=force_group, **options
     )

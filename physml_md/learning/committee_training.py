@@ -1,13 +1,7 @@
-"""Train a committee: N members of one configuration, then one exported file that evaluates them all.
-
-``train_committee(config)`` is what ``physml-md train`` runs when ``[training] committee`` is 2 or more. Member
-k trains in ``<default_root_dir>/member_<k>/`` with seeds ``model.seed + k`` and ``training.seed + k`` (other
-initial weights, another data order) and, with ``training.bootstrap``, on a bootstrap sample of the training
-split (seed ``training.seed + k``). ``training.committee_processes`` members train at a time, each in a
-process of its own (one per core, or one per GPU when the trainer's accelerator is a GPU). A finished member
-leaves ``member.json``; a committee run started again with the same configuration skips the finished members
-(that is how a killed committee run resumes). The committee's file is ``<default_root_dir>/model.pt``: the
-members' best checkpoints (EMA weights) as one ``physml_md.models.Committee``.
+"""Train a committee: N members of one configuration, then one exported file that evaluates them all (README.md,
+"Committees"). Member k trains in ``<default_root_dir>/member_<k>/`` with seeds ``model.seed + k`` and
+``training.seed + k`` (the bootstrap seed too), ``committee_processes`` at a time; a finished member leaves
+``member.json``, so a run started again skips it. The committee's file is ``<default_root_dir>/model.pt``.
 """
 
 from __future__ import annotations
@@ -21,7 +15,7 @@ import multiprocessing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import torch
 
@@ -188,29 +182,30 @@ def _train_members(
     size = len(initial)
     results: Dict[int, TrainResult] = {}
     for index in range(size):
-        finished = _finished_member(config, index)
-        if finished is not None:
+        if (finished := _finished_member(config, index)) is not None:
             results[index] = finished
             if verbose:
                 print(f"member {index}: finished before, {finished.best_checkpoint}")
     todo = [index for index in range(size) if index not in results]
-    if processes > 1 and len(todo) > 1:
-        threads = _member_threads(processes)
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(min(processes, len(todo)), mp_context=context) as pool:
-            futures = {
-                pool.submit(
-                    _train_member, _with_device(config, i, processes), i, bootstrap, data, threads, initial[i]
-                ): i
-                for i in todo
-            }
-            for future in concurrent.futures.as_completed(futures):
-                results[futures[future]] = future.result()
-                if verbose:
-                    print(f"member {futures[future]}: trained, {results[futures[future]].best_checkpoint}")
-    else:
-        for index in todo:
-            results[index] = _train_member(config, index, bootstrap, data, 0, initial[index])
-            if verbose:
-                print(f"member {index}: trained, {results[index].best_checkpoint}")
+    for index, result in _trained(config, bootstrap, processes, data, initial, todo):
+        results[index] = result
+        if verbose:
+            print(f"member {index}: trained, {result.best_checkpoint}")
     return [results[index] for index in range(size)]
+
+
+def _trained(
+    config: Config, bootstrap: bool, processes: int, data: Dict[str, Any], initial: List[Path | None], todo: List[int]
+) -> Iterator[Tuple[int, TrainResult]]:
+    """(index, result) of each member of ``todo`` as it finishes: in this process, or ``processes`` at a time."""
+    if processes < 2 or len(todo) < 2:
+        yield from ((i, _train_member(config, i, bootstrap, data, 0, initial[i])) for i in todo)
+        return
+    threads, context = _member_threads(processes), multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(min(processes, len(todo)), mp_context=context) as pool:
+        futures = {
+            pool.submit(_train_member, _with_device(config, i, processes), i, bootstrap, data, threads, initial[i]): i
+            for i in todo
+        }
+        for future in concurrent.futures.as_completed(futures):
+            yield futures[future], future.result()

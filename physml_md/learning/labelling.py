@@ -2,10 +2,9 @@
 
     frames = label_frames(frames, "tblite.ase.TBLite", {"method": "GFN2-xTB", "verbosity": 0})
 
-Each frame gets the calculator's energy and forces (and stress for a cell periodic in all three directions, when
-the calculator gives it), stored under the data set's label names (``LabelKeys``) so that training reads them.
-A calculator that fails, or gives a label that is not a finite number (NaN, inf), stops the labelling with a
-``LabellingError`` naming the frame (and the label and atoms); nothing is returned half-labelled.
+Each frame gets energy and forces (and stress when periodic in all three directions and given) under the data set's
+label names (``LabelKeys``). A failure or a non-finite label raises ``LabellingError`` naming the frame; nothing is
+returned half-labelled.
 """
 
 from __future__ import annotations
@@ -49,11 +48,8 @@ def calculator_class(path: str):
 
 @contextlib.contextmanager
 def openmp_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` OpenMP threads (libgomp's omp_set_num_threads; no-op without libgomp or n).
-
-    Reference codes such as tblite parallelise with OpenMP; for small molecules one thread is fastest on a small
-    machine, and torch's wheel shares the same libgomp runtime, so the count is restored afterwards.
-    """
+    """Run the block with ``n`` OpenMP threads (libgomp's omp_set_num_threads; no-op without libgomp or n): one is
+    fastest for small molecules in codes such as tblite; the count is restored (torch shares the libgomp runtime)."""
     if n is None:
         yield
         return

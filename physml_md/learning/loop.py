@@ -1,26 +1,14 @@
 """Active learning: rounds of train a committee -> run MD -> select uncertain frames -> label them -> retrain.
 
-    physml-md learn config.toml          # or: learn(load_config("config.toml"))
-
-Round k lives in ``<trainer.default_root_dir>/round_<k>/``:
-- ``data.extxyz``: the starting data (``data.source``) plus every frame labelled in the rounds before;
-- ``train/``: the committee of the round (``physml_md.learning.committee_training``) and its ``model.pt``;
-- ``md.extxyz`` and ``md.csv``: NVT MD from ``learning.structures`` with that model, ``learning.md_time`` long;
-- ``uncertain.extxyz``: the frames whose largest per-atom force std exceeded ``uncertainty_threshold``;
-- ``labelled.extxyz``: those selected (the most uncertain first, ``min_spacing`` apart in time, at most
-  ``max_new_frames``) and labelled by the reference calculator (``physml_md.learning.labelling``);
-- ``round.json``: the round's figures, written last: a round with it is finished.
-
-The loop stops when a round's MD runs the whole ``md_time`` without a blow-up and without a frame over the
-threshold (converged), after ``rounds`` rounds, or when a round finds nothing to label although its MD blew up.
-A killed loop started again resumes at the round it was in: the finished rounds are read back, the committee
-members already trained in that round are kept, and the MD (same seed) and the labelling run again. Each round
-trains from the previous round's weights (``restart = "previous"``) or from random ones (``"scratch"``).
-
-Before the first round it runs, the loop imports the labelling calculator and labels the MD start structure with
-it, so that a wrong import path or setting fails in seconds rather than after a round of training and MD. A SIGINT
-or SIGTERM during a round's MD ends the loop there (``LearningResult.interrupted``): that round is neither labelled
-nor recorded, so the next run redoes it.
+Round k lives in ``<trainer.default_root_dir>/round_<k>/``: ``data.extxyz`` (``data.source`` plus every frame labelled
+before), ``train/`` (the committee and its ``model.pt``), ``md.extxyz`` and ``md.csv`` (NVT MD from
+``learning.structures``), ``uncertain.extxyz`` (frames whose largest per-atom force std exceeded the threshold),
+``labelled.extxyz`` (those selected by ``select_frames`` and labelled) and ``round.json`` (written last: the round is
+finished). The loop stops when a round's MD runs the whole ``md_time`` without a blow-up or a frame over the threshold
+(converged), after ``rounds`` rounds, or when a blown-up round finds nothing to label. A killed loop resumes at its
+round (finished rounds read back, trained members kept, MD and labelling redone). The labelling calculator is tried
+on the MD start structure before the first round; a SIGINT/SIGTERM during a round's MD ends the loop unrecorded
+(``LearningResult.interrupted``).
 """
 
 from __future__ import annotations

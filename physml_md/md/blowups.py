@@ -1,18 +1,10 @@
-"""Blow-up detection for MD: plain numbers and checks on the positions, forces and energies of a frame.
+"""Blow-up detection for MD: ``minimum_distance`` and ``max_force`` (plain numbers), ``check_frame`` (the first
+problem of one frame: non-finite numbers, atoms too close, a force too large) and ``check_progress`` (a run exploding
+between two frames: an atom moving too far per step, too hot, an energy jump), each as a ``BlowUp`` with its atoms.
 
-- ``minimum_distance`` and ``max_force``: the closest pair of atoms (minimum image, any cell) and the largest force;
-- ``check_frame``: the first problem of one frame (non-finite numbers, atoms too close, a force too large) and the
-  atoms involved, as a ``BlowUp``;
-- ``check_progress``: the first sign that a run is exploding between two frames (an atom moving too far per step,
-  too hot, an energy jump), with its likely cause.
-
-The ``DEFAULT_*`` limits are the blow-up criteria of every run (md/runner.py, the MD validation of training and
-``physml-md validate``); their reasons are in ``check_frame`` and ``check_progress``.
-
-Units are the package's (ASE's): angstrom, eV, fs, kelvin; everything is float64. Like ``physml_md.validation.metrics``
-this module imports numpy, the standard library, ``physml_md.md.arrays``, ``physml_md.md.geometry`` (the
-neighbour search runs vesin through torch, imported when first needed) and the defaults of ``physml_md.config.md``;
-never ASE, OpenMM, Lightning or mdtraj.
+The ``DEFAULT_*`` limits are the blow-up criteria of every run (md/runner.py, the MD validation, ``physml-md
+validate``); their reasons are in ``check_frame`` and ``check_progress``. Units: angstrom, eV, fs, kelvin; float64.
+Imports numpy and this package's arrays, geometry and MD defaults only; never ASE, OpenMM, Lightning or mdtraj.
 """
 
 from __future__ import annotations

@@ -31,12 +31,10 @@ class Interrupted(BaseException):
 
 
 class Interrupts:
-    """While a run is in progress, SIGINT (Ctrl-C) and SIGTERM stop it at the last whole frame.
+    """SIGINT and SIGTERM handlers for the ``with`` block (main thread only: elsewhere Python delivers no signals).
 
-    The handlers are installed for the ``with`` block (in the main thread only; elsewhere Python delivers no
-    signals). A signal raises ``Interrupted`` only inside ``armed()``, around the engine's steps; elsewhere (while
-    a frame is written, while the files are closed) it is noted and the run stops at the next ``armed()``, so no
-    frame is half-written. Only the first signal counts; the previous handlers come back at the end.
+    Outside ``armed()`` (a frame being written, files being closed) a signal is only noted and raised at the next
+    ``armed()``. Only the first signal counts; the previous handlers come back at the end.
     """
 
     def __init__(self):
@@ -72,9 +70,6 @@ class Interrupts:
             yield
         finally:
             self._armed = False
-
-
-# The progress bar of an MD run: tqdm in steps, with the simulated ns/day and the temperature.
 
 
 class Progress:

@@ -32,10 +32,9 @@ from physml_md.md.frame import Frame
 from physml_md.md.uncertainty import forces_std_of, is_committee
 from physml_md.units import ANGSTROM_PER_FS_TO_NM_PER_PS, KJ_PER_MOL_TO_EV, NM_TO_ANGSTROM, PS_TO_FS
 
-__all__ = ["ENGINES", "ENSEMBLES", "make_engine"]
+__all__ = ["ENGINES", "make_engine"]
 
 ENGINES = ("ase", "openmm")
-ENSEMBLES = ("nve", "nvt")
 # angstrom per ASE time unit -> angstrom/fs -> nm/ps
 _ASE_VELOCITY_TO_NM_PER_PS = units.fs * ANGSTROM_PER_FS_TO_NM_PER_PS
 
@@ -135,8 +134,8 @@ class OpenMMEngine:
             with _plain_model_errors(start=True):
                 forces = self.context.getState(getForces=True).getForces(asNumpy=True)
             forces = np.asarray(forces.value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
-            masses = atoms.get_masses()[:, None]  # dalton: kJ/mol/nm/dalton = nm/ps^2
-            velocities = velocities - forces / masses * (timestep_fs / PS_TO_FS) / 2.0
+            accelerations = forces / self.masses[:, None]  # kJ/mol/nm/dalton = nm/ps^2
+            velocities = velocities - accelerations * (timestep_fs / PS_TO_FS) / 2.0
         self.context.setVelocities(velocities * unit.nanometer / unit.picosecond)
 
     def step(self, n: int) -> None:

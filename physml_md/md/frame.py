@@ -1,10 +1,8 @@
 """``Frame``: the one per-step record of an MD run, from the engine to the writers, the energy log and the result.
 
-Units are the package's: angstrom, eV, eV/angstrom, fs, kelvin, velocities in angstrom/fs. Each quantity has one
-name wherever it appears: a frame's ``time_fs``, ``potential_energy``, ``kinetic_energy``, ``temperature_k``;
-a series of frames (``MDResult``, ``TrajectoryData``) names the same quantity in the plural (``times_fs``,
-``potential_energies``, ``kinetic_energies``, ``temperatures_k``). A run's thermostat setting is its
-``target_temperature_k``. The CSV energy log keeps its own column names (``ENERGY_LOG_COLUMNS``: time in ps).
+Units: angstrom, eV, eV/angstrom, fs, kelvin, velocities in angstrom/fs. A series of frames (``MDResult``,
+``TrajectoryData``) names each quantity in the plural (``time_fs`` -> ``times_fs``, ``potential_energy`` ->
+``potential_energies``); the thermostat's setting is ``target_temperature_k``; the CSV log keeps its own columns.
 """
 
 from __future__ import annotations
@@ -71,25 +69,18 @@ class Frame:
             potential_energy=_scalar(self.potential_energy),
             kinetic_energy=_scalar(self.kinetic_energy),
             temperature_k=_scalar(self.temperature_k),
-            forces_std=_per_atom_scalar(self.forces_std, "forces_std", n_atoms),
+            forces_std=_per_atom(self.forces_std, "forces_std", n_atoms, ()),
         )
 
 
-def _per_atom(value: Any, name: str, n_atoms: int) -> np.ndarray | None:
+def _per_atom(value: Any, name: str, n_atoms: int, row: tuple = (3,)) -> np.ndarray | None:
+    """``value`` as float64 [n_atoms, *row] (None stays None)."""
     if value is None:
         return None
     array = np.array(value, dtype=np.float64)
-    if array.shape != (n_atoms, 3):
-        raise ValueError(f"{name} must have shape [{n_atoms}, 3] (one row per atom), got {array.shape}")
-    return array
-
-
-def _per_atom_scalar(value: Any, name: str, n_atoms: int) -> np.ndarray | None:
-    if value is None:
-        return None
-    array = np.array(value, dtype=np.float64)
-    if array.shape != (n_atoms,):
-        raise ValueError(f"{name} must have shape [{n_atoms}] (one value per atom), got {array.shape}")
+    if array.shape != (n_atoms, *row):
+        shape, each = (f"{n_atoms}, 3", "one row") if row else (f"{n_atoms}", "one value")
+        raise ValueError(f"{name} must have shape [{shape}] ({each} per atom), got {array.shape}")
     return array
 
 

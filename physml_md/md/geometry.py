@@ -1,16 +1,9 @@
 """The geometry under the MD analysis: pbc and cells normalised once, pair searches, the mdtraj boundary.
 
-- ``pbc_flags``, ``cell_matrix`` and ``periodic_cell``: the one reading of a ``pbc`` argument (None, one
-  flag or three) and of a cell ([3, 3] rows, or three lengths), with one clear error for what cannot work;
-- ``close_pairs``: every pair (i < j, each lattice image once) closer than a cutoff, from the package's
-  neighbour list (``physml_md.data.neighbors``, vesin: O(N) where a double loop over pairs is O(N^2));
-- ``frame_cells``, ``cell_lengths_angles``, ``standard_cells``, ``half_width``: cells of a trajectory, their
-  lengths and angles and mdtraj's orientation of them (mdtraj's own unit-cell helpers);
-- ``to_mdtraj`` and ``mdtraj_topology``: trajectories as mdtraj objects (nm), rotated into mdtraj's cell
-  orientation by ``ase.cell.Cell.standard_form`` (a rotation: distances and angles are kept).
-
-Units are the package's: angstrom and degrees; mdtraj's nm are converted here with ``physml_md.units``.
-mdtraj is imported on first use (``mdtraj()``).
+``pbc_flags``, ``cell_matrix`` and ``periodic_cell`` are the one reading of a ``pbc`` argument and of a cell, with one
+clear error for what cannot work; ``close_pairs`` uses the package's neighbour list (vesin, O(N)); the cell helpers
+and ``to_mdtraj`` cross into mdtraj (nm, its cell orientation: a rotation, so distances and angles are kept). Units
+are angstrom and degrees; mdtraj is imported on first use (``mdtraj()``).
 """
 
 from __future__ import annotations

@@ -2,17 +2,11 @@
 
     result = run_md("model.pt", atoms, engine="openmm", ensemble="nvt", temperature="300 K", time="10 ps")
 
-The settings are ``physml_md.config.md.MDSettings`` (or its keys as keyword arguments), validated once.
-Quantities may carry units (``"0.5 fs"``, ``"300 K"``, ``"1/ps"``); bare numbers are fs, K and 1/fs. Every
-``report_every`` steps the runner records a frame (energies, temperature, positions), writes it to the
-trajectory and the CSV log when asked, and checks it (``blowups.check_frame``: non-finite numbers, two atoms
-closer than ``min_distance``, a force above ``max_force``; then ``blowups.check_progress``: an atom moving more
-than 1 angstrom per step, or about to, a temperature or a potential energy running away). A failed check, or an
-engine that fails (NaN coordinates), stops the run early: ``result.blow_up`` says at which step, which quantity
-and atoms, and the likely cause, and the files hold every frame up to it. SIGINT (Ctrl-C) or SIGTERM during the
-run stops it at the last whole frame: the files are closed as complete files up to it and
-``result.interrupted`` / ``result.interruption`` say so. Velocities start from a Maxwell-Boltzmann draw at the
-temperature (``seed``), without centre-of-mass motion, unless ``keep_velocities`` and the structure carries momenta.
+Every ``report_every`` steps a ``Frame`` is recorded, written (trajectory, CSV log) and checked
+(``blowups.check_frame``, then ``check_progress``). A failed check or an engine failure stops the run early
+(``result.blow_up``: step, quantity, atoms, likely cause); SIGINT/SIGTERM stop it at the last whole frame
+(``result.interruption``). The files hold every frame up to the stop. Quantities may carry units (``"0.5 fs"``,
+``"300 K"``, ``"1/ps"``); bare numbers are fs, K and 1/fs.
 """
 
 from __future__ import annotations
@@ -28,15 +22,11 @@ from ase import Atoms
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
 from physml_md.config.md import MDSettings, md_settings
+from physml_md.data.elements import check_known_elements
 from physml_md.data.neighbors import MAX_COORDINATE
 from physml_md.export import load_model
-from physml_md.md.arrays import short_list
-from physml_md.md.blowups import (
-    BlowUp,
-    check_frame,
-    check_progress,
-    minimum_distance,
-)
+from physml_md.md.arrays import non_finite_atoms, short_list
+from physml_md.md.blowups import BlowUp, check_frame, check_progress, minimum_distance
 from physml_md.md.blowups import max_force as metrics_max_force
 from physml_md.md.control import Interrupted, Interrupts, Progress
 from physml_md.md.engines import make_engine
@@ -164,7 +154,7 @@ def initial_velocities(atoms: Atoms, temperature_k: float, seed: int, keep: bool
 def _check_positions(atoms: Atoms) -> None:
     if len(atoms) == 0:
         raise ValueError("the structure has no atoms")
-    bad = np.nonzero(~np.isfinite(atoms.positions).all(axis=1))[0]
+    bad = non_finite_atoms(atoms.positions)
     if bad.size:
         which = f"atom {bad[0]}" if bad.size == 1 else f"atoms {short_list(bad)}"
         raise ValueError(f"positions contain NaN or infinite values ({which}): check the structure file")
@@ -174,15 +164,6 @@ def _check_positions(atoms: Atoms) -> None:
             f"positions reach {largest.max():.1e} angstrom (atom {int(largest.argmax())}), beyond the "
             f"{MAX_COORDINATE:.0e} angstrom no structure needs: the structure is broken, or the MD run that made it "
             "blew up"
-        )
-
-
-def _check_species(atoms: Atoms, species) -> None:
-    unknown = sorted(set(atoms.get_chemical_symbols()) - set(species))
-    if unknown:
-        raise ValueError(
-            f"the structure has element(s) {', '.join(unknown)} that the model does not know (it was trained on "
-            f"{', '.join(species)}): use a model trained on data containing {', '.join(unknown)}"
         )
 
 
@@ -219,7 +200,8 @@ def run_md(
     n_steps = _steps(steps, time, settings.timestep)
     _check_positions(atoms)
     potential = load_model(model, settings.device or "cpu")
-    _check_species(atoms, potential.metadata["species"])
+    species = ", ".join(potential.metadata["species"])
+    check_known_elements(atoms.numbers, potential.metadata["atomic_numbers"], species, "in the structure are")
     watch = watch_for(potential, atoms, uncertainty_threshold, stop_on_uncertainty, uncertain_frames)
     start_atoms = initial_velocities(atoms, settings.temperature, settings.seed, keep_velocities)
     runner = make_engine(settings.engine, start_atoms, potential, settings.ensemble, settings.timestep,

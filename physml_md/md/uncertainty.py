@@ -1,10 +1,7 @@
-"""A committee's uncertainty along an MD run: watch it per frame, flag frames over a threshold, keep them.
-
-The uncertainty of a frame is its largest per-atom force disagreement, ``max_forces_std`` (eV/angstrom; see
-``physml_md.models.committee``): the usual active-learning criterion, since forces drive MD and one atom in an
-unfamiliar place is enough to spoil a run. ``UncertaintyWatch`` flags the frames over a threshold, asks the run
-to stop at the first one when told to, and writes the flagged frames to an extxyz file (atomically, when the run
-ends) for labelling with the reference method.
+"""A committee's uncertainty along an MD run: its largest per-atom force disagreement per frame, ``max_forces_std``
+(eV/angstrom; ``physml_md.models.committee``), the usual active-learning criterion since one atom in an unfamiliar
+place spoils a run. ``UncertaintyWatch`` flags frames over a threshold, can stop the run at the first, and writes
+them to extxyz (atomically, when the run ends) for labelling with the reference method.
 """
 
 from __future__ import annotations
@@ -19,6 +16,7 @@ from ase import Atoms
 
 from physml_md.atomic_write import PathLike, atomic_path
 from physml_md.data import keys as K
+from physml_md.data.structures import structure_inputs
 from physml_md.md.frame import Frame
 from physml_md.units import EV_TO_MEV, parse_quantity
 
@@ -48,12 +46,7 @@ def parse_force_threshold(value, name: str = "uncertainty_threshold") -> float:
 
 def forces_std_of(potential, positions: np.ndarray, numbers: np.ndarray, cell, pbc) -> np.ndarray:
     """The committee's per-atom force disagreement [N] (eV/angstrom) at one structure."""
-    data = {
-        K.POSITIONS: torch.as_tensor(positions, dtype=potential.dtype),
-        K.ATOMIC_NUMBERS: torch.as_tensor(numbers, dtype=torch.long),
-        K.CELL: torch.as_tensor(np.zeros((3, 3)) if cell is None else cell, dtype=potential.dtype).reshape(1, 3, 3),
-        K.PBC: torch.as_tensor(np.asarray(pbc, dtype=bool).reshape(1, 3)),
-    }
+    data = structure_inputs(positions, numbers, np.zeros((3, 3)) if cell is None else cell, pbc, potential.dtype)
     device = potential.module.shift.device if hasattr(potential.module, "shift") else torch.device("cpu")
     with torch.inference_mode(False), torch.enable_grad():
         out = potential({key: value.to(device) for key, value in data.items()})

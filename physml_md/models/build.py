@@ -9,15 +9,13 @@ from physml_md.models.painn import PaiNN
 from physml_md.models.potential import Potential
 from physml_md.models.tensornet import TensorNet
 
-# The longest cut-off (angstrom) a model may have. Short-range potentials use 4-6 angstrom, the longest in
-# use ~12; longer-range physics (electrostatics) belongs in a separate term (coulomb). A larger number is
-# almost always a unit mistake ("5 parsecs", nanometres read as angstrom), and its neighbour lists grow as
-# cutoff^3: 1000 angstrom on a 32-atom cell asks for ~1e10 pairs.
+# The longest cut-off (angstrom) a model may have. Short-range potentials use 4-6 angstrom, the longest ~12;
+# electrostatics is a separate term (coulomb). More is almost always a unit mistake (nanometres read as angstrom),
+# and neighbour lists grow as cutoff^3: 1000 angstrom on a 32-atom cell asks for ~1e10 pairs.
 MAX_CUTOFF = 30.0
 
-# the architectures build_model knows, by the name [model] name takes; each one's constructor takes
-# (n_species, cutoff, features=, n_interactions=, n_rbf=, n_outputs=) and meets the energy-model contract of
-# Potential (species, edge_index, vectors, lengths -> per-atom outputs; attribute n_outputs)
+# build_model's architectures by name; each constructor takes (n_species, cutoff, features=, n_interactions=, n_rbf=,
+# n_outputs=) and meets Potential's energy-model contract (species, edge_index, vectors, lengths -> per atom; n_outputs)
 _ARCHITECTURES = {"painn": PaiNN, "tensornet": TensorNet}
 MODEL_NAMES = tuple(_ARCHITECTURES)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -1,21 +1,15 @@
 """A committee: N potentials of one architecture evaluated as one module, their mean and their disagreement.
 
-Members differ in their initial weights (and, optionally, in the bootstrap sample of the training data they
-saw); where they agree the model is on familiar ground, where they disagree it is extrapolating. ``Committee``
-is a ``Potential``: it is exported, loaded and run by every engine like one, and one call evaluates every
-member (one neighbour list, the members' energy models, one backward pass, all inside the one module).
+Members differ in their initial weights (and optionally their bootstrap sample): where they disagree the model is
+extrapolating. ``Committee`` is a ``Potential`` (exported, loaded and run like one); one call evaluates every member
+with one neighbour list and one backward pass. On small structures (M times the edge count at most ``stack_edges``)
+the members' layers are stacked (``physml_md.models.stacking``) and run as one model on M copies of the structure;
+larger structures, torch.export files (one graph for every size) and members that cannot be stacked run the members
+one after the other, with the same results.
 
-On small structures (M times the edge count at most ``stack_edges``, see ``STACK_EDGES``) the members' layers are
-stacked (``physml_md.models.stacking``): the members run as one model on M copies of the structure, so a call costs
-one member's operations on M times the rows rather than M calls. Larger structures, torch.export files (one graph
-for every size), and members whose energy models cannot be stacked (an energy model of your own without
-``stackable``, or members of different sizes) run the members one after the other instead, with the same results.
-
-Outputs: the members' mean of every output of a single potential (energy, energies, forces, stress, charges,
-...), plus
-- ``energy_std`` [B] (eV): the standard deviation of the members' energies (over members, ddof = 0);
-- ``forces_std`` [N] (eV/angstrom): the per-atom force disagreement, sqrt(mean over members of
-  |F_member - F_mean|^2) (the root-mean-square length of the deviation vectors).
+Outputs: the members' mean of every output of a single potential, plus ``energy_std`` [B] (eV), the standard
+deviation of the members' energies (ddof = 0), and ``forces_std`` [N] (eV/angstrom), sqrt(mean over members of
+|F_member - F_mean|^2).
 """
 
 from typing import Dict, List
@@ -27,9 +21,7 @@ from physml_md.data import keys as K
 from physml_md.models.potential import Potential, PotentialInputs
 from physml_md.models.stacking import stack_energy_models
 
-__all__ = ["Committee", "committee_statistics", "COMMITTEE_OUTPUTS"]
-
-COMMITTEE_OUTPUTS = (K.ENERGY_STD, K.FORCES_STD)
+__all__ = ["Committee", "committee_statistics"]
 
 # Stacked members are faster while the per-operation overhead dominates, i.e. on small structures; on large ones the
 # M-fold tensors cost more than M calls, and memory grows M-fold. Measured (4 members, 64 features, 2 interactions,
@@ -42,9 +34,7 @@ STACK_EDGES = 8192
 def committee_statistics(outputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Every member's outputs, each with a leading member axis [M, ...] -> the members' mean of every output, plus
     ``energy_std`` [B] and ``forces_std`` [N] (see the module)."""
-    results: Dict[str, Tensor] = {}
-    for key, value in outputs.items():
-        results[key] = value.mean(0)
+    results = {key: value.mean(0) for key, value in outputs.items()}
     results[K.ENERGY_STD] = (outputs[K.ENERGY] - results[K.ENERGY]).pow(2).mean(0).sqrt()
     results[K.FORCES_STD] = (outputs[K.FORCES] - results[K.FORCES]).pow(2).sum(-1).mean(0).sqrt()
     return results
@@ -56,23 +46,21 @@ def _refuse_identical(members: List[Potential]) -> None:
     states = [member.state_dict() for member in members]
     for j in range(1, len(members)):
         for i in range(j):
-            if states[i].keys() == states[j].keys():
-                if all(torch.equal(states[i][key], states[j][key]) for key in states[i]):
-                    raise ValueError(
-                        f"committee members {i} and {j} are identical (the same weights): identical members always "
-                        "agree, so the committee's uncertainty could never show; build it from members trained "
-                        "with different seeds (physml-md train --committee N), not from one member twice"
-                    )
+            if states[i].keys() == states[j].keys() and all(torch.equal(states[i][k], states[j][k]) for k in states[i]):
+                raise ValueError(
+                    f"committee members {i} and {j} are identical (the same weights): identical members always "
+                    "agree, so the committee's uncertainty could never show; build it from members trained "
+                    "with different seeds (physml-md train --committee N), not from one member twice"
+                )
 
 
 class Committee(Potential):
     """N ``Potential`` members with one species list, cutoff, dtype and output set, as one potential.
 
-    ``Committee(members)``: members are trained potentials (e.g.
-    ``physml_md.export.checkpoint.potential_from_checkpoint``
-    of each member's checkpoint). The committee is for evaluation, export and MD; its members are trained one by
-    one (``physml-md train`` with ``committee = N``). It copies the members' weights when it is built (into
-    ``stacked``): change a member afterwards and build the committee again.
+    ``Committee(members)``: trained potentials (e.g. ``physml_md.export.checkpoint.potential_from_checkpoint`` of
+    each member's checkpoint; ``physml-md train`` with ``committee = N`` trains them one by one). For evaluation,
+    export and MD. It copies the members' weights when built (into ``stacked``): after changing a member, build it
+    again.
     """
 
     def __init__(self, members: List[Potential]):
@@ -119,15 +107,8 @@ class Committee(Potential):
         except ValueError:
             energy_model = None
         if energy_model is not None:
-            stacked = Potential(
-                energy_model,
-                first.species,
-                first.cutoff,
-                first.shift.dtype,
-                zbl=first.use_zbl,
-                charges=first.use_charges,
-                coulomb=first.use_coulomb,
-            )
+            settings = dict(zbl=first.use_zbl, charges=first.use_charges, coulomb=first.use_coulomb)
+            stacked = Potential(energy_model, first.species, first.cutoff, first.shift.dtype, **settings)
             stacked.shift = torch.cat([member.shift for member in members])  # [M * S]: species + member * S
             stacked.scale = torch.cat([member.scale for member in members])
             self.stacked.append(stacked)
@@ -193,29 +174,9 @@ class Committee(Potential):
                     compute_stress,
                     check_overlap,
                 )
-                per_member: Dict[str, Tensor] = {}
-                for key, value in outputs.items():
-                    per_member[key] = value.unflatten(0, [m, -1])
-                return committee_statistics(per_member)
+                return committee_statistics({key: value.unflatten(0, [m, -1]) for key, value in outputs.items()})
+        inputs = (positions, numbers, species, cell, pbc, batch, n_atoms, edge_index, cell_shifts, total_charge)
         outputs_of: List[Dict[str, Tensor]] = []
         for member in self.members:
-            outputs_of.append(
-                member.evaluate(
-                    positions,
-                    numbers,
-                    species,
-                    cell,
-                    pbc,
-                    batch,
-                    n_atoms,
-                    edge_index,
-                    cell_shifts,
-                    total_charge,
-                    compute_stress,
-                    check_overlap and len(outputs_of) == 0,
-                )
-            )
-        per_member = {}
-        for key in outputs_of[0].keys():
-            per_member[key] = torch.stack([out[key] for out in outputs_of])
-        return committee_statistics(per_member)
+            outputs_of.append(member.evaluate(*inputs, compute_stress, check_overlap and len(outputs_of) == 0))
+        return committee_statistics({k: torch.stack([out[k] for out in outputs_of]) for k in outputs_of[0].keys()})

@@ -3,8 +3,8 @@
 Each atom carries scalar features s [N, F] and vector features v [N, 3, F]. Interaction blocks pass
 rotation-equivariant messages along the edges of the neighbour list; update blocks mix scalars and
 vectors within an atom. A small MLP reads per-atom outputs out of the final scalars: an energy, and
-optionally a second channel (a raw charge) from the same MLP. Every message
-is multiplied by a cosine cutoff, so the energy is smooth where an atom crosses the cutoff sphere.
+optionally a second channel (a raw charge) from the same MLP. Every message is multiplied by a cosine cutoff,
+so the energy is smooth where an atom crosses the cutoff sphere.
 
 The message from neighbour j to atom i, with the filter W = (rbf W_f + b) fcut split into (W_s, W_vv, W_vs)
 and the scalar MLP's output phi = (phi_s, phi_vv, phi_vs):
@@ -12,19 +12,16 @@ and the scalar MLP's output phi = (phi_s, phi_vv, phi_vs):
     ds_i = sum_j W_s(r_ij) phi_s[j]
     dv_i = sum_j W_vv(r_ij) (phi_vv v)[j] + (W_vs(r_ij) phi_vs[j]) unit_ij
 
-On a large system the [E, F] and [E, 3, F] edge tensors set both the memory and the time of a forward +
-backward pass (on CPU much of the time goes to the first touch of freshly allocated pages), so the
-interaction is written to keep few of them, for autograd as well as in the forward pass:
-
+On a large system the [E, F] and [E, 3, F] edge tensors set the memory and time of a forward + backward pass (on
+CPU much of it the first touch of fresh pages), so few are kept, for autograd as well:
 - phi_vv v is taken per atom before the gather (one gathered [E, 3, F] tensor, not v[j] and a product);
 - the cutoff is folded into the filter's input, (rbf fcut, fcut) @ (W_f, b)^T, so no pre-cutoff filter is kept;
-- messages are summed with ``scatter_add_`` on an expanded index, which keeps only the index for the backward
-  pass (``index_add`` keeps its whole source);
-- the vector features start at zero, so the first interaction has no W_vv term, and its scalar features
-  depend on the species alone: phi of each species is folded into the filter, W(r_ij) phi[z_j] =
-  (basis(r_ij) one_hot(z_j)) @ (W_f phi[z]), which needs no gathered features at all;
-- on CPU the edges are processed in chunks of ``chunk_elements`` [edges, F] elements (8 MiB in float64), so
-  the temporaries are small, reused by the allocator and mostly in cache.
+- messages are summed with ``scatter_add_`` on an expanded index (its backward keeps only the index; ``index_add``
+  keeps its whole source);
+- the vector features start at zero, so the first interaction has no W_vv term and its scalars depend on the
+  species alone: W(r_ij) phi[z_j] = (basis(r_ij) one_hot(z_j)) @ (W_f phi[z]) needs no gathered features;
+- on CPU the edges come in chunks of ``chunk_elements`` [edges, F] elements (8 MiB in float64): small temporaries,
+  reused by the allocator and mostly in cache.
 
 The parameters are those of the plain formulation, kept in tests/models/reference_painn.py, which gives the
 same numbers up to rounding (tests/models/test_painn.py); benchmarks/bench_model.py compares the two.

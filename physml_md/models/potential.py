@@ -1,21 +1,18 @@
 """The top-level potential: neighbour list, geometry, per-element shift/scale and autograd forces/stress.
 
-``Potential`` wraps an energy model (which maps species indices and edge vectors to one raw energy per
-atom) and is the module that is exported. Its ``forward(data)`` takes the data dict of
-``physml_md.data.keys`` and returns energy [B], energies [N], forces [N,3] and, when any structure is
-periodic, stress [B,3,3] (ASE's sign and units: (1/V) dE/d(strain), eV/angstrom^3; zero rows for
-structures that have no volume: non-periodic ones, or a slab whose non-periodic cell vector is zero).
+``Potential`` wraps an energy model (species indices and edge vectors -> one raw energy per atom) and is the module
+that is exported. ``forward(data)`` (the data dict of ``physml_md.data.keys``) returns energy [B], energies [N],
+forces [N,3] and, when any structure is periodic, stress [B,3,3] (ASE's sign and units: (1/V) dE/d(strain),
+eV/angstrom^3; zero rows for structures without a volume: non-periodic ones, or a slab with a zero cell vector).
 
-With a charge head (``charges=True``; the energy model then returns [N, 2], the second column a raw charge)
-it also returns charges [N] (e), corrected so that each structure's charges sum to its total charge
-(``data["total_charge"]`` [B], 0 when absent): q_i = q~_i + (Q - sum q~) / n_atoms; total_charge [B], the
-sum of the q_i; and dipole [B,3] (e*angstrom) = sum_i q_i r_i over the positions as given. The dipole of a
-periodic structure is ill-defined (it changes when an atom is replaced by one of its periodic images); it is
-still output as sum_i q_i r_i. ``coulomb=True`` adds PhysNet's damped Coulomb energy between the charges
-(``physml_md.models.coulomb``) to the per-atom energies, hence to forces and stress.
+A charge head (``charges=True``: the energy model returns [N, 2], column 1 a raw charge) adds charges [N] (e),
+corrected to sum to each structure's ``data["total_charge"]`` [B] (0 when absent): q_i = q~_i + (Q - sum q~) /
+n_atoms; total_charge [B]; and dipole [B,3] (e*angstrom) = sum_i q_i r_i over the positions as given (output for a
+periodic structure too, where it changes when an atom is replaced by a periodic image). ``coulomb=True`` adds
+PhysNet's damped Coulomb energy (``physml_md.models.coulomb``) to the per-atom energies, hence forces and stress.
 
-Conventions: positions in angstrom, energies in eV; ``cell`` rows are the lattice vectors; the strain
-derivative deforms positions and cell together as x -> x (1 + eps).
+Conventions: angstrom, eV; ``cell`` rows are the lattice vectors; the strain derivative deforms positions and cell
+together as x -> x (1 + eps).
 """
 
 import copy
@@ -227,23 +224,8 @@ class Potential(PotentialInputs):
                 "the potential computes forces by autograd: call it with gradients enabled, not inside "
                 "torch.no_grad() or torch.inference_mode() (wrap the call in torch.enable_grad())"
             )
-        positions, numbers, species, cell, pbc, batch, n_atoms, edge_index, cell_shifts, total_charge = self.prepare(
-            data
-        )
-        return self.evaluate(
-            positions,
-            numbers,
-            species,
-            cell,
-            pbc,
-            batch,
-            n_atoms,
-            edge_index,
-            cell_shifts,
-            total_charge,
-            bool(pbc.any()),
-            True,
-        )
+        inputs = self.prepare(data)
+        return self.evaluate(*inputs, bool(inputs[4].any()), True)  # inputs[4]: pbc
 
     def evaluate(
         self,

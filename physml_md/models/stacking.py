@@ -1,20 +1,13 @@
 """Several energy models of one architecture as one: each layer holds every member's weights, stacked.
 
-A committee evaluates M members on the same structure. Called one after the other, M small models cost M times
-the per-operation overhead that dominates them on molecules. Stacked, the M members become one model that runs
-on M copies of the structure, laid out member after member (atoms 0..N-1 are member 0's copy, N..2N-1 member
-1's, and so on; edges likewise): every operation then runs once, on M times the rows.
-
-Only the layers with parameters need to know about members, and only for energy models whose layers act on
-rows of atoms or edges in that order (their ``stackable`` attribute says so; TensorNet's and PaiNN's do; a
-model with a ``members`` attribute is told M):
-- ``nn.Linear`` becomes ``StackedLinear``: the rows [M * K, ..., in] are viewed as [M, K..., in] and each block
-  multiplied by its member's weight (one batched matmul);
-- ``nn.LayerNorm`` becomes ``StackedLayerNorm``: normalised as before, then each block scaled by its member's
-  weight and bias;
-- ``nn.Embedding`` holds the members' tables one after the other ([M * S, F]): the caller offsets each copy's
-  species indices by member * S.
-Every other module must have no parameters, and its buffers must be the same in every member.
+M small models called one after the other cost M times the per-operation overhead that dominates them on
+molecules; stacked, they run as one model on M copies of the structure, member after member (atoms 0..N-1 are
+member 0's copy, N..2N-1 member 1's; edges likewise): every operation runs once, on M times the rows. This needs
+energy models whose layers act on rows of atoms or edges (``stackable = True``; one with a ``members`` attribute is
+told M). ``nn.Linear`` becomes ``StackedLinear`` (rows [M * K, ..., in] viewed as [M, K..., in], one batched
+matmul), ``nn.LayerNorm`` ``StackedLayerNorm`` (normalised, then each block scaled by its member's weight and bias),
+and ``nn.Embedding`` holds the members' tables one after the other ([M * S, F]; the caller offsets each copy's
+species indices by member * S). Every other module must have no parameters, and the same buffers in every member.
 """
 
 import copy

@@ -11,24 +11,19 @@ Node features are kept as the three parts' coordinates, I [N, F], A [N, 3, F] an
 decomposition is free, squared Frobenius norms are sums of squares, channel mixing is a Linear on the last axis,
 and matrices ([N, 3, 3, F]) are formed only per atom, for the matrix products.
 
-On a large system the edge-sized tensors ([E, k, F]) set both the memory and the time of a forward + backward
-pass (on CPU much of the time goes to the first touch of freshly allocated pages), so they are kept few:
-- the embedding's per-edge factors are all linear (the filter in e(r) phi(r), the pair embedding in the
-  species), so its sum over edges is taken first, of the [9 x n_rbf] outer products of each edge's geometry and
-  basis per atom and neighbour species ([N, 9, n_species n_rbf]); the filter and the pair embedding then act per
-  atom. No [E, F] tensor at all;
-- an interaction's messages, per part, are one gather of the neighbours' coordinates (component-major, [k, e, F],
-  a part's filter [e, F] scaling contiguous blocks), one product with the filter and one ``scatter_add_`` (which keeps
-  only its index for the backward pass; ``index_add`` keeps its source): autograd keeps the gathered [E, 9, F]
-  and the filters [E, 3, F] of each interaction;
-- on CPU the edges come in chunks of ``chunk_elements`` [edges, F] elements, so the temporaries are small and
-  reused; in eval mode (energy and forces, no second derivative needed but still possible) with several chunks
-  the messages of each chunk go through torch.utils.checkpoint (``recompute_edges``): autograd keeps no
-  per-edge tensor of the interactions and computes one chunk's again at a time in the backward pass. TorchScript
-  has no checkpoint: a scripted model keeps them.
-The parameters and the numbers are those of the plain formulation kept in tests/models/reference_tensornet.py
-(equal up to rounding, tests/models/test_tensornet.py); benchmarks/bench_model.py --reference tensornet compares
-the two.
+On a large system the edge-sized tensors ([E, k, F]) set the memory and time of a forward + backward pass (on CPU
+much of it the first touch of fresh pages), so few are kept:
+- the embedding's per-edge factors are all linear (filter in e(r) phi(r), pair embedding in the species), so its sum
+  over edges is taken first, of the [9 x n_rbf] outer products of each edge's geometry and basis per atom and
+  neighbour species ([N, 9, n_species n_rbf]); filter and pair embedding then act per atom: no [E, F] tensor;
+- an interaction's messages, per part, are one gather of the neighbours' coordinates (component-major, [k, e, F]),
+  one product with the filter and one ``scatter_add_`` (its backward keeps only the index; ``index_add`` keeps its
+  source): autograd keeps the gathered [E, 9, F] and the filters [E, 3, F] of each interaction;
+- on CPU the edges come in chunks of ``chunk_elements`` [edges, F] elements; in eval mode with several chunks each
+  chunk's messages go through torch.utils.checkpoint (``recompute_edges``: no per-edge tensor kept, one chunk
+  recomputed at a time in the backward pass; second derivatives still possible). TorchScript has no checkpoint.
+The parameters and numbers are those of the plain formulation in tests/models/reference_tensornet.py (equal up to
+rounding, tests/models/test_tensornet.py); benchmarks/bench_model.py --reference tensornet compares the two.
 
 Layers (r_ij = r_j - r_i, u = r_ij / |r_ij|, phi the cosine cutoff, e(r) the exponential-normal basis):
   embedding    Z_ij = W [z_i, z_j] (pair of species embeddings);

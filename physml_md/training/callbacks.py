@@ -1,15 +1,9 @@
-"""Loss-weight mixing: each loss weight moves toward a target weight, epoch by epoch.
+"""Loss-weight mixing (each loss weight moves toward a target weight, epoch by epoch) and MD validation.
 
-Two schedules:
-
-- ``"step"`` (modelforge's semantics): after every training epoch the weight changes by ``mixing_steps``
-  (signed) and stops at ``target_weight``;
-- ``"linear"``: after ``e`` epochs the weight is ``w0 + (target - w0) * min(e / mixing_epochs, 1)``.
-
-The weights are a function of the number of finished epochs (``trainer.current_epoch`` at the start of an
-epoch), which Lightning restores on resume, so a resumed run continues the mixing where it stopped; the current
-weights are also stored in the callback's state inside every checkpoint (and logged as ``weight/<component>``
-by the LightningModule, which reads them from ``pl_module.loss_weights``).
+Schedules: ``"step"`` (modelforge's: the weight changes by ``mixing_steps`` after every epoch, stopping at
+``target_weight``) and ``"linear"`` (after ``e`` epochs ``w0 + (target - w0) * min(e / mixing_epochs, 1)``). The weights
+are a function of the finished epochs (``trainer.current_epoch``, restored on resume), so a resumed run continues the
+mixing; they are also stored in the callback's checkpoint state and logged as ``weight/<component>``.
 """
 
 from __future__ import annotations
@@ -90,16 +84,9 @@ class LossWeightMixing(Callback):
         self.epochs_done = int(trainer.current_epoch)
         pl_module.loss_weights = self.weights()
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        self._sync(trainer, pl_module)
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        # after a checkpoint was restored (on_fit_start runs before that, and a run resumed mid-epoch does not
-        # call on_train_epoch_start for the interrupted epoch)
-        self._sync(trainer, pl_module)
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._sync(trainer, pl_module)
+    # on_train_start too: it follows the restore of a checkpoint (on_fit_start precedes it), and a run resumed
+    # mid-epoch does not call on_train_epoch_start for the interrupted epoch
+    on_fit_start = on_train_start = on_train_epoch_start = _sync
 
     def state_dict(self) -> Dict[str, Any]:
         return {"epochs_done": self.epochs_done, "weights": self.weights(), "schedule": self.schedule}

@@ -1,21 +1,11 @@
 """``AtomsDataModule``: structures with labels and precomputed neighbour lists, split and batched for Lightning.
 
-Data come either from one ``source`` split by a ``splitting_strategy`` (``physml_md.data.splits``), or from a
-file (or list of ``ase.Atoms``) per split. Every structure's neighbour list for the cut-off is computed once
-(``physml_md.data.neighbors``) and kept with it, as a few concatenated tensors per split
-(``PackedStructures``): in RAM (``pre_batch="in_memory"``), or written to ``cache_dir`` and memory-mapped
-(``pre_batch="on_disk"``). A cache file is named by a hash of the split's data (``dataset_sha256``), the
-cut-off, the pbc/cell overrides and the cache format, so it is rebuilt whenever one of them changes.
-
-``source`` or a split's path may also name a packed folder (``physml-md pack``, ``physml_md.data.packed.folder``): it is
-split by index without reading structures (the same split as its source file's for the same seed), each split is a
-``PackedDataset`` that reads structures and computes their neighbour lists in the DataLoader workers (``pre_batch``
-and ``cache_dir`` do not apply), and the statistics come from its stored arrays (``physml_md.training.packed_data``).
-
-Batches are ``physml_md.data.collate`` dicts with ``edge_index``/``cell_shifts``, which the model uses
-instead of computing its own neighbour list. The training loader is a ``ResumableLoader`` (exact mid-epoch
-resume, shards by rank under ``torch.distributed``: run Lightning with ``use_distributed_sampler=False``);
-the others are ordered, unsharded loaders.
+Data: one ``source`` split by a ``splitting_strategy`` (``physml_md.data.splits``), or a file, list of ``ase.Atoms``
+or packed folder per split. Neighbour lists are computed once per structure and kept as ``PackedStructures``: in RAM
+(``pre_batch="in_memory"``) or memory-mapped from ``cache_dir`` (``"on_disk"``; the file is named by a hash of the
+data, cut-off, pbc/cell overrides and cache format). A packed folder (``physml-md pack``) is split by index (the same
+split as its source file's) and read lazily in the workers (``physml_md.training.packed_data``). The training loader
+is a ``ResumableLoader`` (exact mid-epoch resume, shards by rank: run Lightning with ``use_distributed_sampler=False``).
 """
 
 from __future__ import annotations
@@ -117,14 +107,11 @@ class PackedStructures(Dataset):
 class AtomsDataModule(lightning.LightningDataModule):
     """Training, validation, test and predict data for a potential (see the module docstring).
 
-    ``config``: the validated ``[data]`` section (``DataConfig``: files, cut-off, pbc/cell overrides, ``y_*``
-    label names, batch sizes, splitting strategy, cache); or give its keys as keyword arguments instead
-    (``cut_off=4.0, train={"batch_size": 8}, ...``), validated here like a config file's. ``source`` may also be
-    a list of ``ase.Atoms``. ``train_data`` etc. give a split's data directly (a file path or a list of
-    ``ase.Atoms``) instead of ``config.<split>.path``. ``dtype`` ("float32"/"float64") of the float tensors;
-    ``shuffle_seed`` fixes the training order (epoch e uses seed ``shuffle_seed + e``). ``bootstrap_seed``
-    replaces the training split by a bootstrap sample of it (as many structures, drawn with replacement, seeded):
-    what a committee member trains on when its members should see different data.
+    ``config``: the validated ``[data]`` section (``DataConfig``), or its keys as keyword arguments
+    (``cut_off=4.0, train={"batch_size": 8}, ...``, validated here; ``source`` may be a list of ``ase.Atoms``).
+    ``train_data`` etc. give a split's data (a path or a list of ``ase.Atoms``) instead of ``config.<split>.path``.
+    ``dtype`` of the float tensors; ``shuffle_seed`` fixes the training order (epoch e uses ``shuffle_seed + e``).
+    ``bootstrap_seed`` replaces the training split by a seeded bootstrap sample of it (a committee member's data).
 
     After ``setup``: ``splits`` maps each non-empty split name to its ``PackedStructures``;
     ``split_indices_`` maps train/validation/test to indices into ``source`` (None without ``source``);
@@ -227,12 +214,8 @@ class AtomsDataModule(lightning.LightningDataModule):
 
     def _read(self, what: str, data: Path | List[ase.Atoms], required: Sequence[str]):
         """(structure dicts, Atoms) of a file or list, with the pbc/cell overrides applied to the dicts."""
-        if isinstance(data, Path):
-            atoms = read_structures(data, self.config.index)
-            where = f"{what} {str(data)!r}"
-        else:
-            atoms = data
-            where = what
+        atoms = read_structures(data, self.config.index) if isinstance(data, Path) else data
+        where = f"{what} {str(data)!r}" if isinstance(data, Path) else what
         try:
             structures = read_dataset(atoms, self.label_keys, required=required, dtype=self.dtype)
         except ValueError as exc:
@@ -331,14 +314,13 @@ class AtomsDataModule(lightning.LightningDataModule):
         for name, lazy in self.splits.items():
             if name != "predict":
                 packed_data.check_required(lazy, required, f"{name} data")
-        if self.bootstrap_seed is not None and isinstance(self.splits.get("train"), PackedDataset):
-            train = self.splits["train"]
+        train = split_data.get("train") or self.splits.get("train")
+        if self.bootstrap_seed is not None and train:
             draw = np.random.default_rng(self.bootstrap_seed).integers(0, len(train), len(train))
-            train.indices = train.indices[draw]
-        if self.bootstrap_seed is not None and split_data.get("train"):
-            train = split_data["train"]
-            draw = np.random.default_rng(self.bootstrap_seed).integers(0, len(train), len(train))
-            split_data["train"] = [train[i] for i in draw]
+            if isinstance(train, PackedDataset):
+                train.indices = train.indices[draw]
+            else:
+                split_data["train"] = [train[i] for i in draw]
         for name in SPLITS:
             if split_data.get(name):
                 self.splits[name] = self._pack(name, split_data.pop(name))
@@ -361,22 +343,18 @@ class AtomsDataModule(lightning.LightningDataModule):
         """Sorted atomic numbers found in all splits (a model must know every element it will see)."""
         self.setup()
         found = set()
-        for packed in self.splits.values():
-            if isinstance(packed, PackedDataset):
-                found.update(packed_data.species(packed))
-                continue
-            found.update(torch.unique(packed.tensors[K.ATOMIC_NUMBERS]).tolist())
+        for data in self.splits.values():
+            lazy = isinstance(data, PackedDataset)
+            found.update(packed_data.species(data) if lazy else torch.unique(data.tensors[K.ATOMIC_NUMBERS]).tolist())
         return sorted(int(z) for z in found)
 
     def periodic(self) -> bool | None:
         """True when every structure of every split is periodic, False when none is, None when both occur."""
         self.setup()
         flags = set()
-        for packed in self.splits.values():
-            if isinstance(packed, PackedDataset):
-                flags.update(packed_data.periodic_flags(packed))
-                continue
-            flags.update(packed.tensors[K.PBC].any(dim=1).tolist())
+        for data in self.splits.values():
+            lazy = isinstance(data, PackedDataset)
+            flags.update(packed_data.periodic_flags(data) if lazy else data.tensors[K.PBC].any(dim=1).tolist())
         return flags.pop() if len(flags) == 1 else None
 
     def self_energies(self) -> Dict[int, float]:
@@ -419,24 +397,14 @@ class AtomsDataModule(lightning.LightningDataModule):
         """An ordered, unsharded loader of any split (batch size of that split unless given)."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
-        return DataLoader(
-            self._split(split),
-            batch_size=batch_size or self.batch_sizes[split],
-            shuffle=False,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return DataLoader(self._split(split), batch_size or self.batch_sizes[split], shuffle=False, **self._workers())
+
+    def _workers(self) -> Dict[str, Any]:
+        return {"collate_fn": collate, "num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
 
     def train_dataloader(self) -> ResumableLoader:
         return ResumableLoader(
-            self._split("train"),
-            self.batch_sizes["train"],
-            seed=self.shuffle_seed,
-            shuffle=True,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            self._split("train"), self.batch_sizes["train"], seed=self.shuffle_seed, shuffle=True, **self._workers()
         )
 
     def val_dataloader(self) -> DataLoader | list:

@@ -1,8 +1,7 @@
 """Training plots: parity (predicted vs reference) and learning curves from Lightning's CSVLogger.
 
-Figures are drawn on ``matplotlib.figure.Figure`` with the Agg canvas directly (never pyplot), so no
-global matplotlib state changes. The file format follows the path's suffix (``.png``, ``.svg``, ``.pdf``...),
-and files are written atomically.
+Drawn on ``matplotlib.figure.Figure`` with the Agg canvas (never pyplot: no global matplotlib state changes), in the
+format of the path's suffix (``.png``, ``.svg``, ``.pdf``...), written atomically.
 """
 
 from __future__ import annotations
@@ -83,24 +82,14 @@ def _parity_panel(ax, ref: np.ndarray, pred: np.ndarray, quantity: str, unit: st
     error = pred - ref
     mae = float(np.mean(np.abs(error)))
     rmse = float(np.sqrt(np.mean(error**2)))
-    lo = float(min(ref.min(), pred.min()))
-    hi = float(max(ref.max(), pred.max()))
+    lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
     pad = 0.05 * (hi - lo) if hi > lo else 1.0
     lo, hi = lo - pad, hi + pad
     ax.plot([lo, hi], [lo, hi], color="0.4", linewidth=1, linestyle="--", label="y = x")
-    ax.scatter(
-        ref,
-        pred,
-        s=6,
-        alpha=0.5 if ref.size > 200 else 0.8,
-        linewidths=0,
-        label=f"MAE {EV_TO_MEV * mae:.3g} {milli_unit}\nRMSE {EV_TO_MEV * rmse:.3g} {milli_unit}\nn = {ref.size}",
-    )
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_aspect("equal")
-    ax.set_xlabel(f"reference {quantity} ({unit})")
-    ax.set_ylabel(f"predicted {quantity} ({unit})")
+    label = f"MAE {EV_TO_MEV * mae:.3g} {milli_unit}\nRMSE {EV_TO_MEV * rmse:.3g} {milli_unit}\nn = {ref.size}"
+    ax.scatter(ref, pred, s=6, alpha=0.5 if ref.size > 200 else 0.8, linewidths=0, label=label)
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal")
+    ax.set(xlabel=f"reference {quantity} ({unit})", ylabel=f"predicted {quantity} ({unit})")
     ax.legend(loc="upper left", fontsize="small")
 
 
@@ -260,9 +249,7 @@ def _plot_series(ax, series, panel: Panel) -> None:
     if panel.log and positive:
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_title(panel.title)
-    ax.set_ylabel(panel.ylabel)
+    ax.set(xlabel="epoch", title=panel.title, ylabel=panel.ylabel)
     ax.legend(fontsize="small")
 
 

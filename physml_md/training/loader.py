@@ -1,19 +1,14 @@
 """A training DataLoader whose batch order is a pure function of (seed, epoch) and that resumes mid-epoch exactly.
 
-``EpochSampler`` orders the items of an epoch with ``torch.randperm`` drawn from a ``torch.Generator`` seeded
-with ``seed + epoch`` (never the global RNG), pads the order by repeating its start to a multiple of the world
-size and gives rank ``r`` of ``W`` the items ``r, r + W, r + 2W, ...``: this is ``DistributedSampler``'s
-rule, so every rank gets the same number of batches. The rank and world size are those of
-``torch.distributed`` when it is initialised (then run Lightning with ``Trainer(use_distributed_sampler=False)``,
-or Lightning replaces the sampler), else 0 and 1.
+``EpochSampler`` orders an epoch with ``torch.randperm`` seeded with ``seed + epoch`` (never the global RNG), pads
+the order to a multiple of the world size and gives rank ``r`` of ``W`` the items ``r, r + W, ...``
+(``DistributedSampler``'s rule). Rank and world size are ``torch.distributed``'s when initialised (then run
+Lightning with ``use_distributed_sampler=False``).
 
-``ResumableLoader`` counts the batches it hands out in the main process (after any worker prefetching).
-Lightning's training loop asks for one batch at a time when the loader has a length (its fetcher pre-fetches
-only for loaders without one), so at a checkpoint this count equals the loop's
-``batch_progress.current.ready``: the batches already trained on in the current epoch. Lightning saves
-``state_dict()`` in the checkpoint ("loops" -> "fit_loop" -> "state_dict" -> "combined_loader") and calls
-``load_state_dict`` on resume; the next iteration of that epoch then skips exactly those batches. A state
-whose epoch is complete resumes at the start of the next epoch.
+``ResumableLoader`` counts the batches it hands out in the main process. Lightning asks for one batch at a time from a
+loader with a length, so at a checkpoint this count is the batches already trained on in the epoch; Lightning saves
+``state_dict()`` in the checkpoint and calls ``load_state_dict`` on resume, and the next iteration skips exactly those
+batches. A state whose epoch is complete resumes at the start of the next epoch.
 """
 
 from __future__ import annotations
@@ -63,10 +58,9 @@ class EpochSampler(Sampler[int]):
         self.start = 0
 
     def rank_and_world_size(self) -> Tuple[int, int]:
-        rank, world_size = rank_and_world_size()
-        return (rank if self._rank is None else self._rank), (
-            world_size if self._world_size is None else self._world_size
-        )
+        if self._rank is not None:
+            return self._rank, self._world_size
+        return rank_and_world_size()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -1,20 +1,13 @@
 """Following a training as it runs: one line per epoch, and ``learning_curves.png`` redrawn from ``metrics.csv``.
 
-``EpochLog`` prints, after every training epoch, its number (from 0, as in the checkpoint names), the learning
-rate at its end, the train and validation mean absolute errors of the energy per atom (meV/atom) and of the force
-components (meV/angstrom), and the time the epoch took (training and validation), e.g.::
+``EpochLog`` prints after every epoch its number, learning rate, train and validation MAEs of the energy per atom and
+of the force components (meV), and its time, through ``LightningModule.print`` (once per DDP run), e.g.::
 
     epoch 3 | lr 5.00e-03 | train: E 12.31 meV/atom, F 85.07 meV/angstrom | val: E 10.22 meV/atom, F 80.34 ... | 2.1 s
 
-Train errors are those of the batches as they were trained (the weights moving); validation errors are those of
-the evaluated (EMA) weights at the end of the epoch. The line goes through ``LightningModule.print`` (once per DDP
-run, above the progress bar when one shows), so a batch job without a progress bar follows its training too.
-
-An epoch's metrics are complete only after the LightningModule's ``on_train_epoch_end`` (which a callback's hook
-precedes) and are in ``metrics.csv`` only after the last hook of the epoch, so the line and the figure of an epoch
-come at the start of the next one; the last line at the end of training, the last figure from ``train`` after the
-test. The figure is redrawn only as often as keeps its cost under about 5 % of the run (every epoch once epochs
-take a few seconds).
+Train errors are those of the batches as trained; validation errors those of the evaluated (EMA) weights. An epoch's
+metrics are complete only after the module's ``on_train_epoch_end`` (which a callback's hook precedes), so an epoch's
+line and figure come at the start of the next one. The figure is redrawn only as often as keeps it under 5 % of the run.
 """
 
 from __future__ import annotations
@@ -129,14 +122,9 @@ class EpochLog(Callback):
         self._next_plot = now + (now - started) * (1.0 / _PLOT_COST_FRACTION - 1.0)
 
 
-# The run's CSV log (Lightning's ``metrics.csv``), kept in one place across resumes.
-#
-# A new run logs into a new ``<root>/version_<n>/`` (Lightning's ``CSVLogger``). A run resumed from a checkpoint of
-# ``<run>/checkpoints/`` logs into ``<run>/`` again (``resumed_csv_logger``): its ``metrics.csv`` is appended to,
-# not replaced (Lightning's writer deletes an existing one), and the rows logged from the checkpoint's optimizer step
-# on are dropped first, since the resumed run logs them again (Lightning logs an epoch's metrics at the step before
-# the next epoch's first, so a checkpoint at step G keeps the rows of every epoch it finished); the file then reads
-# as one history.
+# A run resumed from a checkpoint of ``<run>/checkpoints/`` logs into ``<run>/`` again, appending to its
+# ``metrics.csv`` (Lightning's writer would delete it) after dropping the rows from the checkpoint's step on, which the
+# resumed run logs again (an epoch's metrics are logged at the step before the next epoch's first): one history.
 
 METRICS_FILE = ExperimentWriter.NAME_METRICS_FILE  # "metrics.csv"
 

@@ -1,11 +1,8 @@
 """Loss components (modelforge's names) and their masked errors.
 
-Every component compares one model output with one label of the batch. Structures (or their atoms) whose
-label is missing are masked out (``<label>_mask`` in the batch), never compared with zeros. A batch in which
-no structure carries the label contributes exactly zero to that component.
-
-Units: energy eV (eV/atom with ``per_atom_energy``), force eV/angstrom, stress eV/angstrom^3, dipole e*angstrom,
-charge e. Each loss is the mean squared error over the compared numbers (all components of a vector or tensor).
+Structures (or atoms) whose label is missing are masked out (``<label>_mask``), never compared with zeros; a batch
+without the label contributes exactly zero. Each loss is the mean squared error over the compared numbers, in eV
+(eV/atom with ``per_atom_energy``), eV/angstrom, eV/angstrom^3 (stress), e*angstrom (dipole) and e (charge).
 """
 
 from __future__ import annotations

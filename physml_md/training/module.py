@@ -1,13 +1,9 @@
 """``PotentialModule``: the LightningModule that trains a potential.
 
-It receives the validated configuration (``physml_md.config.load.Config``; its plain-dict form is stored
-in the checkpoint) and the ``build_model`` arguments, builds the model itself, and keeps an exponential moving
-average (EMA) of the weights that is used for validation, testing and export. The average warms up: its decay
-after ``t`` updates is ``min(decay, (1 + t) / (10 + t))`` (``ema_decay``), so the first steps move it quickly and a
-short run exports weights that moved with training, while a long run averages with ``decay`` itself; ``t`` is a
-buffer of the module (``ema_updates``), saved in every checkpoint, so a resumed run continues the warm-up exactly.
-Forces and stress come from autograd inside the model, so validation and test run with gradients enabled (the
-Trainer must be created with ``inference_mode=False``).
+It builds the model from the ``build_model`` arguments and keeps an exponential moving average (EMA) of the weights
+for validation, testing and export. The EMA warms up: its decay after ``t`` updates is ``min(decay, (1 + t) /
+(10 + t))`` (``ema_decay``), ``t`` being a buffer (``ema_updates``) saved in every checkpoint, so a resume is exact.
+Forces and stress come from autograd, so the Trainer must be created with ``inference_mode=False``.
 """
 
 from __future__ import annotations
@@ -54,14 +50,10 @@ def _metric_names(components) -> List[str]:
 class PotentialModule(lightning.LightningModule):
     """Trains ``build_model(**model_kwargs)`` with the losses, optimizer and scheduler of ``config``.
 
-    config: the validated configuration (its [training] section is read here); model_kwargs: the
-    ``build_model`` arguments (species, cutoff, dtype, self-energies, scale, ...), stored in the checkpoint so
-    that ``physml_md.export.checkpoint.potential_from_checkpoint`` can rebuild the model without Lightning;
-    data_sha256: hash of the training split, carried into the exported metadata. periodic: whether the data
-    were periodic (True), molecules (False) or both (None); the engines check a system against it.
-    shortest_pair_distances: the shortest distance per element pair in the training split
-    (``physml_md.data.statistics.shortest_pair_distances``), carried into the exported metadata: the engines
-    warn when a structure goes below it.
+    config: the validated configuration (its plain-dict form is stored in the checkpoint); model_kwargs: the
+    ``build_model`` arguments, stored so that ``potential_from_checkpoint`` rebuilds the model without Lightning.
+    Carried into the exported metadata: data_sha256 (hash of the training split), periodic (True: periodic data,
+    False: molecules, None: both) and shortest_pair_distances (per element pair; the engines warn below them).
     """
 
     def __init__(
@@ -238,20 +230,12 @@ class PotentialModule(lightning.LightningModule):
         if schedule.name is None:
             return optimizer
         if schedule.name == "reduce_on_plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer,
-                mode="min",
-                factor=schedule.factor,
-                patience=schedule.patience,
-                min_lr=schedule.min_lr,
-                cooldown=schedule.cooldown,
-            )
+            options = schedule.model_dump(include={"factor", "patience", "min_lr", "cooldown"})
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", **options)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": schedule.monitor}}
         if schedule.name == "cosine":
-            if schedule.interval == "step":
-                default_t_max = int(self.trainer.estimated_stepping_batches)
-            else:
-                default_t_max = int(self.trainer.max_epochs or 1)
+            steps = schedule.interval == "step"
+            default_t_max = int(self.trainer.estimated_stepping_batches if steps else self.trainer.max_epochs or 1)
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
                 optimizer, T_max=schedule.t_max or default_t_max, eta_min=schedule.eta_min
             )

@@ -1,13 +1,8 @@
-"""Training data from a packed folder (``physml_md.data.packed.folder``): splits by index, statistics from stored
-arrays.
+"""Training data from a packed folder (``physml_md.data.packed.folder``): splits by index, statistics from stored data.
 
-``AtomsDataModule`` uses these when ``data.source`` or a split's path names a packed folder. No structure is read
-to split: ``split_indices`` runs on the folder's count, exactly as on a file's, so the same seed gives the same
-split. Each split is a ``PackedDataset`` (structures read and their neighbour lists computed in the DataLoader
-workers). The statistics a run starts from come from small per-structure arrays (atomic numbers, energies, masks,
-each structure's sum of squared forces, its shortest pair distances, element counts per structure), not from a pass
-over the structures, and equal the in-memory path's: ``fit_self_energies``' least squares on the same composition
-matrix and energies (bit for bit), ``energy_statistics``' formulas vectorised (equal up to the order of summation).
+``split_indices`` runs on the folder's count, as on a file's, so the same seed gives the same split; each split is a
+``PackedDataset``. The statistics come from small stored per-structure arrays, not a pass over the structures, and equal
+the in-memory path's (``fit_self_energies`` bit for bit, ``energy_statistics`` up to the order of summation).
 """
 
 from __future__ import annotations
@@ -145,11 +140,8 @@ def shortest_pair_distances(dataset: PackedDataset, cutoff: float) -> Dict[str, 
     """The split's shortest distance per element pair (``shortest_pair_distances``' result) from the stored
     per-structure values; None when the folder stored them within a shorter cut-off or the split overrides pbc/cell
     (then compute them from the structures)."""
-    if (
-        cutoff > float(dataset.folder.manifest.get("pair_cutoff", 0.0))
-        or dataset.pbc is not None
-        or dataset.cell is not None
-    ):
+    overridden = dataset.pbc is not None or dataset.cell is not None
+    if overridden or cutoff > float(dataset.folder.manifest.get("pair_cutoff", 0.0)):
         return None
     found = dataset.folder.shortest_pair_distances(dataset.indices, cutoff)
     return {pair_key(*key): found[key] for key in sorted(found)}

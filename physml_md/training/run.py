@@ -1,10 +1,9 @@
 """Run a training from a validated configuration: data, model, Lightning Trainer, test, export, plots.
 
-``train(config)`` is what ``physml-md train`` and ``PhysMLModel.train`` call. Outputs go to the logger's run
-directory ``<trainer.default_root_dir>/version_<n>/``: ``metrics.csv``, ``checkpoints/`` (best and last
-checkpoints, and ``model.pt``, the exported best model, written beside them), ``parity.png`` and
-``learning_curves.png`` (redrawn during training). A run resumed from ``<run>/checkpoints/*.ckpt`` continues in
-``<run>/`` (``physml_md.training.logs``). Each epoch prints one line (``physml_md.training.logs``).
+``train(config)`` is what ``physml-md train`` and ``PhysMLModel.train`` call. Outputs go to the logger's
+``<trainer.default_root_dir>/version_<n>/``: ``metrics.csv``, ``checkpoints/`` (with ``model.pt``, the exported best
+model), ``parity.png`` and ``learning_curves.png``. A run resumed from ``<run>/checkpoints/*.ckpt`` continues in
+``<run>/`` (``physml_md.training.logs``).
 """
 
 from __future__ import annotations
@@ -62,8 +61,7 @@ def datamodule_kwargs(config: Config) -> Dict[str, Any]:
 
 def build_model_kwargs(config: Config, datamodule: AtomsDataModule) -> Dict[str, Any]:
     """``build_model`` arguments: the [model] section plus statistics of the training split."""
-    model = config.model
-    training = config.training
+    model, training = config.model, config.training
     self_energies = datamodule.self_energies() if training.remove_self_energies else None
     scale = 1.0
     if training.scale_by_force_rms:
@@ -173,8 +171,7 @@ def _callbacks(config: Config, resumed_from: PathLike | None = None, verbose: bo
     ]
     stopping = training.early_stopping
     if stopping.enabled:
-        options = stopping.model_dump(include={"monitor", "patience", "min_delta", "mode"})
-        callbacks.append(EarlyStopping(**options))
+        callbacks.append(EarlyStopping(**stopping.model_dump(include={"monitor", "patience", "min_delta", "mode"})))
     if training.md_validation.every_n_epochs > 0:
         callbacks.append(MDValidation(training.md_validation, seed=training.seed))
     callbacks.extend(instantiate_callbacks(config.trainer["callbacks"]))

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
-import torch
 from ase import Atoms
 
-from physml_md.data import keys as K
 from physml_md.data.statistics import EXTRAPOLATION_MARGIN, shortest_pair_distances
+from physml_md.data.structures import structure_inputs
 from physml_md.export import ExportedPotential, read_metadata
 from physml_md.export.checkpoint import load_checkpoint
 from physml_md.md.runner import MDResult
@@ -78,14 +77,8 @@ def extrapolation_criterion(
 ) -> Criterion:
     """The closest contact of each element pair in the recorded frames, as a fraction of the training data's: below
     ``threshold`` (default ``CLOSEST_CONTACT``) the model was extrapolating during the run."""
-    numbers, pbc = torch.as_tensor(atoms.numbers, dtype=torch.long), torch.as_tensor(atoms.pbc).reshape(1, 3)
     frames = [
-        {
-            K.POSITIONS: torch.as_tensor(positions, dtype=torch.float64),
-            K.ATOMIC_NUMBERS: numbers,
-            K.CELL: torch.as_tensor(np.zeros((3, 3)) if cell is None else cell, dtype=torch.float64).reshape(1, 3, 3),
-            K.PBC: pbc,
-        }
+        structure_inputs(positions, atoms.numbers, np.zeros((3, 3)) if cell is None else cell, atoms.pbc)
         for run in runs
         for positions, cell in zip(run.positions, run.cells)
     ]

@@ -1,10 +1,6 @@
-"""Distributions of structure (g(r), histograms of bond lengths or angles) and how far two are apart.
-
-``RDF`` and ``Distribution`` are what ``physml_md.validation.structure`` computes from trajectories; here they are
-compared: ``histogram_overlap``, ``jensen_shannon`` (scipy's, in bits), ``rdf_difference``, and
-``compare_distributions``, which applies a threshold (``DEFAULT_THRESHOLDS``, with the measurements behind
-them) and returns a ``ComparisonResult``. Everything is float64; imports numpy and, inside ``jensen_shannon``,
-scipy.
+"""How far two distributions of structure are apart: ``RDF`` and ``Distribution`` (what ``structure`` computes)
+compared by ``histogram_overlap``, ``jensen_shannon`` (scipy's, in bits), ``rdf_difference`` and
+``compare_distributions`` (a threshold from ``DEFAULT_THRESHOLDS``, measured, and a ``ComparisonResult``). float64.
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
-"""MD run metrics: plain numbers computed from the energies and temperatures of a run.
-
-A trained potential is judged by the dynamics it produces, not only by its test errors. This module turns the
-series of a trajectory (numpy arrays from any engine: ASE, OpenMM, a file) into the numbers that say whether the
-run was sound:
-
-- energy conservation (NVE): ``energy_drift`` fits a line to the total energy, drift in meV/atom/ps;
-- thermostat sanity (NVT): ``temperature_statistics``, with the canonical spread when the atom count is known.
-
-Blow-ups (atoms too close, forces too large, a run exploding) are found by ``physml_md.md.blowups``; whether a run
-samples the same structures as a reference is measured in ``physml_md.validation.structure``. Input checks and the
-result
-base class are shared through ``physml_md.md.arrays``.
-
-Units are the package's (ASE's): angstrom, eV, fs, kelvin; everything is float64.
-
-This module imports numpy, the standard library, ``physml_md.units`` and the two modules above. Never ASE, OpenMM,
-Lightning or mdtraj: these are numbers, usable on any trajectory.
+"""MD run metrics: the numbers that say whether a run was sound, from the plain series of any trajectory (ASE,
+OpenMM, a file): ``energy_drift`` (NVE energy conservation, meV/atom/ps) and ``temperature_statistics`` (NVT
+thermostat, with the canonical spread). Blow-ups are ``physml_md.md.blowups``; structure is ``structure``.
+Units: angstrom, eV, fs, kelvin; float64. Imports numpy and ``physml_md.units`` / ``md.arrays`` only.
 """
 
 from __future__ import annotations

@@ -1,23 +1,10 @@
-"""MD structure comparison: distributions of distances and angles over a trajectory, and how far two are apart.
+"""MD structure: distributions of distances and angles over a trajectory, to check that a potential samples the
+same structures as a reference: ``radial_distribution``, ``bond_length_distribution`` and ``dihedral_distribution``
+(through mdtraj), topology from geometry (``bonds_from_positions``: ASE's covalent radii; ``dihedrals_from_bonds``);
+the comparisons of ``physml_md.validation.distributions`` are re-exported here.
 
-Besides a sound run (``physml_md.validation.metrics``), a trained potential should sample the same structures as a
-reference (a run of the reference method, or the training set). This module turns trajectories (numpy arrays
-from any engine: ASE, OpenMM, a file) into distributions and compares them:
-
-- structure: ``radial_distribution``, ``bond_length_distribution`` and ``dihedral_distribution`` through
-  mdtraj; how far two are apart is ``physml_md.validation.distributions`` (``compare_distributions`` and the
-  distances it uses are re-exported here);
-- topology from geometry: ``bonds_from_positions`` (ASE's covalent radii, the neighbour list) and
-  ``dihedrals_from_bonds``.
-
-Units are the package's (ASE's): angstrom; dihedrals in degrees on [-180, 180]. mdtraj works in nm and radians;
-``physml_md.md.geometry`` converts at that boundary (``to_mdtraj``). mdtraj stores coordinates in float32, so
-the distances and angles it returns carry a relative error of about 1e-7 (a few 1e-6 angstrom); everything
-else here is float64.
-
-This module imports numpy, the standard library, ``physml_md.units`` and ``physml_md.md.arrays`` /
-``distributions`` / ``geometry`` (input checks, results, cells, neighbour search, the mdtraj boundary); mdtraj
-and ``ase.data`` are imported inside the functions that use them. Never OpenMM or Lightning.
+Units: angstrom, dihedrals in degrees on [-180, 180] (``md.geometry.to_mdtraj`` converts to mdtraj's nm and
+radians). mdtraj's float32 coordinates give distances and angles a relative error of about 1e-7; the rest is float64.
 """
 
 from __future__ import annotations
@@ -37,14 +24,7 @@ from physml_md.md.arrays import (
     require_finite_atoms,
     short_list,
 )
-from physml_md.md.geometry import (
-    close_pairs,
-    frame_cells,
-    half_width,
-    mdtraj,
-    periodic_cell,
-    to_mdtraj,
-)
+from physml_md.md.geometry import close_pairs, frame_cells, half_width, mdtraj, periodic_cell, to_mdtraj
 from physml_md.units import ANGSTROM_TO_NM, NM_TO_ANGSTROM
 from physml_md.validation.distributions import (  # the comparisons are also offered here, where they have always been
     DEFAULT_THRESHOLDS,

@@ -4,30 +4,20 @@
     report.passed, report.criteria
 
 The suite, on one structure of ``structures``:
-1. NVT (Langevin) at ``temperature`` for ``nvt_steps``: it must not blow up (``runner``: atoms closer than
-   ``min_distance``, forces above ``max_force``, non-finite numbers or an engine failure stop the run and name
-   the step and atoms), and its mean temperature after the first 20 % must be within ``temperature_relative``
-   of the target (the thermostat works and the potential does not heat or freeze the system by itself).
-2. NVE (velocity Verlet) for ``nve_steps`` from the last NVT positions with fresh velocities at the
-   temperature: stable, and the total energy drifts (linear fit) by at most ``drift`` meV/atom/ps.
-3. Structure against ``reference`` (a reference MD trajectory or a dataset, any format ``read_trajectory``
-   reads), from the NVT frames after the first 20 %: periodic systems compare g(r) (``rdf_difference``);
-   molecules compare the distributions of bond lengths and of dihedral angles over the bonds found in the
-   starting structure (``jensen_shannon``, 30 bins: with a few thousand values the sampling noise of two
-   runs of the same potential stays near 0.005 bits, below the 0.02 threshold). Without a reference these
-   criteria are left out (and the report says so).
+1. NVT (Langevin) for ``nvt_steps``: no blow-up (``runner``), and a mean temperature after the first 20 % within
+   ``temperature_relative`` of the target (the potential does not heat or freeze the system by itself).
+2. NVE (velocity Verlet) for ``nve_steps`` from the last NVT positions, fresh velocities: stable, and the total
+   energy drifts (linear fit) by at most ``drift`` meV/atom/ps.
+3. With a ``reference`` (trajectory or dataset ``read_trajectory`` reads), the NVT frames after the first 20 %:
+   g(r) for periodic systems (``rdf_difference``), else bond-length and dihedral distributions over the starting
+   structure's bonds (``jensen_shannon``, 30 bins: two runs of one potential stay near 0.005 bits).
 
-Default thresholds (``DEFAULT_THRESHOLDS``): drift 1 meV/atom/ps (what well-trained potentials reach in float64
-with 0.5 fs steps; a potential with a rough energy surface drifts by tens), temperature 10 % (mean) and a
-factor 2 (spread), minimum distance
-0.5 angstrom and maximum force 100 eV/angstrom (``blowups.check_frame`` explains both), rdf_difference 0.1 and
-jensen_shannon 0.02 (``structure.compare_distributions`` explains both, measured on EMT Cu); with training distances
-in the model's metadata, closest_contact 0.95 (``trust.extrapolation_criterion``); for committees, max_forces_std
-0.2 eV/angstrom (``trust.uncertainty_criterion``).
+Default thresholds (``DEFAULT_THRESHOLDS``): drift 1 meV/atom/ps (what well-trained potentials reach in float64 with
+0.5 fs steps; a rough energy surface drifts by tens), temperature 10 % (mean) and a factor 2 (spread); the others
+are explained where they are defined (``blowups.check_frame``, ``structure.compare_distributions``, ``criteria``).
 
-``out`` receives report.json (criteria, pass/fail, run summaries), nvt.csv, nve.csv, nvt.extxyz (the NVT
-trajectory), energy.png and structure.png; every file is written atomically, report.json last. With
-``model`` an exported file, ``<model>.validation.json`` beside it receives the report's summary.
+``out`` receives report.json (written last), nvt.csv, nve.csv, nvt.extxyz, energy.png and structure.png, each
+atomically; with ``model`` an exported file, ``<model>.validation.json`` beside it receives the report's summary.
 """
 
 from __future__ import annotations
@@ -68,7 +58,7 @@ DEFAULT_THRESHOLDS: Dict[str, float] = {
     "rdf_difference": structure.DEFAULT_THRESHOLDS["rdf_difference"],
     "jensen_shannon": structure.DEFAULT_THRESHOLDS["jensen_shannon"],
     "max_forces_std": 0.2,  # eV/angstrom, committees only: the largest per-atom force std along the runs
-    "closest_contact": CLOSEST_CONTACT,  # closest contact / the training data's (trust.extrapolation_criterion)
+    "closest_contact": CLOSEST_CONTACT,  # closest contact / the training data's (criteria.extrapolation_criterion)
 }
 SKIP_FRACTION = 0.2  # of the NVT frames, discarded as equilibration
 VALIDATION_FRICTION = "5 / ps"  # the NVT run's Langevin friction unless the settings give one

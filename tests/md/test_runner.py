@@ -93,7 +93,7 @@ def test_bad_input_is_one_clear_error(cu_model, kwargs, message):
 def test_element_the_model_does_not_know(cu_model):
     atoms = rattled_cu()
     atoms.symbols[0] = "Ag"
-    with pytest.raises(ValueError, match="element\\(s\\) Ag that the model does not know .* trained on Cu"):
+    with pytest.raises(ValueError, match="element\\(s\\) Ag in the structure are not known to this model, .* on Cu"):
         run_md(cu_model.model_path, atoms, steps=5)
 
 

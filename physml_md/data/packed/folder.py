@@ -1,29 +1,22 @@
-"""Packed folders: structures with labels as memory-mappable ``.npy`` arrays, read one structure at a time.
+"""Packed folders: structures with labels as ``.npy`` arrays, read one structure at a time.
 
-A packed folder (written by ``physml_md.data.packed.writer``, ``physml-md pack``) holds::
+A packed folder (``physml_md.data.packed.writer``, ``physml-md pack``) holds ``manifest.json`` (format, labels, each
+chunk's files with byte sizes and sha256, and a summary; written last) and one ``chunk-000000/`` folder per chunk
+(an append adds chunks, never changes one). A chunk of B structures, N atoms: ``positions`` [N, 3] float64,
+``atomic_numbers`` [N] uint8, ``n_atoms`` [B] int64, ``cell`` [B, 3, 3], ``pbc`` [B, 3] bool; per label
+``<label>_mask`` [B] bool and, when any structure has it, ``<label>`` (shapes of ``keys``, float64, bit for bit the
+source's); ``records`` [B] str ("s:<text>" or "i:<integer>"); ``forces_sq`` [B] (sum of squared force components)
+and ``pairs_structure``/``pairs_code``/``pairs_distance`` [P] (shortest distance per element pair within
+``pair_cutoff``; code = 256 Z_low + Z_high).
 
-    manifest.json           format name and version, the stored labels, each chunk's files with their byte sizes
-                            and sha256, and a summary (counts, elements, label counts, self-energy fit, force RMS,
-                            shortest distance per element pair); written last
-    chunk-000000/*.npy      one folder per chunk of structures (an append adds chunks, never changes one)
-
-Arrays of a chunk of B structures and N atoms: ``positions`` [N, 3] float64 (angstrom), ``atomic_numbers`` [N]
-uint8, ``n_atoms`` [B] int64, ``cell`` [B, 3, 3] float64, ``pbc`` [B, 3] bool; per stored label ``<label>_mask``
-[B] bool and, when any structure of the chunk has it, ``<label>`` (shapes of ``physml_md.data.keys``, float64);
-``records`` [B] str (each structure's record, "s:<text>" or "i:<integer>"); derived: ``forces_sq`` [B] (sum of
-squared force components of each structure) and ``pairs_structure`` / ``pairs_code`` / ``pairs_distance`` [P]
-(each structure's shortest distance per element pair within the manifest's ``pair_cutoff``; code = 256 Z_low +
-Z_high). The numbers are those ``physml_md.data.structures.atoms_to_dict``
-gives in float64: those of the source file, bit for bit.
-
-``PackedFolder`` checks the manifest and every file's size when it opens (a damaged folder is a
-``PackedFolderError`` naming the file), then reads single structures with ``os.pread`` (no mapping kept: memory
-stays flat however many structures an epoch touches; safe in forked DataLoader workers). ``PackedDataset`` is the
-torch Dataset of some of its structures, with each structure's neighbour list computed when it is read.
+``PackedFolder`` checks the manifest and every file's size on opening (``PackedFolderError`` naming the file), then
+reads structures with ``os.pread`` (no mapping kept: memory stays flat; safe in forked DataLoader workers).
+``PackedDataset`` is the torch Dataset of some of them, each neighbour list computed when read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,12 +30,12 @@ from torch.utils.data import Dataset
 
 from physml_md.data import keys as K
 from physml_md.data.neighbors import neighbor_list
+from physml_md.data.structures import structure_inputs
 
 FORMAT_NAME = "physml-md packed structures"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PER_ATOM_ARRAYS = frozenset({K.POSITIONS, K.ATOMIC_NUMBERS, *K.PER_ATOM_LABELS})
-LABEL_SHAPES = {K.ENERGY: (), K.STRESS: (3, 3), K.TOTAL_CHARGE: (), K.DIPOLE: (3,), K.FORCES: (3,), K.CHARGES: ()}
 
 
 class PackedFolderError(ValueError):
@@ -136,8 +129,7 @@ class _Chunk:
 
     def load(self, name: str) -> np.ndarray:
         """A whole array of this chunk, read into memory."""
-        path = self.arrays[name][0]
-        return np.load(path, allow_pickle=False)
+        return np.load(self.arrays[name][0], allow_pickle=False)
 
 
 class PackedFolder:
@@ -162,10 +154,8 @@ class PackedFolder:
 
     def __del__(self):
         for fd in getattr(self, "_fds", {}).values():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     @property
     def summary(self) -> Dict[str, Any]:
@@ -193,9 +183,7 @@ class PackedFolder:
         for name in chunk.arrays:
             if name.startswith("pairs_") or name in ("forces_sq", "records"):
                 continue
-            out[name] = (
-                self._read(chunk, name, a0, a1) if name in PER_ATOM_ARRAYS else self._read(chunk, name, i, i + 1)
-            )
+            out[name] = self._read(chunk, name, *((a0, a1) if name in PER_ATOM_ARRAYS else (i, i + 1)))
         return out
 
     def structure(
@@ -205,19 +193,11 @@ class PackedFolder:
         ones) the label (zeros when the structure or the folder lacks it) and its mask."""
         stored = self.arrays(index)
         n = int(stored[K.N_ATOMS][0])
-        data: Dict[str, Tensor] = {
-            K.POSITIONS: torch.tensor(stored[K.POSITIONS], dtype=dtype).reshape(n, 3),
-            K.ATOMIC_NUMBERS: torch.tensor(stored[K.ATOMIC_NUMBERS], dtype=torch.int64).reshape(n),
-            K.CELL: torch.tensor(stored[K.CELL], dtype=dtype).reshape(1, 3, 3),
-            K.PBC: torch.tensor(stored[K.PBC], dtype=torch.bool).reshape(1, 3),
-            K.BATCH: torch.zeros(n, dtype=torch.int64),
-            K.N_ATOMS: torch.tensor([n], dtype=torch.int64),
-        }
+        data = structure_inputs(stored[K.POSITIONS], stored[K.ATOMIC_NUMBERS], stored[K.CELL], stored[K.PBC], dtype)
         for label in self.labels if labels is None else labels:
             mask = stored.get(K.mask_key(label))
             present = mask is not None and bool(mask[0])
-            rows = n if label in K.PER_ATOM_LABELS else 1
-            shape = (rows, *LABEL_SHAPES[label])
+            shape = K.label_shape(label, n)
             value = stored[label].reshape(shape) if present else np.zeros(shape)
             data[label] = torch.tensor(value, dtype=dtype)
             data[K.mask_key(label)] = torch.tensor([present], dtype=torch.bool)
@@ -230,7 +210,7 @@ class PackedFolder:
             if name in chunk.arrays:
                 parts.append(chunk.load(name))
             else:
-                shape = LABEL_SHAPES.get(name.removesuffix(K.MASK_SUFFIX), ())
+                shape = K.LABEL_SHAPES.get(name.removesuffix(K.MASK_SUFFIX), ())
                 dtype = bool if name.endswith(K.MASK_SUFFIX) else np.float64
                 parts.append(np.zeros((len(chunk.n_atoms), *shape), dtype=dtype))
         whole = np.concatenate(parts)

@@ -1,14 +1,9 @@
-"""Write packed folders (``physml_md.data.packed.folder``): ``pack`` reads extxyz files and ASE databases in chunks.
+"""Write packed folders (``physml_md.data.packed.folder``): ``pack`` reads extxyz files and ASE databases in chunks
+(with ``read_dataset``'s label checks), storing what ``atoms_to_dict`` gives in float64.
 
-Atomic: a new folder is written as ``<OUTPUT>.tmp-<pid>`` beside ``OUTPUT`` and renamed when its manifest (written
-last) is complete, so a stopped pack leaves no folder under the output's name. ``append=True`` adds chunks to an
-existing folder (under its lock, ``physml_md.atomic_write.folder_lock``): each new chunk is written under a temporary
-name
-and renamed, then the new manifest replaces the old one atomically; the existing chunks are never touched, and a
-stopped append leaves the folder as it was (with at most an unlisted chunk folder, which readers ignore).
-
-Structures are read with ``physml_md.data.readers`` (the label checks of ``read_dataset``, ``LabelKeys`` for the
-label names) and stored as ``atoms_to_dict`` gives them in float64: the numbers of the source file.
+Atomic: a new folder is written as ``<OUTPUT>.tmp-<pid>`` and renamed once its manifest (written last) is complete.
+``append=True`` (under ``folder_lock``) writes each new chunk under a temporary name, then replaces the manifest
+atomically; existing chunks are never touched, and a stopped append leaves at most an unlisted chunk, ignored.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""The trajectory formats behind ``TrajectoryWriter``: one backend per format, each with ``write(frame)``.
-
-``check(frame)`` runs before the file is touched (a rejected frame leaves the file as it was), ``write(frame)``
-appends a ``Frame`` (``physml_md.md.frame``), ``close()`` finishes the file. The module doc of
-``physml_md.md.io.writing`` says what each format keeps; this module holds the details (mdtraj's orientation,
-the PDB beside DCD and XTC, XTC's limits).
+"""The trajectory formats behind ``TrajectoryWriter`` (whose module doc says what each keeps): one backend per
+format with ``check(frame)`` (before the file is touched: a rejected frame leaves it as it was), ``write(frame)`` and
+``close()``; here are the details (mdtraj's orientation, the PDB beside DCD and XTC, XTC's limits).
 """
 
 from __future__ import annotations
@@ -20,14 +17,7 @@ from physml_md.md.frame import Frame
 from physml_md.md.geometry import cell_lengths_angles, frame_cells, mdtraj, mdtraj_topology, standard_cells
 from physml_md.units import ANGSTROM_TO_NM, FS_TO_PS
 
-__all__ = [
-    "ASE_FORMATS",
-    "MDTRAJ_SUFFIXES",
-    "SUPPORTED_SUFFIXES",
-    "BACKENDS",
-    "pdb_topology",
-    "topology_path",
-]
+__all__ = ["ASE_FORMATS", "MDTRAJ_SUFFIXES", "SUPPORTED_SUFFIXES", "BACKENDS", "pdb_topology", "topology_path"]
 
 MDTRAJ_SUFFIXES = (".dcd", ".xtc")
 ASE_FORMATS = {".traj": "traj", ".extxyz": "extxyz", ".xyz": "extxyz"}

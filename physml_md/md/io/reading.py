@@ -1,31 +1,25 @@
 """Reading back what an MD run wrote: ``read_trajectory`` (any trajectory or data set ASE or mdtraj reads) and
-``read_energy_log`` (the CSV of ``EnergyLog``).
-
-Units are the package's: angstrom, eV, eV/angstrom, fs, kelvin, velocities in angstrom/fs (ASE's own velocity
-unit is angstrom per ASE time unit, converted with ``ase.units.fs``). ``TrajectoryData`` names each quantity as a
-``Frame`` does, in the plural (``times_fs``, ``potential_energies``); ``frame(i)`` gives frame ``i`` back as a
-``Frame``.
+``read_energy_log`` (the CSV of ``EnergyLog``). Units are the package's (velocities in angstrom/fs, converted from
+ASE's unit with ``ase.units.fs``); ``TrajectoryData`` names each quantity as a ``Frame`` does, in the plural.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 from ase import units
 from ase.io import read
 
+from physml_md.atomic_write import PathLike
 from physml_md.md.frame import Frame
 from physml_md.md.geometry import mdtraj, standard_cells
 from physml_md.md.io.formats import MDTRAJ_SUFFIXES, topology_path
 from physml_md.units import NM_TO_ANGSTROM, PS_TO_FS
 
 __all__ = ["ENERGY_LOG_COLUMNS", "UNCERTAINTY_COLUMN", "TrajectoryData", "read_energy_log", "read_trajectory"]
-
-PathLike = Union[str, os.PathLike]
 
 # the CSV header of an energy log: time in ps, energies in eV, temperature in kelvin
 ENERGY_LOG_COLUMNS: Tuple[str, ...] = ("step", "time_ps", "potential_ev", "kinetic_ev", "total_ev", "temperature_k")

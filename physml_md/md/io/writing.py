@@ -1,4 +1,4 @@
-"""Trajectory and energy-log files of an MD run, written atomically, and the reader that loads them back.
+"""Trajectory and energy-log files of an MD run, written atomically (read back with ``physml_md.md.io.reading``).
 
 ``TrajectoryWriter`` picks the format from the suffix of its path:
 
@@ -14,35 +14,15 @@ suffix        written with                             what a frame keeps
 ``.xyz``      frame                                    (5e-9 angstrom), energy, time and cell exact
 ============  =======================================  ==================================================
 
-DCD and XTC hold no elements, so a PDB of the first frame is written beside them (``<path without suffix>.pdb``,
-atom names unique within their residue: ``formats.pdb_topology``) and ``mdtraj.load(path, top=that_pdb)`` and
-OpenMM's ``PDBFile`` read it. They store a cell as lengths and angles (DCD) or as box vectors
-that GROMACS and mdtraj expect lower-triangular (XTC); mdtraj rebuilds a cell with a along x and b in the xy
-plane. A periodic frame whose cell is not already in that orientation is therefore rotated into it (through
-fractional coordinates, with the cell): a rigid rotation, so every interatomic distance is kept, but the
-Cartesian positions read back are the rotated ones. A left-handed cell is stored as the right-handed cell of
-the same lattice (its last vector reversed). A non-periodic frame is written without a cell; mdtraj treats a
-cell as periodic in all three directions, so a partly periodic frame (a slab) is written with its full cell and
-reads back as periodic in 3D. XTC's fixed precision (mdtraj writes 1000 per nm and offers no way to change it)
-puts each coordinate within 0.005 angstrom of its value; DCD rounds to float32 (a relative 6e-8). XTC cannot
-hold a non-finite coordinate (a blown-up frame; xdrfile would silently write -2147483.6 nm), so ``write``
-refuses one with ValueError; the other formats keep such a frame, with its energy and forces.
+DCD and XTC hold no elements: a PDB of the first frame is written beside them (``topology_path``). mdtraj rebuilds a
+cell with a along x and b in the xy plane, so a periodic frame is rotated into that orientation (distances kept,
+Cartesian positions rotated; a left-handed cell becomes the right-handed one of the same lattice; a slab reads back
+as periodic in 3D). XTC keeps coordinates within 0.005 angstrom and refuses a non-finite one (ValueError); the other
+formats keep a blown-up frame. ``EnergyLog`` writes the CSV of ``ENERGY_LOG_COLUMNS`` (shortest exact numbers).
 
-Every file is written to a temporary name beside its target (``physml_md.atomic_write``) and renamed onto it when the
-writer closes, so a reader never sees half a file. If the ``with`` block raises, the temporary files are removed
-and the previous files at those paths (if any) are left as they were. The PDB is renamed before the trajectory,
-so a reader that sees a new trajectory also sees its topology. Closing a trajectory writer that received no frame
-raises ValueError (the previous file is kept): a run that wrote nothing is a mistake to report, not an empty file.
-
-``EnergyLog`` writes the energies of a run as CSV with the columns of ``ENERGY_LOG_COLUMNS``, numbers as Python's
-shortest exact representation, with the same atomic semantics; ``read_energy_log`` reads it back.
-
-Both take the one per-step record, ``Frame`` (``physml_md.md.frame``): ``writer.write(frame)``, ``log.write(frame)``.
-The formats themselves live in ``physml_md.md.io.formats``; ``read_trajectory`` and ``read_energy_log``
-(``physml_md.md.io.reading``, importable from here too) read any of these files, and any other file ASE reads.
-
-Units are the package's: angstrom, eV, eV/angstrom, fs, kelvin, velocities in angstrom/fs (ASE's own velocity
-unit is angstrom per ASE time unit, converted with ``ase.units.fs`` when .traj and .extxyz files are written and read).
+Every file is written to a temporary name and renamed onto its target when the writer closes (the PDB before the
+trajectory); a ``with`` block that raises leaves the previous files as they were, and closing a trajectory writer
+that received no frame raises ValueError: a run that wrote nothing is a mistake to report, not an empty file.
 """
 
 from __future__ import annotations
@@ -54,21 +34,14 @@ from typing import Any, List, Sequence
 
 import numpy as np
 
-from physml_md.atomic_write import atomic_path
+from physml_md.atomic_write import PathLike, atomic_path
 from physml_md.md.arrays import PbcLike
 from physml_md.md.frame import Frame
 from physml_md.md.geometry import pbc_flags
-from physml_md.md.io.formats import (
-    BACKENDS,
-    MDTRAJ_SUFFIXES,
-    SUPPORTED_SUFFIXES,
-    pdb_topology,
-    topology_path,
-)
+from physml_md.md.io.formats import BACKENDS, MDTRAJ_SUFFIXES, SUPPORTED_SUFFIXES, pdb_topology, topology_path
 from physml_md.md.io.reading import (
     ENERGY_LOG_COLUMNS,
     UNCERTAINTY_COLUMN,
-    PathLike,
     TrajectoryData,
     read_energy_log,
     read_trajectory,
@@ -104,10 +77,8 @@ def _suffix(path: Path) -> str:
 
 
 def _discard(stack: contextlib.ExitStack, error: BaseException) -> None:
-    """Exit the ``atomic_path`` contexts of ``stack`` as after ``error``: temporaries removed, targets untouched.
-
-    (Closing the stack normally would rename the temporaries onto the targets.)
-    """
+    """Exit the ``atomic_path`` contexts of ``stack`` as after ``error`` (temporaries removed, targets untouched),
+    where closing it normally would rename the temporaries onto the targets."""
     stack.__exit__(type(error), error, error.__traceback__)
 
 
