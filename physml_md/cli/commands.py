@@ -22,7 +22,6 @@ from physml_md.data.readers import read_structure
 from physml_md.data.structures import LabelKeys
 from physml_md.export import resolve_format
 from physml_md.export.checkpoint import committee_from_checkpoints, exportable_from_checkpoint
-from physml_md.export.metatomic import potential_from_export
 from physml_md.integrations.engine_agreement import export_model
 from physml_md.learning.committee_training import train_committee
 from physml_md.learning.loop import learn
@@ -82,6 +81,8 @@ def export_command(args: argparse.Namespace) -> int:
     if len(args.checkpoint) > 1:
         potential, metadata = committee_from_checkpoints(args.checkpoint, use_ema=not args.no_ema)
     elif args.format == "metatomic" and Path(args.checkpoint[0]).suffix != ".ckpt":  # an exported .pt, converted
+        from physml_md.export.metatomic import potential_from_export  # metatomic: an optional dependency
+
         potential, metadata = potential_from_export(args.checkpoint[0])
     else:
         potential, metadata = exportable_from_checkpoint(args.checkpoint[0], use_ema=not args.no_ema)

@@ -1,6 +1,9 @@
 """physml_md/md/uncertainty.py: a committee's force uncertainty along MD in both engines, frames over a threshold
 flagged, written for labelling and (optionally) stopping the run; the validation report's uncertainty criterion."""
 
+import shutil
+from pathlib import Path
+
 import ase.io
 import numpy as np
 import pytest
@@ -167,7 +170,9 @@ def test_validate_refuses_an_uncertainty_threshold_on_a_single_model_as_md_does(
                  thresholds={"max_forces_std": 0.1})  # fmt: skip
     assert str(from_validate.value) == str(from_md.value)  # one check, one sentence
     assert not (tmp_path / "report").exists()  # refused before anything ran or was written
-    structure, model = str(tmp_path / "cu.extxyz"), str(cu_model.model_path)
+    # a copy, so that no summary another test wrote beside the shared model (model.validation.json) is in the way
+    model = shutil.copy(cu_model.model_path, tmp_path / Path(cu_model.model_path).name)
+    structure, model = str(tmp_path / "cu.extxyz"), str(model)
     rattled_cu().write(structure)
     threshold = ["--uncertainty-threshold", "0.1 eV/angstrom", "--quiet"]
     for command in (
