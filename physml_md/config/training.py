@@ -1,4 +1,4 @@
-"""The ``[training]`` section of the configuration schema (pydantic models); ``[trainer]`` is in ``schema_trainer``."""
+"""The ``[training]`` section of the configuration schema; ``[trainer]`` is in ``physml_md.config.trainer``."""
 
 from __future__ import annotations
 
