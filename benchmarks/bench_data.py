@@ -1,7 +1,8 @@
 """Data beyond memory: pack time, disk size, training throughput and peak memory, packed folder vs in-memory.
 
 For each size, synthetic 32-atom Cu cells (fcc 2x2x2, rattled; random energies, forces and stress: synthetic
-labels, fine for time and memory) are written to an extxyz file, packed (``physml_md.data.packed.writer``), and
+labels, fine for time and memory) are written to an extxyz file, packed (``physml_md.data.packed.writer``; with
+the neighbour lists at ``--neighbor-cutoff``, default the model's cut-off; 0: none, computed in the workers), and
 trained on for
 ``--steps`` optimizer steps of a small PaiNN (a plain torch loop: forward, energy + force loss, backward, Adam) from
 ``AtomsDataModule``'s training loader: once from the packed folder with each ``--workers`` count of DataLoader
@@ -110,7 +111,8 @@ def _pack_job(spec: Dict[str, Any]) -> Dict[str, Any]:
     from physml_md.data.structures import LabelKeys
 
     start = time.perf_counter()
-    pack([spec["data"]], spec["folder"], LabelKeys(charges=None, total_charge=None, dipole=None))
+    keys = LabelKeys(charges=None, total_charge=None, dipole=None)
+    pack([spec["data"]], spec["folder"], keys, neighbor_cutoff=spec.get("neighbor_cutoff") or None)
     seconds = time.perf_counter() - start
     size = sum(f.stat().st_size for f in Path(spec["folder"]).rglob("*") if f.is_file())
     return {"pack_s": round(seconds, 2), "disk_mb": round(size / 1e6, 2), **_peak_rss_mb()}
@@ -190,6 +192,7 @@ def run(
     pack_max: int = 100_000,
     work_dir: Path | None = None,
     model: Dict[str, int] | None = None,
+    neighbor_cutoff: float = CUTOFF,
 ) -> Dict[str, Any]:
     """The measurements for each size (see the module docstring), as a dict; files go into ``work_dir``."""
     for name, value in (("steps", steps), ("batch_size", batch_size), ("threads", threads)):
@@ -211,7 +214,8 @@ def run(
                 make_data(data, n)
                 row.update(write_extxyz_s=round(time.perf_counter() - start, 2))
                 row["extxyz_mb"] = round(data.stat().st_size / 1e6, 2)
-                row["pack"] = _in_subprocess("pack", {"data": str(data), "folder": str(folder)})
+                spec = {"data": str(data), "folder": str(folder), "neighbor_cutoff": neighbor_cutoff}
+                row["pack"] = _in_subprocess("pack", spec)
                 packed[n] = folder
             else:
                 base = max((m for m in packed if n % m == 0), default=None)
@@ -227,7 +231,8 @@ def run(
             rows.append(row)
             if data is not None:
                 data.unlink()  # (the largest file; the folder stays for physml-md info when work_dir is set)
-    return {"atoms": ATOMS, "cutoff": CUTOFF, "steps": steps, "batch_size": batch_size, "threads": threads,
+    return {"atoms": ATOMS, "cutoff": CUTOFF, "neighbor_cutoff": neighbor_cutoff, "steps": steps,
+            "batch_size": batch_size, "threads": threads,
             "model": model, "rows": rows}  # fmt: skip
 
 
@@ -276,6 +281,9 @@ def main() -> None:
     )
     parser.add_argument("--features", type=int, default=16, help="PaiNN feature channels (16: a data-bound model)")
     parser.add_argument("--interactions", type=int, default=1, help="PaiNN interaction layers (1)")
+    parser.add_argument(
+        "--neighbor-cutoff", type=float, default=CUTOFF, help=f"neighbour lists stored at pack time ({CUTOFF}; 0: none)"
+    )
     parser.add_argument("--work-dir", default=None, help="keep the files here (default: a temporary folder)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -290,7 +298,7 @@ def main() -> None:
     result = run(
         args.sizes, args.steps, args.warmup, args.batch_size, args.workers, args.in_memory_max, args.threads,
         args.pack_max, None if args.work_dir is None else Path(args.work_dir),
-        {"features": args.features, "interactions": args.interactions},
+        {"features": args.features, "interactions": args.interactions}, args.neighbor_cutoff,
     )  # fmt: skip
     print(format_table(result))
     if args.out:

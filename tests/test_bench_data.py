@@ -23,6 +23,8 @@ def test_tiny_run_measures_every_variant(bench_data, tmp_path):
     row, linked = result["rows"]
     assert row["structures"] == 40 and row["pack"]["pack_s"] > 0 and row["pack"]["disk_mb"] > 0
     assert len(PackedFolder(tmp_path / "cu32-40.packed")) == 40
+    # the neighbour lists are stored at the model's cut-off (read, not computed, by the workers)
+    assert PackedFolder(tmp_path / "cu32-40.packed").manifest["neighbor_cutoff"] == result["neighbor_cutoff"] == 4.0
     assert not (tmp_path / "cu32-40.extxyz").exists()  # the source is removed after use
     for variant in (row["packed"]["0"], row["packed"]["1"], row["in_memory"], linked["packed"]["0"]):
         assert variant["timed_structures"] == 8  # 2 steps of 4

@@ -199,7 +199,8 @@ def validate_command(args: argparse.Namespace) -> int:
 
 def pack_command(args: argparse.Namespace) -> int:
     keys = LabelKeys(**{f.name: getattr(args, f"{f.name}_key") for f in fields(LabelKeys)})  # --energy-key, ...
-    options = {name: getattr(args, name) for name in ("append", "chunk_size", "pair_cutoff", "index", "record_key")}
+    names = ("append", "chunk_size", "pair_cutoff", "index", "record_key", "neighbor_cutoff")
+    options = {name: getattr(args, name) for name in names}
     added = pack(args.inputs, args.output, keys, progress=not args.quiet, **options)
     verb = "appended" if args.append else "packed"
     print(f"{verb} {added} structures -> {args.output} (physml-md info {args.output})")

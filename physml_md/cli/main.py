@@ -184,6 +184,13 @@ def _pack_parser(commands: argparse._SubParsersAction) -> None:
         "cut-off computes them from the structures)",
     )
     pack.add_argument(
+        "--neighbor-cutoff",
+        type=float,
+        default=None,
+        help="also store each structure's neighbour list within this many angstrom: training at a cut-off up to it "
+        "reads them instead of computing them (default: not stored)",
+    )
+    pack.add_argument(
         "--record-key",
         default="record",
         help="atoms.info key of each structure's record, for random_record_splitting_strategy (default 'record'; "

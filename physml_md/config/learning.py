@@ -1,8 +1,9 @@
 """``[learning]``: the active-learning loop of ``physml-md learn`` (``physml_md.learning.loop``).
 
 The file that holds it is a training configuration (``[model]``, ``[data]``, ``[training]`` with ``committee``
-of 2 or more, ``[trainer]``) plus this table; ``data.source`` is the starting data set. Each round's MD takes the
-keys of every MD run (``physml_md.config.md.MDSettings``: engine, temperature, timestep, ...).
+of 2 or more, ``[trainer]``) plus this table; ``data.source`` (or ``data.train.path``) is the starting data set (a
+packed folder is left alone: the loop appends the labelled frames to its own copy, ``data.packed/``). Each round's MD
+takes the keys of every MD run (``physml_md.config.md.MDSettings``: engine, temperature, timestep, ...).
 """
 
 from __future__ import annotations

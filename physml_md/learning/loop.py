@@ -9,11 +9,18 @@ finished). The loop stops when a round's MD runs the whole ``md_time`` without a
 round (finished rounds read back, trained members kept, MD and labelling redone). The labelling calculator is tried
 on the MD start structure before the first round; a SIGINT/SIGTERM during a round's MD ends the loop unrecorded
 (``LearningResult.interrupted``).
+
+A packed folder as training data (``data.source``, else ``data.train.path``) is never written: the rounds train on a
+copy, ``data.packed/`` (files hard-linked where possible), to which ``pack(..., append=True)`` adds each finished
+round's ``labelled.extxyz`` (round k's holds rounds 0..k-1's frames; the last round's are added at the end). Appends
+are atomic and follow the round records: a killed round added nothing, a rerun appends what the set lacks (counted).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
@@ -25,7 +32,9 @@ from physml_md.atomic_write import atomic_path, atomic_write_text
 from physml_md.config.learning import LearningConfig
 from physml_md.config.load import Config, ConfigError
 from physml_md.data.collate import collate
-from physml_md.data.structures import atoms_to_dict
+from physml_md.data.packed.folder import PackedFolder, is_packed_folder
+from physml_md.data.packed.writer import pack
+from physml_md.data.structures import LabelKeys, atoms_to_dict
 from physml_md.export import load_potential
 from physml_md.learning.committee_training import train_committee
 from physml_md.learning.labelling import LabellingError, label_frames
@@ -36,6 +45,7 @@ from physml_md.units import FS_TO_PS
 __all__ = ["LearningResult", "check_calculator", "learn", "select_frames", "format_rounds"]
 
 ROUND_RECORD = "round.json"
+PACKED_SET = "data.packed"
 
 
 @dataclass
@@ -84,7 +94,7 @@ def _check_config(config: Config) -> LearningConfig:
         raise ConfigError("a [learning] table is needed for active learning: add it (see docs/configuration.md)")
     if config.training.committee < 2:
         raise ConfigError("active learning needs a committee: set [training] committee = 4 (2 or more)")
-    if config.data.source is None:
+    if config.data.source is None and config.data.train.path is None:
         raise ConfigError("active learning adds frames to data.source: give the starting data set as data.source")
     return config.learning
 
@@ -102,6 +112,35 @@ class _Loop:
     result: LearningResult
     added: List[Atoms] = field(default_factory=list)
     previous_members: List[Path] | None = None
+    source: Path | None = None  # a packed training folder, copied into ``packed`` (the loop's packed set)
+    packed: Path | None = None
+    pack_options: Dict[str, Any] = field(default_factory=dict)  # the source's label keys and record key
+
+
+def _sync_packed(loop: _Loop) -> int:
+    """Bring the loop's packed set to its source plus the labelled frames of every finished round, in order, appending
+    only the rounds it lacks (counted); the number of structures it holds."""
+    if not is_packed_folder(loop.packed):  # a copy, renamed into place when whole; files hard-linked where possible
+        tmp, ignore = loop.packed.with_name(f"{PACKED_SET}.tmp"), shutil.ignore_patterns(".*", "*.tmp-*")
+        shutil.rmtree(tmp, ignore_errors=True)  # (a copy stopped before)
+        try:
+            shutil.copytree(loop.source, tmp, copy_function=os.link, ignore=ignore)
+        except OSError:  # (another filesystem, or files of another user)
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(loop.source, tmp, ignore=ignore)
+        os.rename(tmp, loop.packed)
+    held, total = len(PackedFolder(loop.packed)), len(PackedFolder(loop.source))
+    for record in loop.result.rounds:
+        if record["labelled_frames"] and held == total:
+            labelled = loop.result.root / f"round_{record['round']}" / "labelled.extxyz"
+            held += pack([labelled], loop.packed, append=True, **loop.pack_options)
+        total += record["labelled_frames"]
+    if held != total:
+        raise ConfigError(
+            f"{loop.packed} holds {held} structures, {loop.source} and the finished rounds' labelled frames {total}: "
+            "it was changed outside this loop; remove it and run again (it is made again)"
+        )
+    return held
 
 
 def learn(config: Config, verbose: bool = True) -> LearningResult:
@@ -110,15 +149,21 @@ def learn(config: Config, verbose: bool = True) -> LearningResult:
     it is done."""
     learning = _check_config(config)
     root = Path(config.trainer["default_root_dir"])
+    source = Path(config.data.source or config.data.train.path)
     loop = _Loop(
         config,
         learning,
         start=ase.io.read(learning.structures, index=learning.index),
         keys=config.data.label_keys(),
-        initial=ase.io.read(config.data.source, ":"),
+        initial=[] if is_packed_folder(source) else ase.io.read(source, ":"),
         test_frames=ase.io.read(learning.test_data, ":") if learning.test_data else None,
         result=LearningResult(root=root),
     )
+    if is_packed_folder(source):  # labelled and appended with its label names and record key
+        manifest = PackedFolder(source).manifest
+        names = {**dict.fromkeys(LabelKeys().requested()), **manifest["label_keys"]}
+        loop.source, loop.packed = source, root / PACKED_SET
+        loop.pack_options = {"keys": LabelKeys(**names), "record_key": manifest.get("record_key", "record")}
     checked = False
     for k in range(learning.rounds):
         folder = root / f"round_{k}"
@@ -136,6 +181,8 @@ def learn(config: Config, verbose: bool = True) -> LearningResult:
         if record["converged"] or record["stop"]:
             loop.result.converged = record["converged"]
             break
+    if loop.packed is not None and loop.result.rounds:  # the last round's frames too
+        _sync_packed(loop)
     return loop.result
 
 
@@ -144,7 +191,7 @@ def _read_round(loop: _Loop, folder: Path) -> Dict[str, Any]:
     record = json.loads((folder / ROUND_RECORD).read_text())
     loop.result.rounds.append(record)
     labelled_path = folder / "labelled.extxyz"
-    loop.added += ase.io.read(labelled_path, ":") if labelled_path.is_file() else []
+    loop.added += ase.io.read(labelled_path, ":") if loop.packed is None and labelled_path.is_file() else []
     loop.previous_members = [Path(p) for p in record["members"]]
     loop.result.model_path = Path(record["model"])
     return record
@@ -154,12 +201,16 @@ def _round(loop: _Loop, k: int, folder: Path) -> Dict[str, Any] | None:
     """Round ``k``: train, MD, label; its record (written last), or None when a signal stopped its MD."""
     config, learning, result = loop.config, loop.learning, loop.result
     folder.mkdir(parents=True, exist_ok=True)
-    data_file = folder / "data.extxyz"
-    with atomic_path(data_file) as tmp:
-        ase.io.write(tmp, loop.initial + loop.added, format="extxyz")
+    data_file = loop.packed or folder / "data.extxyz"
+    training_frames = _sync_packed(loop) if loop.packed else len(loop.initial) + len(loop.added)
+    if loop.packed is None:
+        with atomic_path(data_file) as tmp:
+            ase.io.write(tmp, loop.initial + loop.added, format="extxyz")
+    train = config.data.train.model_copy(update={"path": str(data_file)})  # (data.train.path: the training data)
+    data = config.data.model_copy(update={"source": str(data_file)} if config.data.source else {"train": train})
     round_config = config.model_copy(
         update={
-            "data": config.data.model_copy(update={"source": str(data_file)}),
+            "data": data,
             "trainer": {**config.trainer, "default_root_dir": str(folder / "train")},
         }
     )
@@ -179,14 +230,15 @@ def _round(loop: _Loop, k: int, folder: Path) -> Dict[str, Any] | None:
     flagged = ase.io.read(folder / "uncertain.extxyz", ":") if "uncertain_frames" in md.files else []
     selected = select_frames(flagged, learning.min_spacing, learning.max_new_frames)
     label = learning.label
-    labelled = label_frames(selected, label.calculator, label.kwargs, loop.keys, label.threads)
+    keys = loop.pack_options.get("keys", loop.keys)  # (a packed set's label names: its append reads them)
+    labelled = label_frames(selected, label.calculator, label.kwargs, keys, label.threads)
     if labelled:
         with atomic_path(folder / "labelled.extxyz") as tmp:
             ase.io.write(tmp, labelled, format="extxyz")
     converged = md.stable and not flagged and md.steps_done == md.steps_requested
     record = {
         "round": k,
-        "training_frames": len(loop.initial) + len(loop.added),
+        "training_frames": training_frames,
         "members": [str(m.best_checkpoint) for m in committee.members],
         "model": str(committee.model_path),
         "md_ps": md.steps_done * md.timestep_fs * FS_TO_PS,
@@ -204,7 +256,7 @@ def _round(loop: _Loop, k: int, folder: Path) -> Dict[str, Any] | None:
     atomic_write_text(folder / ROUND_RECORD, json.dumps(record, indent=2))
     result.rounds.append(record)
     result.model_path = committee.model_path
-    loop.added += labelled
+    loop.added += labelled if loop.packed is None else []
     loop.previous_members = [m.best_checkpoint for m in committee.members]
     return record
 

@@ -19,9 +19,10 @@ much of it the first touch of fresh pages), so few are kept:
 - an interaction's messages, per part, are one gather of the neighbours' coordinates (component-major, [k, e, F]),
   one product with the filter and one ``scatter_add_`` (its backward keeps only the index; ``index_add`` keeps its
   source): autograd keeps the gathered [E, 9, F] and the filters [E, 3, F] of each interaction;
-- on CPU the edges come in chunks of ``chunk_elements`` [edges, F] elements; in eval mode with several chunks each
-  chunk's messages go through torch.utils.checkpoint (``recompute_edges``: no per-edge tensor kept, one chunk
-  recomputed at a time in the backward pass; second derivatives still possible). TorchScript has no checkpoint.
+- on CPU the edges come in chunks of ``chunk_elements`` [edges, F] elements (small: a chunk's [e, 9, F] stays in
+  cache); in eval mode with several chunks the messages are ``_RecomputedMessages`` (``recompute_edges``): no
+  per-edge tensor kept, each chunk's gathered features and filters made again in the backward pass, the weight's
+  gradient only when asked for; second derivatives still possible. Eager mode only (not TorchScript).
 The parameters and numbers are those of the plain formulation in tests/models/reference_tensornet.py (equal up to
 rounding, tests/models/test_tensornet.py); benchmarks/bench_model.py --reference tensornet compares the two.
 
@@ -56,11 +57,10 @@ from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from physml_md.models.radial import ExpNormalBasis, cosine_cutoff
 
-_CHUNK_ELEMENTS = 1 << 20  # [edges, F] elements per chunk of edges on CPU
+_CHUNK_ELEMENTS = 1 << 17  # [edges, F] elements per chunk of edges on CPU: its [e, 9, F] stay in cache
 
 
 def component_basis() -> Tensor:
@@ -102,7 +102,10 @@ def to_parts(matrices: Tensor, basis: Tensor) -> Parts:
 
 def matrix_product(x: Tensor, y: Tensor) -> Tensor:
     """Channel-wise matrix product of [N, 3, 3, F] matrices: (x y)_ab = sum_c x_ac y_cb."""
-    return (x.unsqueeze(3) * y.unsqueeze(1)).sum(2)
+    product = x[:, :, :1] * y[:, :1]
+    for c in range(1, 3):
+        product = torch.addcmul(product, x[:, :, c : c + 1], y[:, c : c + 1])
+    return product
 
 
 def squared_norms(parts: Parts) -> Tensor:
@@ -216,19 +219,20 @@ class TensorInteraction(nn.Module):
 
     def forward(self, parts: Parts, chunks: List[EdgeChunk], recompute: bool = False) -> Parts:
         """The edges in chunks (``EdgeChunk``); ``recompute``: keep no per-edge tensor for the backward pass but
-        compute each chunk's messages again there (eager mode only: torch.utils.checkpoint)."""
+        gather each chunk's features again there (eager mode only: ``_RecomputedMessages``)."""
         x = normalise(parts)
         y = self.mix_in(x)
-        # the messages' edge tensors component-major ([k, e, F]): the filter [e, F] of a part scales each
-        # component's contiguous [e, F] block
-        nodes = (y[0].unsqueeze(0), y[1].transpose(0, 1).contiguous(), y[2].transpose(0, 1).contiguous())
         if recompute and not torch.jit.is_scripting():
-            messages = self._recomputed_messages(nodes, chunks)
+            messages = self._recomputed_messages(y, chunks)
         else:
-            messages = (torch.zeros_like(nodes[0]), torch.zeros_like(nodes[1]), torch.zeros_like(nodes[2]))
+            # the messages' edge tensors component-major ([k, e, F]): the filter [e, F] of a part scales each
+            # component's contiguous [e, F] block
+            nodes = (y[0].unsqueeze(0), y[1].transpose(0, 1).contiguous(), y[2].transpose(0, 1).contiguous())
+            parts = (torch.zeros_like(nodes[0]), torch.zeros_like(nodes[1]), torch.zeros_like(nodes[2]))
             for centre, neighbour, basis, _, _ in chunks:
-                self._add_messages(messages, nodes, centre, neighbour, basis)
-        messages = components_to_matrices(torch.cat(messages, dim=0).transpose(0, 1), self.basis)
+                self._add_messages(parts, nodes, centre, neighbour, basis)
+            messages = torch.cat(parts, dim=0).transpose(0, 1)
+        messages = components_to_matrices(messages, self.basis)
         y_matrices = to_matrices(y, self.basis)
         product = matrix_product(y_matrices, messages) + matrix_product(messages, y_matrices)
         dx = self.mix_out(normalise(to_parts(product, self.basis)))
@@ -236,9 +240,8 @@ class TensorInteraction(nn.Module):
         square = to_parts(matrix_product(dx_matrices, dx_matrices), self.basis)
         return x[0] + dx[0] + square[0], x[1] + dx[1] + square[1], x[2] + dx[2] + square[2]
 
-    def _add_messages(self, messages: Parts, nodes: Parts, centre: Tensor, neighbour: Tensor, basis: Tensor) -> Parts:
-        """messages += the chunk's sum_j f(r_ij) Y_j, part by part (in place; returns messages); the parts of
-        messages and nodes component-major: [1, N, F], [3, N, F], [5, N, F]."""
+    def _add_messages(self, messages: Parts, nodes: Parts, centre: Tensor, neighbour: Tensor, basis: Tensor):
+        """messages += the chunk's sum_j f(r_ij) Y_j in place; parts component-major: [1 | 3 | 5, N, F]."""
         f = self.features
         weight = radial_weight(self.radial.weight)  # [M, n_rbf, 3F]
         members, n_rbf = weight.shape[0], weight.shape[1]
@@ -247,30 +250,72 @@ class TensorInteraction(nn.Module):
         filters = torch.matmul(basis.view(1, members, -1, n_rbf), weight).view(3, -1, f)
         index = centre.view(1, -1, 1)
         for k in range(3):
-            # index_select rather than [] indexing: its backward is an index_add; scatter_add_ on an expanded
-            # index keeps only the index for the backward pass (index_add its source)
+            # scatter_add_ on an expanded index keeps only the index for the backward pass (index_add its source)
             gathered = nodes[k].index_select(1, neighbour)
             messages[k].scatter_add_(1, index.expand(gathered.shape), gathered * filters[k])
-        return messages
-
-    def _chunk_messages(self, scalar: Tensor, vector: Tensor, tensor: Tensor, chunk: List[Tensor]) -> List[Tensor]:
-        nodes = (scalar, vector, tensor)
-        messages = (torch.zeros_like(scalar), torch.zeros_like(vector), torch.zeros_like(tensor))
-        return list(self._add_messages(messages, nodes, chunk[0], chunk[1], chunk[2]))
 
     @torch.jit.unused
-    def _recomputed_messages(self, nodes: Parts, chunks: List[EdgeChunk]) -> Parts:
-        """The messages, chunk by chunk under torch.utils.checkpoint: autograd keeps each chunk's inputs (the
-        node features, the chunk's indices and basis), not its [e, 9, F] gathered features and [e, 3, F] filters,
-        and computes them again, one chunk at a time, in the backward pass."""
-        total = [torch.zeros_like(part) for part in nodes]
-        for centre, neighbour, basis, _, _ in chunks:
-            chunk = checkpoint(
-                self._chunk_messages, *nodes, [centre, neighbour, basis], use_reentrant=False, preserve_rng_state=False
-            )
-            for part, addend in zip(total, chunk):
-                part.add_(addend)
-        return total[0], total[1], total[2]
+    def _recomputed_messages(self, y: Parts, chunks: List[EdgeChunk]) -> Tensor:
+        """The messages [N, 9, F] by ``_RecomputedMessages`` (autograd keeps no per-edge tensor but the basis)."""
+        nodes = torch.cat([y[0].unsqueeze(1), y[1], y[2]], dim=1)  # [N, 9, F]
+        centre, neighbour, basis = (torch.cat([chunk[k] for chunk in chunks]) for k in range(3))
+        return _RecomputedMessages.apply(nodes, self.radial.weight, basis, centre, neighbour, len(chunks[0][0]))
+
+
+def _scale(features: Tensor, filters: Tensor, in_place: bool) -> Tensor:
+    """[e, 9, F] features (I, A, S coordinates) times the [e, 3, F] filters of their parts."""
+    features = features if in_place else features.clone()
+    for k, (start, stop) in enumerate(((0, 1), (1, 4), (4, 9))):
+        features[:, start:stop].mul_(filters[:, k : k + 1])
+    return features
+
+
+def _will_execute(leaf: Tensor) -> bool:
+    return bool(torch._C._will_engine_execute_node(torch.autograd.graph.get_gradient_edge(leaf).node))
+
+
+class _RecomputedMessages(torch.autograd.Function):
+    """M_i = sum_j f(r_ij) Y_j (each part by its filter basis W^T) in chunks of ``size`` edges, none kept for the
+    backward pass; that is made of differentiable operations (out of place under create_graph): second derivatives."""
+
+    @staticmethod
+    def forward(ctx, nodes: Tensor, weight: Tensor, basis: Tensor, centre: Tensor, neighbour: Tensor, size: int):
+        ctx.save_for_backward(nodes, weight, basis, centre, neighbour)
+        ctx.size = size
+        messages = torch.zeros_like(nodes)
+        for start in range(0, basis.shape[0], size):
+            filters = torch.matmul(basis[start : start + size], weight.t()).view(-1, 3, nodes.shape[-1])
+            gathered = nodes.index_select(0, neighbour[start : start + size])
+            messages.index_add_(0, centre[start : start + size], _scale(gathered, filters, True))
+        return messages
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        nodes, weight, basis, centre, neighbour = ctx.saved_tensors
+        recorded = torch.is_grad_enabled()  # create_graph
+        grad_nodes, grad_basis = torch.zeros_like(nodes), []
+        # the weight's gradient only when this backward pass goes on to it (not when only forces are asked for)
+        weight_needed = weight.requires_grad
+        try:
+            weight_needed = weight_needed and (recorded or _will_execute(weight))
+        except RuntimeError:  # the weight among the inputs of autograd.grad (torch cannot tell then): needed
+            pass
+        grad_weight = torch.zeros_like(weight.t())  # [n_rbf, 3F]
+        for start in range(0, basis.shape[0], ctx.size):
+            stop = start + ctx.size
+            chunk, index = basis[start:stop], neighbour[start:stop]
+            filters = torch.matmul(chunk, weight.t()).view(-1, 3, nodes.shape[-1])
+            grad_gathered = grad.index_select(0, centre[start:stop])
+            product = nodes.index_select(0, index)
+            product = product * grad_gathered if recorded else product.mul_(grad_gathered)
+            grad_filters = torch.cat([product[:, :1], product[:, 1:4].sum(1, True), product[:, 4:].sum(1, True)], 1)
+            grad_filters = grad_filters.view(chunk.shape[0], -1)  # [e, 3F]
+            addend = _scale(grad_gathered, filters, not recorded)
+            grad_nodes = grad_nodes.index_add(0, index, addend) if recorded else grad_nodes.index_add_(0, index, addend)
+            if weight_needed:
+                grad_weight = grad_weight + torch.matmul(chunk.t(), grad_filters)
+            grad_basis.append(torch.matmul(grad_filters, weight))
+        return grad_nodes, grad_weight.t() if weight_needed else None, torch.cat(grad_basis), None, None, None
 
 
 class TensorNet(nn.Module):

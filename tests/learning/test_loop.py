@@ -19,6 +19,9 @@ from physml_md.cli.main import main
 from physml_md.config.learning import LearningConfig
 from physml_md.config.load import config_from_dict
 from physml_md.config.types import ConfigError, validate
+from physml_md.data.packed.folder import PackedFolder
+from physml_md.data.packed.writer import pack
+from physml_md.learning import loop as loop_module
 from physml_md.learning.labelling import LabellingError
 from physml_md.learning.loop import learn, select_frames
 from physml_md.md.control import Interrupts
@@ -118,6 +121,74 @@ def test_a_killed_loop_resumes_at_its_round(setup):
     again = run(raw, learning)
     assert (root / "round_0" / "train" / "model.pt").stat().st_mtime_ns == kept  # round 0 was not redone
     assert [r["round"] for r in again.rounds] == [0, 1] and again.rounds[0]["members"] == members
+
+
+@pytest.fixture
+def packed_setup(setup, tmp_path):
+    """``setup`` with the EMT Cu data packed: (raw config, [learning] table, the packed folder)."""
+    raw, learning = setup
+    source = tmp_path / "cu.packed"
+    pack([raw["data"]["source"]], source)
+    raw["data"]["source"] = str(source)
+    return raw, learning, source
+
+
+def test_a_packed_source_trains_on_a_packed_set_the_rounds_append_to(packed_setup, monkeypatch):
+    """Before: the loop read the packed folder with ase.io.read (an error) and could only write data.extxyz."""
+    raw, learning, source = packed_setup
+    manifest = (source / "manifest.json").read_bytes()
+    n = len(PackedFolder(source))
+    seen, real_train = [], loop_module.train_committee
+    monkeypatch.setattr(
+        loop_module, "train_committee",
+        lambda config, **kw: seen.append(len(PackedFolder(config.data.source))) or real_train(config, **kw),
+    )  # fmt: skip
+    root = Path(raw["trainer"]["default_root_dir"])
+    (root / "data.packed.tmp").mkdir(parents=True)  # a copy stopped before: made again
+    result = run(raw, learning)
+    first, second = result.rounds
+    assert first["labelled_frames"] == second["labelled_frames"] == 2
+    assert seen == [n, n + 2] == [first["training_frames"], second["training_frames"]]  # round 1 saw round 0's
+    packed = PackedFolder(root / "data.packed")
+    assert packed.summary["n_structures"] == len(packed) == n + 4  # the last round's frames added at the end
+    assert packed.summary["label_counts"]["forces"] == n + 4
+    labelled = ase.io.read(root / "round_1" / "labelled.extxyz", ":")
+    stored = [packed.arrays(i)["energy"][0] for i in (n + 2, n + 3)]
+    assert stored == [frame.get_potential_energy() for frame in labelled]
+    assert (source / "manifest.json").read_bytes() == manifest and len(PackedFolder(source)) == n  # not written
+    assert not list(root.glob("round_*/data.extxyz")) and not (root / "data.packed.tmp").exists()
+
+
+def test_a_packed_training_split_is_copied_and_appended_to_as_well(packed_setup):
+    raw, learning, source = packed_setup
+    raw["data"]["source"] = None
+    raw["data"]["train"] = {"path": str(source)}
+    raw["data"]["validation"] = {"path": str(source)}
+    result = run(raw, {**learning, "rounds": 1})
+    assert len(PackedFolder(Path(raw["trainer"]["default_root_dir"]) / "data.packed")) == len(PackedFolder(source)) + 2
+    assert result.rounds[0]["training_frames"] == len(PackedFolder(source))
+
+
+def test_a_round_killed_after_its_append_is_redone_without_appending_twice(packed_setup, monkeypatch):
+    raw, learning, source = packed_setup
+    n = len(PackedFolder(source))
+    real_md = loop_module.run_md
+
+    def killed_in_round_1(*args, seed, **kwargs):  # after round 1 appended round 0's frames and trained
+        if seed == 1:
+            raise RuntimeError("killed")
+        return real_md(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(loop_module, "run_md", killed_in_round_1)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(raw, learning)
+    packed = Path(raw["trainer"]["default_root_dir"]) / "data.packed"
+    assert len(PackedFolder(packed)) == n + 2
+    monkeypatch.setattr(loop_module, "run_md", real_md)
+    result = run(raw, learning)  # round 1 redone
+    assert [r["training_frames"] for r in result.rounds] == [n, n + 2] and len(PackedFolder(packed)) == n + 4
+    run(raw, learning)  # finished: read back, nothing appended
+    assert len(PackedFolder(packed)) == n + 4
 
 
 def test_a_failing_calculator_stops_the_round_and_writes_nothing_half_done(setup):

@@ -205,7 +205,7 @@ FEATURES = 8
 N_RBF = 5
 SECOND_DERIVATIVE = 1e-10  # relative, float64: a longer chain of roundings than the forces
 # chunk_elements and recompute_edges: the edges at once, in one chunk, or in chunks of 7 (several chunks in eval
-# mode: recomputed in the backward pass under torch.utils.checkpoint unless recompute_edges is False)
+# mode: recomputed in the backward pass by _RecomputedMessages unless recompute_edges is False)
 CHUNKS = {
     "no chunks (as traced for torch.export)": (0, True),
     "one chunk": (1 << 20, True),
@@ -272,21 +272,46 @@ def test_energy_forces_stress_equal_the_reference(name, chunks, n_outputs):
 
 
 def test_edges_are_recomputed_in_eval_mode_only(monkeypatch):
-    """Several chunks in eval mode: each interaction's messages go through torch.utils.checkpoint (nothing per edge
+    """Several chunks in eval mode: each interaction's messages go through _RecomputedMessages (nothing per edge
     kept for the backward pass); in training mode, with recompute_edges False, or with one chunk they do not."""
     model, _ = _model_pair("7-edge chunks")
     calls = []
-    monkeypatch.setattr(tensornet, "checkpoint", lambda function, *args, **kwargs: calls.append(1) or function(*args))
+    recomputed = tensornet._RecomputedMessages
+
+    class Counted:
+        @staticmethod
+        def apply(*args):
+            calls.append(args[-1])  # the chunk size
+            return recomputed.apply(*args)
+
+    monkeypatch.setattr(tensornet, "_RecomputedMessages", Counted)
     data = reference_system("molecule")
     model.eval()(data)
     n_chunks = len(model.energy_model._edge_chunks(*_graph(ETHANOL), _graph(ETHANOL)[2].norm(dim=-1)))
-    assert n_chunks > 1 and len(calls) == 2 * n_chunks  # 2 interactions
+    assert n_chunks > 1 and calls == [7, 7]  # 2 interactions, in chunks of 7 edges
     model.train()(data)
     model.eval().energy_model.recompute_edges = False
     model(data)
     model.energy_model.recompute_edges, model.energy_model.chunk_elements = True, 1 << 20
     model(data)
-    assert len(calls) == 2 * n_chunks
+    assert calls == [7, 7]
+
+
+def test_recomputed_edges_give_the_parameter_gradients():
+    """_RecomputedMessages skips the filter weight's gradient when only forces are asked for; asked for (with the
+    forces in the same pass), it equals the one through the edge tensors kept for the backward pass."""
+    model, _ = _model_pair("7-edge chunks")
+    species, edge_index, vectors = _graph(ETHANOL)
+    gradients = []
+    for recompute in (True, False):
+        model.energy_model.recompute_edges = recompute
+        v = vectors.clone().requires_grad_(True)
+        energy = model.energy_model.eval()(species, edge_index, v, v.norm(dim=-1)).sum()
+        gradients.append(torch.autograd.grad(energy, [v, *model.energy_model.parameters()], allow_unused=True))
+    for recomputed, kept in zip(*gradients):
+        assert (recomputed is None) == (kept is None)
+        if kept is not None:
+            assert_close(recomputed.numpy(), kept.numpy(), EXACT[torch.float64], "gradient")
 
 
 def test_recomputed_edges_give_second_derivatives():

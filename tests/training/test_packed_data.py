@@ -129,7 +129,13 @@ def _run(tiny_config, source, root, epochs=2):
     return train(config_from_dict(raw), verbose=False)
 
 
-def test_training_from_a_packed_folder_equals_training_from_its_file(tiny_config, cu_data, cu_packed, tmp_path):
+@pytest.mark.parametrize("neighbor_cutoff", [None, 4.0])  # 4.0: the stored lists, at the model's cut-off
+def test_training_from_a_packed_folder_equals_training_from_its_file(
+    tiny_config, cu_data, cu_packed, tmp_path, neighbor_cutoff
+):
+    if neighbor_cutoff is not None:
+        cu_packed = tmp_path / "neighbors.packed"
+        pack([cu_data], cu_packed, KEYS, chunk_size=7, neighbor_cutoff=neighbor_cutoff)
     memory = _run(tiny_config, cu_data, tmp_path / "file")
     lazy = _run(tiny_config, cu_packed, tmp_path / "packed")
     for name in ("train/loss", "val/loss", "val/per_atom_force/rmse"):

@@ -7,11 +7,15 @@ chunk's files with byte sizes and sha256, and a summary; written last) and one `
 ``<label>_mask`` [B] bool and, when any structure has it, ``<label>`` (shapes of ``keys``, float64, bit for bit the
 source's); ``records`` [B] str ("s:<text>" or "i:<integer>"); ``forces_sq`` [B] (sum of squared force components)
 and ``pairs_structure``/``pairs_code``/``pairs_distance`` [P] (shortest distance per element pair within
-``pair_cutoff``; code = 256 Z_low + Z_high).
+``pair_cutoff``; code = 256 Z_low + Z_high); with ``pack --neighbor-cutoff R`` (manifest ``neighbor_cutoff``, format
+version 2; version 1 is read too) ``neighbor_counts`` [B] int64, ``neighbor_index`` [E, 2] (atom indices within
+the structure) and ``neighbor_shifts`` [E, 3] (the smallest of int8/16/32 that holds them): ``neighbor_list`` of
+the float64 structure at R.
 
 ``PackedFolder`` checks the manifest and every file's size on opening (``PackedFolderError`` naming the file), then
 reads structures with ``os.pread`` (no mapping kept: memory stays flat; safe in forked DataLoader workers).
-``PackedDataset`` is the torch Dataset of some of them, each neighbour list computed when read.
+``PackedDataset`` is the torch Dataset of some of them, each neighbour list taken from the stored one (at a cut-off
+<= the stored one; ``PackedFolder.neighbors``) or computed when read.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from physml_md.data.neighbors import neighbor_list
 from physml_md.data.structures import structure_inputs
 
 FORMAT_NAME = "physml-md packed structures"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: without stored neighbour lists
+NEIGHBOR_ARRAYS = ("neighbor_counts", "neighbor_index", "neighbor_shifts")
 MANIFEST = "manifest.json"
 PER_ATOM_ARRAYS = frozenset({K.POSITIONS, K.ATOMIC_NUMBERS, *K.PER_ATOM_LABELS})
 
@@ -71,10 +77,10 @@ def read_manifest(folder: Path) -> Dict[str, Any]:
         raise PackedFolderError(f"{path} is damaged ({exc}); pack the data again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise PackedFolderError(f"{path} is not a {FORMAT_NAME!r} manifest; give a folder written by physml-md pack")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise PackedFolderError(
-            f"{path} has format version {manifest.get('format_version')!r}; this physml-md reads version "
-            f"{FORMAT_VERSION}: pack the data again with this version"
+            f"{path} has format version {manifest.get('format_version')!r}; this physml-md reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: pack the data again with this version"
         )
     chunks = manifest.get("chunks")
     if not isinstance(chunks, list) or not all(isinstance(c, dict) and "files" in c for c in chunks):
@@ -126,6 +132,11 @@ class _Chunk:
         self.atom_start = np.concatenate([[0], np.cumsum(self.n_atoms)]).astype(np.int64)
         if len(self.n_atoms) != record.get("n_structures") or self.atom_start[-1] != record.get("n_atoms"):
             raise PackedFolderError(f"{self.path / 'n_atoms.npy'} does not match the manifest's counts: damaged")
+        self.edge_start = None
+        if "neighbor_counts" in self.arrays:
+            self.edge_start = np.concatenate([[0], np.cumsum(self.load("neighbor_counts"))]).astype(np.int64)
+            if self.edge_start[-1] != self.arrays["neighbor_index"][2][0]:
+                raise PackedFolderError(f"{self.path / 'neighbor_counts.npy'} does not match neighbor_index: damaged")
 
     def load(self, name: str) -> np.ndarray:
         """A whole array of this chunk, read into memory."""
@@ -181,7 +192,7 @@ class PackedFolder:
         a0, a1 = int(chunk.atom_start[i]), int(chunk.atom_start[i + 1])
         out = {}
         for name in chunk.arrays:
-            if name.startswith("pairs_") or name in ("forces_sq", "records"):
+            if name.startswith(("pairs_", "neighbor_")) or name in ("forces_sq", "records"):
                 continue
             out[name] = self._read(chunk, name, *((a0, a1) if name in PER_ATOM_ARRAYS else (i, i + 1)))
         return out
@@ -202,6 +213,31 @@ class PackedFolder:
             data[label] = torch.tensor(value, dtype=dtype)
             data[K.mask_key(label)] = torch.tensor([present], dtype=torch.bool)
         return data
+
+    def neighbors(self, index: int, cutoff: float, positions: Tensor, cell: Tensor) -> Tuple[Tensor, Tensor] | None:
+        """``neighbor_list(positions, cell, pbc, cutoff)`` of structure ``index`` from its stored list (the same
+        edges; the same order too at the stored cut-off in float64), or None when the folder stores none within
+        ``cutoff`` (then compute it). ``positions``/``cell``: the structure's, as read (in its dtype); below float64
+        the stored list is used only for a cut-off shorter than the stored one by more than the rounding can move a
+        distance."""
+        stored = self.manifest.get("neighbor_cutoff")
+        chunk, i = self.locate(int(index))
+        if stored is None or chunk.edge_start is None or not cutoff <= stored:
+            return None
+        e0, e1 = int(chunk.edge_start[i]), int(chunk.edge_start[i + 1])
+        pairs = self._read(chunk, "neighbor_index", e0, e1).astype(np.int64)
+        shifts = self._read(chunk, "neighbor_shifts", e0, e1).astype(np.int64)
+        exact = positions.dtype == torch.float64 and cell.dtype == torch.float64
+        if len(pairs) and not (exact and cutoff == stored):
+            x, box = positions.detach().double().numpy(), cell.detach().double().numpy()
+            if not exact:  # the stored list (from float64) must hold every pair within cutoff of the rounded structure
+                reach = np.abs(x).max() + np.abs(box).max() * (1.0 + np.abs(shifts).max())
+                if stored - cutoff <= 16.0 * torch.finfo(positions.dtype).eps * (1.0 + reach):
+                    return None
+            r = x[pairs[:, 1]] - x[pairs[:, 0]] + shifts @ box
+            keep = np.einsum("ij,ij->i", r, r) < cutoff * cutoff
+            pairs, shifts = pairs[keep], shifts[keep]
+        return torch.from_numpy(np.ascontiguousarray(pairs.T)), torch.from_numpy(shifts)
 
     def column(self, name: str, indices: np.ndarray | None = None) -> np.ndarray:
         """A per-structure array over the folder (or at sorted ``indices``); a missing label is zeros."""
@@ -261,8 +297,9 @@ class PackedFolder:
 
 class PackedDataset(Dataset):
     """The structures ``indices`` of a ``PackedFolder`` as structure dicts in ``dtype`` with the ``labels`` asked for,
-    ``pbc``/``cell`` overrides applied and, when ``cutoff`` is given, ``edge_index``/``cell_shifts`` computed on
-    reading (``physml_md.data.neighbors.neighbor_list``, the in-memory path's call). ``what`` names it in errors.
+    ``pbc``/``cell`` overrides applied and, when ``cutoff`` is given, ``edge_index``/``cell_shifts``: the stored
+    list (``PackedFolder.neighbors``; without overrides) or computed on reading (``neighbor_list``, the in-memory
+    path's call). ``what`` names it in errors.
     ``log``, when a list, records every folder index read (to check what a process reads)."""
 
     def __init__(
@@ -302,11 +339,16 @@ class PackedDataset(Dataset):
             data[K.PBC] = torch.tensor([self.pbc], dtype=torch.bool)
         if self.cell is not None:
             data[K.CELL] = torch.tensor([self.cell], dtype=self.dtype)
-        if self.cutoff is not None:
+        overridden = self.pbc is not None or self.cell is not None
+        edges = None
+        if self.cutoff is not None and not overridden:
+            edges = self.folder.neighbors(source, self.cutoff, data[K.POSITIONS], data[K.CELL][0])
+        if self.cutoff is not None and edges is None:
             try:
                 edges = neighbor_list(data[K.POSITIONS], data[K.CELL][0], data[K.PBC][0], self.cutoff)
             except ValueError as exc:
                 raise ValueError(f"{self.what} structure {index}: {exc}") from None
+        if edges is not None:
             data[K.EDGE_INDEX], data[K.CELL_SHIFTS] = edges
         return data
 

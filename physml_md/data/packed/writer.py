@@ -4,6 +4,8 @@
 Atomic: a new folder is written as ``<OUTPUT>.tmp-<pid>`` and renamed once its manifest (written last) is complete.
 ``append=True`` (under ``folder_lock``) writes each new chunk under a temporary name, then replaces the manifest
 atomically; existing chunks are never touched, and a stopped append leaves at most an unlisted chunk, ignored.
+``neighbor_cutoff`` also stores each structure's neighbour list (``neighbor_list`` at that cut-off), which training
+at a cut-off up to it reads instead of computing it in the DataLoader workers.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from physml_md._version import __version__
 from physml_md.atomic_write import OutputError, atomic_write_text, folder_lock
 from physml_md.data import keys as K
 from physml_md.data.elements import CHEMICAL_SYMBOLS
+from physml_md.data.neighbors import neighbor_list
 from physml_md.data.packed.folder import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -56,6 +59,25 @@ def _frames(path: Path, index: str) -> Iterator[ase.Atoms]:
             ) from None
     else:
         yield from read_structures(path, index)
+
+
+def _neighbor_arrays(structures: List[Dict[str, torch.Tensor]], cutoff: float, chunk: str) -> Dict[str, np.ndarray]:
+    """``neighbor_counts``/``neighbor_index``/``neighbor_shifts`` of the structures (see ``..folder``)."""
+    counts, pairs, shifts = [], [np.zeros((0, 2), np.int64)], [np.zeros((0, 3), np.int64)]
+    for i, data in enumerate(structures):
+        try:
+            edges, cell_shifts = neighbor_list(data[K.POSITIONS], data[K.CELL][0], data[K.PBC][0], cutoff)
+        except ValueError as exc:
+            raise ValueError(f"structure {i} of {chunk} (counted from 0): {exc}") from None
+        counts.append(edges.shape[1])
+        pairs.append(edges.T.numpy())
+        shifts.append(cell_shifts.numpy())
+    arrays = {"neighbor_counts": np.array(counts, dtype=np.int64)}
+    for name, parts in (("neighbor_index", pairs), ("neighbor_shifts", shifts)):
+        whole = np.concatenate(parts)  # in the smallest integer type that holds it (32 atoms: 7 bytes an edge)
+        largest = np.abs(whole).max(initial=0)
+        arrays[name] = whole.astype(next(t for t in (np.int8, np.int16, np.int32) if largest <= np.iinfo(t).max))
+    return arrays
 
 
 def _chunk_arrays(structures: List[Dict[str, torch.Tensor]], labels: Sequence[str], cutoff: float):
@@ -193,6 +215,8 @@ def _fill(
         name = f"chunk-{number:06d}"
         taken.add(name)
         arrays, summary = _chunk_arrays(pending, labels, manifest["pair_cutoff"])
+        if manifest.get("neighbor_cutoff") is not None:
+            arrays.update(_neighbor_arrays(pending, manifest["neighbor_cutoff"], name))
         manifest["chunks"].append(_write_chunk(folder, name, arrays, summary))
         pending = []
 
@@ -251,7 +275,7 @@ def _append(output: Path, inputs: List[Path], keys: LabelKeys, chunk_size: int, 
     return added
 
 
-def _new_manifest(inputs: List[Path], keys: LabelKeys, pair_cutoff: float, record_key: str) -> dict:
+def _new_manifest(inputs: List[Path], keys: LabelKeys, pair_cutoff: float, record_key: str, neighbor_cutoff) -> dict:
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -259,6 +283,7 @@ def _new_manifest(inputs: List[Path], keys: LabelKeys, pair_cutoff: float, recor
         "labels": list(keys.requested()),
         "label_keys": keys.requested(),
         "pair_cutoff": float(pair_cutoff),
+        "neighbor_cutoff": None if neighbor_cutoff is None else float(neighbor_cutoff),
         "record_key": record_key,
         "sources": [str(p) for p in inputs],
         "chunks": [],
@@ -276,12 +301,14 @@ def pack(
     index: str = ":",
     progress: bool = False,
     record_key: str = "record",
+    neighbor_cutoff: float | None = None,
 ) -> int:
     """Pack the structures of ``inputs`` (extxyz files, ASE databases) into the folder ``output``; the number of
     structures added. A new ``output`` must not exist; ``append=True`` adds to an existing packed folder (with the
     same labels). ``keys`` names the labels in the files (``[data]``'s ``y_*``); every label it asks for is stored,
     with its mask. ``record_key``: the ``atoms.info`` key of each structure's record (else its chemical formula),
-    stored for ``random_record_splitting_strategy``. See the module docstring for what is atomic."""
+    stored for ``random_record_splitting_strategy``. ``neighbor_cutoff`` (angstrom): store each structure's neighbour
+    list at it (an append keeps the folder's). See the module docstring for what is atomic."""
     inputs = [Path(p) for p in inputs]
     output = Path(output)
     if not inputs:
@@ -291,6 +318,8 @@ def pack(
             raise FileNotFoundError(f"no such file: {str(path)!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of structures, got {chunk_size!r}")
+    if neighbor_cutoff is not None and not 0.0 < neighbor_cutoff < float("inf"):
+        raise ValueError(f"neighbor_cutoff must be a positive number of angstrom, got {neighbor_cutoff!r}")
     if append:
         return _append(output, inputs, keys, chunk_size, index, progress, record_key)
     if output.exists() or output.is_symlink():
@@ -302,7 +331,7 @@ def pack(
     tmp = output.with_name(f"{output.name}.tmp-{os.getpid()}")
     tmp.mkdir()
     try:
-        manifest = _new_manifest(inputs, keys, pair_cutoff, record_key)
+        manifest = _new_manifest(inputs, keys, pair_cutoff, record_key, neighbor_cutoff)
         added = _fill(tmp, manifest, inputs, keys, chunk_size, index, progress)
         _write_manifest(tmp, manifest)
         os.rename(tmp, output)
