@@ -17,11 +17,9 @@ per epoch). Throughput counts structures of the training split per second.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import importlib.util
 import json
-import logging
 import os
 import statistics
 import sys
@@ -44,6 +42,7 @@ except ImportError:  # a checkout that was not `pip install -e`d
 from physml_md.config.load import Config, ConfigError, load_config  # noqa: E402
 from physml_md.data import keys as K  # noqa: E402
 from physml_md.export.checkpoint import load_checkpoint  # noqa: E402
+from physml_md.learning.committee_training import lightning_quiet  # noqa: E402
 from physml_md.models import build_model  # noqa: E402
 from physml_md.training import run as runner  # noqa: E402
 from physml_md.training.callbacks import LossWeightMixing  # noqa: E402
@@ -109,21 +108,9 @@ def benchmark_config(
     return load_config(config_path, [*overrides, *settings])
 
 
-@contextlib.contextmanager
-def _quiet_lightning():
-    """Lightning's info lines (accelerator, tips) off for the duration; the previous level is restored."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def lightning_epochs(config: Config, work_dir: Path) -> Tuple[List[float], runner.TrainResult]:
     """Run ``runner.train(config)`` (what `physml-md train` calls); the epoch durations (s) and its result."""
-    with _quiet_lightning():
+    with lightning_quiet():
         result = runner.train(config, verbose=False)
     timings = json.loads((work_dir / "epochs.json").read_text())
     if any(n != torch.get_num_threads() for n in timings["threads"]):

@@ -56,7 +56,7 @@ def _config_sha256(config: Config) -> str:
 
 
 @contextlib.contextmanager
-def _lightning_quiet() -> Iterator[None]:
+def lightning_quiet() -> Iterator[None]:
     """Lightning's own info lines (devices, checkpoint restores) silenced: N members would print them N times."""
     logger = logging.getLogger("lightning.pytorch")
     level = logger.level
@@ -74,7 +74,7 @@ def _train_member(
         torch.set_num_threads(threads)
     seed = config.training.seed + index if bootstrap else None
     member = member_config(config, index)
-    with _lightning_quiet():
+    with lightning_quiet():
         result = train(member, bootstrap_seed=seed, verbose=False, initial_weights=initial, **data)
     if result.best_checkpoint is None:
         raise RuntimeError(f"committee member {index} wrote no checkpoint: check trainer.max_epochs and the data")
