@@ -352,9 +352,14 @@ void PairMetatomic::add_neighbors(metatomic_torch::System &system, const ListReq
   auto inverse = torch::linalg_inv(cell).contiguous();
   auto inv = inverse.accessor<double, 2>();
 
+  // An owned atom's full list is complete and names each (folded neighbour, shift) once, and no ghost folds onto
+  // an owned centre's pairs: only pairs around a ghost centre (several images of one ghost may list the same
+  // pair) need the set. At one rank every ghost folds onto an owned atom, so nothing is hashed.
   std::unordered_set<PairKey, PairKeyHash> seen;
   std::vector<int32_t> samples;
   std::vector<double> vectors;
+  samples.reserve(static_cast<size_t>(list->inum) * 64 * 5);
+  vectors.reserve(static_cast<size_t>(list->inum) * 64 * 3);
   for (int ii = 0; ii < list->inum + list->gnum; ii++) {
     int i = list->ilist[ii];
     int fi = folded_[i];
@@ -380,7 +385,7 @@ void PairMetatomic::add_neighbors(metatomic_torch::System &system, const ListReq
         }
       }
       PairKey key{{compact_[fi], compact_[fj], s[0], s[1], s[2]}};
-      if (!seen.insert(key).second) continue;
+      if (fi >= nlocal && !seen.insert(key).second) continue;
       samples.insert(samples.end(), key.v.begin(), key.v.end());
       vectors.insert(vectors.end(), d, d + 3);
     }
@@ -393,7 +398,7 @@ void PairMetatomic::add_neighbors(metatomic_torch::System &system, const ListReq
       torch::from_blob(vectors.data(), {n_pairs, 3, 1}, torch::TensorOptions().dtype(torch::kFloat64)).clone();
   auto sample_labels = torch::make_intrusive<metatensor_torch::LabelsHolder>(
       std::vector<std::string>{"first_atom", "second_atom", "cell_shift_a", "cell_shift_b", "cell_shift_c"},
-      sample_values.to(device_));
+      sample_values.to(device_), metatensor::assume_unique{});    // unique by construction (above)
   auto block = torch::make_intrusive<metatensor_torch::TensorBlockHolder>(
       vector_values.to(dtype_).to(device_), sample_labels,
       std::vector<metatensor_torch::Labels>{

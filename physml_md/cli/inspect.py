@@ -73,6 +73,7 @@ def _packed_rows(folder: PackedFolder) -> Rows:
     counts = summary.get("label_counts", {})
     n = len(folder)
     pairs = _listed(summary.get("shortest_pair_distances") or {}, ".3f")
+    cutoff = folder.manifest.get("neighbor_cutoff")
     return [
         ("folder", str(folder.path)),
         ("format", f"{folder.manifest['format']}, version {folder.manifest['format_version']}"),
@@ -83,6 +84,7 @@ def _packed_rows(folder: PackedFolder) -> Rows:
         ("self-energies", _listed(summary.get("self_energies") or {}, ".6g", " eV") or "no energies"),
         ("force RMS", "no forces" if summary.get("forces_rms") is None else f"{summary['forces_rms']:.6g} eV/angstrom"),
         ("closest pairs", f"{pairs} (within {folder.manifest.get('pair_cutoff')} A)"),
+        ("neighbour lists", f"stored within {cutoff:g} A" if cutoff else "not stored (pack --neighbor-cutoff R)"),
         ("sources", ", ".join(folder.manifest.get("sources", []))),
         ("size on disk", f"{size} bytes ({size / 2**20:.3g} MiB)"),
     ]

@@ -179,9 +179,9 @@ def _pack_parser(commands: argparse._SubParsersAction) -> None:
     pack.add_argument(
         "--pair-cutoff",
         type=float,
-        default=5.0,
-        help="shortest pair distances are stored within this many angstrom (default 5.0; training with a longer "
-        "cut-off computes them from the structures)",
+        default=None,
+        help="shortest pair distances are stored within this many angstrom (default: --neighbor-cutoff when given, "
+        "else 5.0; training with a longer cut-off computes them from the structures)",
     )
     pack.add_argument(
         "--neighbor-cutoff",

@@ -271,12 +271,16 @@ def _inputs(structures: Structures) -> Dict[str, Tensor]:
     }
 
 
-def pair_minima(structures: Structures, cutoff: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pair_minima(
+    structures: Structures, cutoff: float, lists: Tuple[Tensor, Tensor] | None = None
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(structure, pair code 256 Z_low + Z_high, shortest distance) of each element pair of each structure closer
     than ``cutoff`` (periodic images included; one neighbour list for all, float64). A batch dict counts as its
-    structures."""
+    structures. ``lists``: their ``batch_neighbor_list`` at ``cutoff`` or beyond, when already computed."""
     batch = _inputs(structures)
-    edges, shifts = batch_neighbor_list(batch[K.POSITIONS], batch[K.CELL], batch[K.PBC], batch[K.N_ATOMS], cutoff)
+    if lists is None:
+        lists = batch_neighbor_list(batch[K.POSITIONS], batch[K.CELL], batch[K.PBC], batch[K.N_ATOMS], cutoff)
+    edges, shifts = lists
     i, j = edges[0], edges[1]
     owner = batch[K.BATCH][i]
     x, z = batch[K.POSITIONS], batch[K.ATOMIC_NUMBERS]

@@ -135,7 +135,7 @@ class MetatomicPotential(nn.Module):
         inside = lengths < self.cutoff  # an engine may list pairs a little beyond (a Verlet skin)
         vectors = vectors[inside]
         lengths = lengths[inside]
-        edge_index = neighbors.samples.values[inside][:, :2].to(torch.long).t()
+        edge_index = neighbors.samples.values[inside][:, :2].to(torch.long).t().contiguous()
         raise_on_overlap(lengths, edge_index)  # two atoms at one position: an error, not NaN forces
         n = numbers.shape[0]
         batch = torch.zeros(n, dtype=torch.long, device=numbers.device)

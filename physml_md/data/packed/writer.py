@@ -5,21 +5,29 @@ Atomic: a new folder is written as ``<OUTPUT>.tmp-<pid>`` and renamed once its m
 ``append=True`` (under ``folder_lock``) writes each new chunk under a temporary name, then replaces the manifest
 atomically; existing chunks are never touched, and a stopped append leaves at most an unlisted chunk, ignored.
 ``neighbor_cutoff`` also stores each structure's neighbour list (``neighbor_list`` at that cut-off), which training
-at a cut-off up to it reads instead of computing it in the DataLoader workers.
+at a cut-off up to it reads instead of computing it in the DataLoader workers. Each chunk's neighbour-list work
+runs in a worker process while the next chunk is read (``_Pipeline``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import os
 import shutil
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import ase
 import ase.io
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from physml_md._version import __version__
@@ -43,6 +51,7 @@ from physml_md.data.structures import DEFAULT_KEYS, LabelKeys
 
 DEFAULT_CHUNK = 10_000  # structures per chunk (a chunk is held in memory while it is written: ~250 MB)
 DEFAULT_PAIR_CUTOFF = 5.0  # angstrom: shortest pair distances are stored within this (data.cut_off's default)
+PARALLEL_MIN = 2_000  # a chunk at least this large, with more input after it, starts the worker process
 _READ_BATCH = 1000  # structures converted (and label-checked) at a time
 _RECORD = "_record"  # (the pending structure dicts carry their record label under this key)
 
@@ -61,18 +70,37 @@ def _frames(path: Path, index: str) -> Iterator[ase.Atoms]:
         yield from read_structures(path, index)
 
 
-def _neighbor_arrays(structures: List[Dict[str, torch.Tensor]], cutoff: float, chunk: str) -> Dict[str, np.ndarray]:
-    """``neighbor_counts``/``neighbor_index``/``neighbor_shifts`` of the structures (see ``..folder``)."""
-    counts, pairs, shifts = [], [np.zeros((0, 2), np.int64)], [np.zeros((0, 3), np.int64)]
+def _structures(base: Dict[str, np.ndarray]) -> List[Dict[str, torch.Tensor]]:
+    """The structure dicts (positions, atomic numbers, cell, pbc, n_atoms) of a chunk's concatenated arrays."""
+    starts = np.concatenate([[0], np.cumsum(base[K.N_ATOMS])]).astype(np.int64)
+    return [
+        {
+            K.POSITIONS: torch.from_numpy(base[K.POSITIONS][a:b]),
+            K.ATOMIC_NUMBERS: torch.from_numpy(base[K.ATOMIC_NUMBERS][a:b].astype(np.int64)),
+            K.CELL: torch.from_numpy(base[K.CELL][k : k + 1]),
+            K.PBC: torch.from_numpy(base[K.PBC][k : k + 1]),
+            K.N_ATOMS: torch.tensor([b - a]),
+        }
+        for k, (a, b) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist()))
+    ]
+
+
+def _lists(structures: List[Dict[str, torch.Tensor]], cutoff: float, chunk: str) -> List[Tuple[Tensor, Tensor]]:
+    """Each structure's ``neighbor_list`` at ``cutoff`` (an error names the structure)."""
+    lists = []
     for i, data in enumerate(structures):
         try:
-            edges, cell_shifts = neighbor_list(data[K.POSITIONS], data[K.CELL][0], data[K.PBC][0], cutoff)
+            lists.append(neighbor_list(data[K.POSITIONS], data[K.CELL][0], data[K.PBC][0], cutoff))
         except ValueError as exc:
             raise ValueError(f"structure {i} of {chunk} (counted from 0): {exc}") from None
-        counts.append(edges.shape[1])
-        pairs.append(edges.T.numpy())
-        shifts.append(cell_shifts.numpy())
-    arrays = {"neighbor_counts": np.array(counts, dtype=np.int64)}
+    return lists
+
+
+def _neighbor_arrays(lists: List[Tuple[Tensor, Tensor]]) -> Dict[str, np.ndarray]:
+    """``neighbor_counts``/``neighbor_index``/``neighbor_shifts`` of the structures' lists (see ``..folder``)."""
+    arrays = {"neighbor_counts": np.array([edges.shape[1] for edges, _ in lists], dtype=np.int64)}
+    pairs = [np.zeros((0, 2), np.int64)] + [edges.T.numpy() for edges, _ in lists]
+    shifts = [np.zeros((0, 3), np.int64)] + [cell_shifts.numpy() for _, cell_shifts in lists]
     for name, parts in (("neighbor_index", pairs), ("neighbor_shifts", shifts)):
         whole = np.concatenate(parts)  # in the smallest integer type that holds it (32 atoms: 7 bytes an edge)
         largest = np.abs(whole).max(initial=0)
@@ -80,8 +108,37 @@ def _neighbor_arrays(structures: List[Dict[str, torch.Tensor]], cutoff: float, c
     return arrays
 
 
-def _chunk_arrays(structures: List[Dict[str, torch.Tensor]], labels: Sequence[str], cutoff: float):
-    """The arrays of one chunk (see ``physml_md.data.packed.folder``) and its mergeable summary."""
+def _derived_arrays(base: Dict[str, np.ndarray], pair_cutoff: float, neighbor_cutoff: float | None, chunk: str):
+    """The arrays of a chunk that need neighbour lists (``pairs_*``; ``neighbor_*`` with ``neighbor_cutoff``) from
+    its concatenated inputs ``base``, and its shortest distance per element pair; one list per structure and
+    cut-off (at equal cut-offs the pair distances come from the stored lists). Runs in ``_Pipeline``'s worker."""
+    starts = np.concatenate([[0], np.cumsum(base[K.N_ATOMS])]).tolist()
+    structures = [
+        {K.POSITIONS: torch.from_numpy(base[K.POSITIONS][a:b]), K.CELL: torch.from_numpy(base[K.CELL][k : k + 1]),
+         K.ATOMIC_NUMBERS: torch.from_numpy(base[K.ATOMIC_NUMBERS][a:b].astype(np.int64)),
+         K.PBC: torch.from_numpy(base[K.PBC][k : k + 1]), K.N_ATOMS: torch.tensor([b - a])}
+        for k, (a, b) in enumerate(zip(starts[:-1], starts[1:]))
+    ]  # fmt: skip
+    lists = {cutoff: _lists(structures, cutoff, chunk) for cutoff in {pair_cutoff, neighbor_cutoff} - {None}}
+    arrays = {} if neighbor_cutoff is None else _neighbor_arrays(lists[neighbor_cutoff])
+    parts, batches = [], range(0, len(structures), _READ_BATCH)
+    for s, part in ((s, lists[pair_cutoff][s : s + _READ_BATCH]) for s in batches):  # in global atom indices
+        edges = torch.cat([e + (o - starts[s]) for (e, _), o in zip(part, starts[s:])], 1)
+        parts.append(
+            pair_minima(structures[s : s + _READ_BATCH], pair_cutoff, (edges, torch.cat([c for _, c in part])))
+        )
+    arrays["pairs_structure"] = np.concatenate([p[0] + s for p, s in zip(parts, batches)])
+    arrays["pairs_code"], arrays["pairs_distance"] = (np.concatenate([p[k] for p in parts]) for k in (1, 2))
+    codes, inverse = np.unique(arrays["pairs_code"], return_inverse=True)
+    shortest = np.full(len(codes), np.inf)
+    np.minimum.at(shortest, inverse, arrays["pairs_distance"])
+    shortest = {pair_key(int(c) // 256, int(c) % 256): float(d) for c, d in zip(codes, shortest)}
+    return arrays, shortest
+
+
+def _chunk_arrays(structures: List[Dict[str, torch.Tensor]], labels: Sequence[str]):
+    """The arrays of one chunk that need no neighbour list (see ``physml_md.data.packed.folder``) and its mergeable
+    summary (without the pair distances: ``_derived_arrays``)."""
     cat = lambda key: np.concatenate([d[key].numpy() for d in structures])  # noqa: E731
     arrays: Dict[str, np.ndarray] = {
         "records": np.array([d[_RECORD] for d in structures], dtype=str),
@@ -104,23 +161,57 @@ def _chunk_arrays(structures: List[Dict[str, torch.Tensor]], labels: Sequence[st
         arrays["forces_sq"] = np.where(arrays[K.mask_key(K.FORCES)], squares, 0.0)
         n_force_components = int(3 * arrays[K.N_ATOMS][arrays[K.mask_key(K.FORCES)]].sum())
         forces_sq_sum = float(arrays["forces_sq"].sum())
-    starts = range(0, len(structures), _READ_BATCH)
-    pairs = [pair_minima(structures[s : s + _READ_BATCH], cutoff) for s in starts]
-    arrays["pairs_structure"] = np.concatenate([p[0] + s for p, s in zip(pairs, starts)])
-    arrays["pairs_code"], arrays["pairs_distance"] = (np.concatenate([p[k] for p in pairs]) for k in (1, 2))
-    shortest: Dict[str, float] = {}
-    for code in np.unique(arrays["pairs_code"]):
-        distance = float(arrays["pairs_distance"][arrays["pairs_code"] == code].min())
-        shortest[pair_key(int(code) // 256, int(code) % 256)] = distance
     summary = {
         "elements": sorted(int(z) for z in np.unique(arrays[K.ATOMIC_NUMBERS])),
         "label_counts": counts,
         "n_periodic": int(arrays[K.PBC].any(axis=1).sum()),
         "forces_sq_sum": forces_sq_sum,
         "n_force_components": n_force_components,
-        "shortest_pair_distances": shortest,
     }
     return arrays, summary
+
+
+class _Pipeline:
+    """Chunks written in order while the next is read: each chunk's neighbour-list work (``_derived_arrays``) runs
+    in one worker process (started with the first chunk that is full while more input follows and has at least
+    ``PARALLEL_MIN`` structures; smaller packs never start one), at most one chunk ahead of the writing."""
+
+    def __init__(self, folder: Path, manifest: Dict[str, Any]):
+        self.folder, self.manifest = folder, manifest
+        self.waiting: deque = deque()  # (name, arrays, summary, Future or the derived result)
+        self.executor: ProcessPoolExecutor | None = None
+
+    def add(self, name: str | None, arrays: Dict[str, np.ndarray], summary: Dict[str, Any], more: bool) -> None:
+        """Queue chunk ``name`` (None: none, only write what waits); ``more``: whether more chunks may follow."""
+        if name is not None:
+            base = {key: arrays[key] for key in (K.POSITIONS, K.ATOMIC_NUMBERS, K.N_ATOMS, K.CELL, K.PBC)}
+            job = (base, self.manifest["pair_cutoff"], self.manifest.get("neighbor_cutoff"), name)
+            if self.executor is None and more and len(arrays[K.N_ATOMS]) >= PARALLEL_MIN:
+                fork = multiprocessing.get_context("fork")  # as DataLoader's (spawn would rerun the caller's script)
+                self.executor = ProcessPoolExecutor(1, mp_context=fork, initializer=_worker, initargs=(os.getpid(),))
+            derived = _derived_arrays(*job) if self.executor is None else self.executor.submit(_derived_arrays, *job)
+            self.waiting.append((name, arrays, summary, derived))
+        while len(self.waiting) > (1 if more else 0):
+            name, arrays, summary, derived = self.waiting.popleft()
+            derived, shortest = derived.result() if isinstance(derived, Future) else derived
+            summary = {**summary, "shortest_pair_distances": shortest}
+            self.manifest["chunks"].append(_write_chunk(self.folder, name, {**arrays, **derived}, summary))
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker(parent: int) -> None:
+    """The worker's start: one torch thread, and an exit when the packing process is gone (killed: no orphan)."""
+    torch.set_num_threads(1)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _write_chunk(folder: Path, name: str, arrays: Dict[str, np.ndarray], summary: Dict[str, Any]) -> Dict[str, Any]:
@@ -162,14 +253,9 @@ def folder_summary(folder: Path, chunks: List[Dict[str, Any]]) -> Dict[str, Any]
         for chunk in chunks:
             load = lambda name: torch.from_numpy(np.load(folder / chunk["name"] / f"{name}.npy"))  # noqa: B023, E731
             mask = load(K.mask_key(K.ENERGY))
-            batches.append(
-                {
-                    K.ATOMIC_NUMBERS: load(K.ATOMIC_NUMBERS).long(),
-                    K.N_ATOMS: load(K.N_ATOMS),
-                    K.mask_key(K.ENERGY): mask,
-                    K.ENERGY: load(K.ENERGY) if bool(mask.any()) else torch.zeros(len(mask), dtype=torch.float64),
-                }
-            )
+            energy = load(K.ENERGY) if bool(mask.any()) else torch.zeros(len(mask), dtype=torch.float64)
+            batches.append({K.ATOMIC_NUMBERS: load(K.ATOMIC_NUMBERS).long(), K.N_ATOMS: load(K.N_ATOMS),
+                            K.mask_key(K.ENERGY): mask, K.ENERGY: energy})  # fmt: skip
         fitted = fit_self_energies(batches)
         self_energies = {CHEMICAL_SYMBOLS[z]: e for z, e in sorted(fitted.items())}
     return {
@@ -190,37 +276,29 @@ def _write_manifest(folder: Path, manifest: Dict[str, Any]) -> None:
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
-def _fill(
-    folder: Path,
-    manifest: Dict[str, Any],
-    inputs: Sequence[Path],
-    keys: LabelKeys,
-    chunk_size: int,
-    index: str,
-    progress: bool,
-) -> int:
-    """Append the structures of ``inputs`` to ``folder`` as new chunks (listed in ``manifest``); how many."""
+def _fill(folder: Path, manifest: Dict[str, Any], inputs: Sequence[Path], keys: LabelKeys, chunk_size, index, progress):
+    """Append the structures of ``inputs`` to ``folder`` as new chunks (listed in ``manifest``); how many.
+    ``chunk_size``, ``index``, ``progress``: ``pack``'s."""
     labels = manifest["labels"]
     taken = {c["name"] for c in manifest["chunks"]} | {p.name for p in folder.iterdir()}
     number = len(manifest["chunks"])
     pending: List[Dict[str, torch.Tensor]] = []
     added = 0
+    pipeline = _Pipeline(folder, manifest)
 
-    def flush():
+    def flush(more: bool):
         nonlocal number, pending
         if not pending:
+            pipeline.add(None, {}, {}, more)  # (writes what is waiting)
             return
         while f"chunk-{number:06d}" in taken:
             number += 1
         name = f"chunk-{number:06d}"
         taken.add(name)
-        arrays, summary = _chunk_arrays(pending, labels, manifest["pair_cutoff"])
-        if manifest.get("neighbor_cutoff") is not None:
-            arrays.update(_neighbor_arrays(pending, manifest["neighbor_cutoff"], name))
-        manifest["chunks"].append(_write_chunk(folder, name, arrays, summary))
+        pipeline.add(name, *_chunk_arrays(pending, labels), more)
         pending = []
 
-    with tqdm(unit=" structures", disable=not progress, desc="pack") as bar:
+    with tqdm(unit=" structures", disable=not progress, desc="pack") as bar, contextlib.closing(pipeline):
         for path in inputs:
             batch: List[ase.Atoms] = []
             start = 0
@@ -242,13 +320,13 @@ def _fill(
                     batch = []
                     while len(pending) >= chunk_size:
                         rest, pending = pending[chunk_size:], pending[:chunk_size]
-                        flush()
+                        flush(more=True)
                         pending = rest
                 if atoms is None:
                     break
             if start == 0:
                 raise ValueError(f"{str(path)!r} holds no structures: give files with at least one")
-        flush()
+        flush(more=False)
     return added
 
 
@@ -297,7 +375,7 @@ def pack(
     *,
     append: bool = False,
     chunk_size: int = DEFAULT_CHUNK,
-    pair_cutoff: float = DEFAULT_PAIR_CUTOFF,
+    pair_cutoff: float | None = None,
     index: str = ":",
     progress: bool = False,
     record_key: str = "record",
@@ -308,7 +386,9 @@ def pack(
     same labels). ``keys`` names the labels in the files (``[data]``'s ``y_*``); every label it asks for is stored,
     with its mask. ``record_key``: the ``atoms.info`` key of each structure's record (else its chemical formula),
     stored for ``random_record_splitting_strategy``. ``neighbor_cutoff`` (angstrom): store each structure's neighbour
-    list at it (an append keeps the folder's). See the module docstring for what is atomic."""
+    list at it (an append keeps the folder's). ``pair_cutoff`` (angstrom): the shortest pair distances are stored
+    within it (default: ``neighbor_cutoff`` when given, whose lists then serve, else ``DEFAULT_PAIR_CUTOFF``; an
+    append keeps the folder's). See the module docstring for what is atomic."""
     inputs = [Path(p) for p in inputs]
     output = Path(output)
     if not inputs:
@@ -320,6 +400,8 @@ def pack(
         raise ValueError(f"chunk_size must be a positive number of structures, got {chunk_size!r}")
     if neighbor_cutoff is not None and not 0.0 < neighbor_cutoff < float("inf"):
         raise ValueError(f"neighbor_cutoff must be a positive number of angstrom, got {neighbor_cutoff!r}")
+    if pair_cutoff is None:
+        pair_cutoff = DEFAULT_PAIR_CUTOFF if neighbor_cutoff is None else neighbor_cutoff
     if append:
         return _append(output, inputs, keys, chunk_size, index, progress, record_key)
     if output.exists() or output.is_symlink():

@@ -7,9 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor as ProcessPool
+from pathlib import Path
 
 import ase.db
 import ase.io
+import numpy as np
 import pytest
 
 import physml_md.data.packed.writer as pack_module
@@ -116,6 +119,7 @@ def test_a_killed_pack_leaves_no_folder_under_the_output_name(mixed_file, tmp_pa
         "    time.sleep(60)\n"
         "    return record\n"
         "p._write_chunk = slow\n"
+        "p.PARALLEL_MIN = 4\n"  # with the worker process that reads neighbour lists
         "p.pack([sys.argv[1]], sys.argv[2], chunk_size=4)\n"
     )
     process = subprocess.Popen([sys.executable, "-c", script, str(mixed_file), str(out)])
@@ -123,8 +127,13 @@ def test_a_killed_pack_leaves_no_folder_under_the_output_name(mixed_file, tmp_pa
     deadline = time.monotonic() + 120
     while not (temporary / "chunk-000000").is_dir() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
+    workers = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    assert len(workers) == 1  # the worker process sees its parent gone and exits: no orphan
+    while Path(f"/proc/{workers[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{workers[0]}").exists() or "Z" in Path(f"/proc/{workers[0]}/stat").read_text().split()[2]
     assert (temporary / "chunk-000000").is_dir()  # it was killed mid-pack
     assert not out.exists() and not is_packed_folder(temporary)
     with pytest.raises(PackedFolderError, match="has no manifest.json: it is not a complete packed folder"):
@@ -141,6 +150,7 @@ def test_cli_pack_and_info(mixed_file, tmp_path, capsys):
     assert cli(["info", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "24 (" in printed and "H C N O Al Cu" in printed and "charges 8/24" in printed and "stress 12/24" in printed
+    assert "neighbour lists  not stored (pack --neighbor-cutoff R)" in printed
     assert cli(["info", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"]["n_structures"] == 24
     (out / "chunk-000001" / "forces.npy").write_bytes(b"\x93NUMPY")
@@ -148,3 +158,40 @@ def test_cli_pack_and_info(mixed_file, tmp_path, capsys):
     assert f"{out / 'chunk-000001' / 'forces.npy'} has 6 bytes, the manifest says" in capsys.readouterr().err
     assert cli(["info", str(tmp_path)]) == 2
     assert "has no manifest.json: it is not a complete packed folder" in capsys.readouterr().err
+
+
+def test_info_names_the_stored_neighbour_lists(mixed_file, tmp_path, capsys):
+    out = tmp_path / "with-lists"
+    assert cli(["pack", str(mixed_file), str(out), "--neighbor-cutoff", "4", "--quiet"]) == 0
+    assert cli(["info", str(out)]) == 0
+    assert "neighbour lists  stored within 4 A\n" in capsys.readouterr().out
+
+
+def _chunk_files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*.npy"))}
+
+
+def test_the_worker_process_writes_what_one_process_writes(mixed_file, tmp_path, monkeypatch):
+    """Chunks of >= PARALLEL_MIN structures with more input after them have their neighbour-list work done in a
+    worker process while the next chunk is read: the files are byte for byte those of the one-process pack."""
+    pack([mixed_file], tmp_path / "one", ALL, chunk_size=5, neighbor_cutoff=4.0)
+    started = []
+    monkeypatch.setattr(pack_module, "PARALLEL_MIN", 5)
+    monkeypatch.setattr(pack_module, "ProcessPoolExecutor", lambda *a, **k: started.append(1) or ProcessPool(*a, **k))
+    pack([mixed_file], tmp_path / "two", ALL, chunk_size=5, neighbor_cutoff=4.0)
+    assert started == [1]  # one worker, for the pack's three chunks
+    one, two = PackedFolder(tmp_path / "one"), PackedFolder(tmp_path / "two")
+    assert one.manifest["chunks"] == two.manifest["chunks"] and one.summary == two.summary
+    assert _chunk_files(tmp_path / "one") == _chunk_files(tmp_path / "two") and len(one.chunks) == 3
+
+
+def test_pair_distances_from_the_stored_lists_equal_their_own_lists(mixed_file, tmp_path):
+    """At equal cut-offs (the default with --neighbor-cutoff) the shortest pairs come from the stored lists: the
+    same arrays as from lists of their own."""
+    pack([mixed_file], tmp_path / "shared", ALL, chunk_size=5, neighbor_cutoff=4.0)
+    pack([mixed_file], tmp_path / "own", ALL, chunk_size=5, pair_cutoff=4.0)
+    shared, own = PackedFolder(tmp_path / "shared"), PackedFolder(tmp_path / "own")
+    assert shared.manifest["pair_cutoff"] == 4.0 and shared.summary == own.summary
+    for name in ("pairs_structure", "pairs_code", "pairs_distance"):
+        assert np.array_equal(shared.column(name), own.column(name)), name
+    assert PackedFolder(tmp_path / "own").manifest["neighbor_cutoff"] is None
