@@ -70,9 +70,9 @@ def _frames(path: Path, index: str) -> Iterator[ase.Atoms]:
         yield from read_structures(path, index)
 
 
-def _structures(base: Dict[str, np.ndarray]) -> List[Dict[str, torch.Tensor]]:
-    """The structure dicts (positions, atomic numbers, cell, pbc, n_atoms) of a chunk's concatenated arrays."""
-    starts = np.concatenate([[0], np.cumsum(base[K.N_ATOMS])]).astype(np.int64)
+def _structures(base: Dict[str, np.ndarray], starts: List[int]) -> List[Dict[str, torch.Tensor]]:
+    """The structure dicts (positions, atomic numbers, cell, pbc, n_atoms) of a chunk's concatenated arrays;
+    ``starts``: each structure's first atom, and the atom count at the end."""
     return [
         {
             K.POSITIONS: torch.from_numpy(base[K.POSITIONS][a:b]),
@@ -81,7 +81,7 @@ def _structures(base: Dict[str, np.ndarray]) -> List[Dict[str, torch.Tensor]]:
             K.PBC: torch.from_numpy(base[K.PBC][k : k + 1]),
             K.N_ATOMS: torch.tensor([b - a]),
         }
-        for k, (a, b) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist()))
+        for k, (a, b) in enumerate(zip(starts[:-1], starts[1:]))
     ]
 
 
@@ -113,12 +113,7 @@ def _derived_arrays(base: Dict[str, np.ndarray], pair_cutoff: float, neighbor_cu
     its concatenated inputs ``base``, and its shortest distance per element pair; one list per structure and
     cut-off (at equal cut-offs the pair distances come from the stored lists). Runs in ``_Pipeline``'s worker."""
     starts = np.concatenate([[0], np.cumsum(base[K.N_ATOMS])]).tolist()
-    structures = [
-        {K.POSITIONS: torch.from_numpy(base[K.POSITIONS][a:b]), K.CELL: torch.from_numpy(base[K.CELL][k : k + 1]),
-         K.ATOMIC_NUMBERS: torch.from_numpy(base[K.ATOMIC_NUMBERS][a:b].astype(np.int64)),
-         K.PBC: torch.from_numpy(base[K.PBC][k : k + 1]), K.N_ATOMS: torch.tensor([b - a])}
-        for k, (a, b) in enumerate(zip(starts[:-1], starts[1:]))
-    ]  # fmt: skip
+    structures = _structures(base, starts)
     lists = {cutoff: _lists(structures, cutoff, chunk) for cutoff in {pair_cutoff, neighbor_cutoff} - {None}}
     arrays = {} if neighbor_cutoff is None else _neighbor_arrays(lists[neighbor_cutoff])
     parts, batches = [], range(0, len(structures), _READ_BATCH)
@@ -181,17 +176,20 @@ class _Pipeline:
         self.waiting: deque = deque()  # (name, arrays, summary, Future or the derived result)
         self.executor: ProcessPoolExecutor | None = None
 
-    def add(self, name: str | None, arrays: Dict[str, np.ndarray], summary: Dict[str, Any], more: bool) -> None:
-        """Queue chunk ``name`` (None: none, only write what waits); ``more``: whether more chunks may follow."""
-        if name is not None:
-            base = {key: arrays[key] for key in (K.POSITIONS, K.ATOMIC_NUMBERS, K.N_ATOMS, K.CELL, K.PBC)}
-            job = (base, self.manifest["pair_cutoff"], self.manifest.get("neighbor_cutoff"), name)
-            if self.executor is None and more and len(arrays[K.N_ATOMS]) >= PARALLEL_MIN:
-                fork = multiprocessing.get_context("fork")  # as DataLoader's (spawn would rerun the caller's script)
-                self.executor = ProcessPoolExecutor(1, mp_context=fork, initializer=_worker, initargs=(os.getpid(),))
-            derived = _derived_arrays(*job) if self.executor is None else self.executor.submit(_derived_arrays, *job)
-            self.waiting.append((name, arrays, summary, derived))
-        while len(self.waiting) > (1 if more else 0):
+    def add(self, name: str, arrays: Dict[str, np.ndarray], summary: Dict[str, Any], more: bool) -> None:
+        """Queue chunk ``name`` and write what waits but the newest (all with ``more`` False: no chunk follows)."""
+        base = {key: arrays[key] for key in (K.POSITIONS, K.ATOMIC_NUMBERS, K.N_ATOMS, K.CELL, K.PBC)}
+        job = (base, self.manifest["pair_cutoff"], self.manifest.get("neighbor_cutoff"), name)
+        if self.executor is None and more and len(arrays[K.N_ATOMS]) >= PARALLEL_MIN:
+            fork = multiprocessing.get_context("fork")  # as DataLoader's (spawn would rerun the caller's script)
+            self.executor = ProcessPoolExecutor(1, mp_context=fork, initializer=_worker, initargs=(os.getpid(),))
+        derived = _derived_arrays(*job) if self.executor is None else self.executor.submit(_derived_arrays, *job)
+        self.waiting.append((name, arrays, summary, derived))
+        self.write(keep=1 if more else 0)
+
+    def write(self, keep: int = 0) -> None:
+        """Write the waiting chunks, in order, but the newest ``keep``."""
+        while len(self.waiting) > keep:
             name, arrays, summary, derived = self.waiting.popleft()
             derived, shortest = derived.result() if isinstance(derived, Future) else derived
             summary = {**summary, "shortest_pair_distances": shortest}
@@ -289,7 +287,7 @@ def _fill(folder: Path, manifest: Dict[str, Any], inputs: Sequence[Path], keys: 
     def flush(more: bool):
         nonlocal number, pending
         if not pending:
-            pipeline.add(None, {}, {}, more)  # (writes what is waiting)
+            pipeline.write()
             return
         while f"chunk-{number:06d}" in taken:
             number += 1

@@ -21,7 +21,7 @@ from physml_md.data.elements import CHEMICAL_SYMBOLS
 from physml_md.data.packed.folder import MANIFEST, PackedFolder, PackedFolderError, is_packed_folder
 from physml_md.data.packed.writer import pack
 from physml_md.data.readers import read_dataset
-from physml_md.data.statistics import energy_statistics, fit_self_energies, shortest_pair_distances
+from physml_md.data.statistics import energy_statistics, fit_self_energies, pair_minima, shortest_pair_distances
 from physml_md.data.structures import LabelKeys
 from tests.data.packed.test_folder import ALL, _assert_same, mixed_frames
 from tests.training.test_datamodule import metal_frames
@@ -186,12 +186,13 @@ def test_the_worker_process_writes_what_one_process_writes(mixed_file, tmp_path,
 
 
 def test_pair_distances_from_the_stored_lists_equal_their_own_lists(mixed_file, tmp_path):
-    """At equal cut-offs (the default with --neighbor-cutoff) the shortest pairs come from the stored lists: the
-    same arrays as from lists of their own."""
-    pack([mixed_file], tmp_path / "shared", ALL, chunk_size=5, neighbor_cutoff=4.0)
-    pack([mixed_file], tmp_path / "own", ALL, chunk_size=5, pair_cutoff=4.0)
-    shared, own = PackedFolder(tmp_path / "shared"), PackedFolder(tmp_path / "own")
-    assert shared.manifest["pair_cutoff"] == 4.0 and shared.summary == own.summary
-    for name in ("pairs_structure", "pairs_code", "pairs_distance"):
-        assert np.array_equal(shared.column(name), own.column(name)), name
-    assert PackedFolder(tmp_path / "own").manifest["neighbor_cutoff"] is None
+    """At equal cut-offs (the default with --neighbor-cutoff) the shortest pairs come from the stored lists: each
+    chunk's arrays equal ``pair_minima`` computing its own ``batch_neighbor_list``."""
+    pack([mixed_file], tmp_path / "set", ALL, chunk_size=5, neighbor_cutoff=4.0)
+    folder = PackedFolder(tmp_path / "set")
+    assert folder.manifest["pair_cutoff"] == 4.0 and len(folder.chunks) == 3
+    structures = read_dataset(mixed_file, ALL, required=())
+    for c, chunk in enumerate(folder.chunks):
+        expected = pair_minima(structures[5 * c : 5 * c + 5], 4.0)
+        for name, values in zip(("pairs_structure", "pairs_code", "pairs_distance"), expected):
+            assert np.array_equal(chunk.load(name), values), (c, name)
