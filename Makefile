@@ -12,7 +12,7 @@ NEWEST_VENV ?= .venv-newest
 NEWEST_PY := $(NEWEST_VENV)/bin/python
 NEWEST_STAMP := $(NEWEST_VENV)/.physml-md-installed
 
-.PHONY: setup demo test test-newest lint bench gpu-check lammps clean
+.PHONY: setup demo test test-newest lint bench gpu-check lammps torchsim clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,11 @@ gpu-check: $(STAMP)
 # $(VENV) when missing; builds build/lammps-metatomic/, nothing when up to date). README "Running in LAMMPS".
 lammps: $(STAMP)
 	bash scripts/build_lammps_metatomic.sh $(PY)
+
+# torch-sim with metatomic-torchsim (Python >= 3.12) in .venv-torchsim beside $(VENV): batched MD of several replicas
+# with a metatomic file (examples/torchsim_replicas.py). Nothing when installed. README "Running in LAMMPS".
+torchsim:
+	bash scripts/setup_torchsim.sh
 
 clean:
 	rm -rf demo_output gpu_check_output .pytest_cache .ruff_cache

