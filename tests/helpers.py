@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
@@ -80,6 +81,16 @@ def rattled_cu(seed: int = 0):
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     atoms.rattle(0.02, seed=seed)
     return atoms
+
+
+def triclinic_cu3oh():
+    """Cu3OH in a triclinic periodic cell (5.0, 4.7, 5.4 angstrom vectors, no right angle)."""
+    return Atoms(
+        "Cu3OH",
+        cell=[[5.0, 0.0, 0.0], [1.2, 4.6, 0.0], [0.7, 0.9, 5.3]],
+        scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.1], [0.1, 0.5, 0.5], [0.5, 0.05, 0.5], [0.7, 0.7, 0.75]],
+        pbc=True,
+    )
 
 
 NO_LABELS = LabelKeys(energy=None, forces=None, stress=None, charges=None, total_charge=None, dipole=None)

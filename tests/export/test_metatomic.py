@@ -34,7 +34,7 @@ from physml_md.export.metatomic import (  # noqa: E402
 from physml_md.integrations.ase import PhysMLCalculator  # noqa: E402
 from physml_md.models import build_model  # noqa: E402
 from physml_md.models.committee import Committee  # noqa: E402
-from tests.helpers import export_model, inputs, requires_cuda  # noqa: E402
+from tests.helpers import export_model, inputs, requires_cuda, triclinic_cu3oh  # noqa: E402
 
 ARCHITECTURES = ("painn", "tensornet")
 EXACT = 1e-10  # eV, eV/angstrom, eV/angstrom^3: float64, the same maths in another engine
@@ -52,12 +52,7 @@ def structures():
     """A molecule, a triclinic periodic cell and a periodic cell smaller than the 4.5 angstrom cutoff."""
     ethanol = molecule("CH3CH2OH")
     ethanol.rattle(0.05, seed=1)
-    triclinic = Atoms(
-        "Cu3OH",
-        cell=[[5.0, 0.0, 0.0], [1.2, 4.6, 0.0], [0.7, 0.9, 5.3]],
-        scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.1], [0.1, 0.5, 0.5], [0.5, 0.05, 0.5], [0.7, 0.7, 0.75]],
-        pbc=True,
-    )
+    triclinic = triclinic_cu3oh()
     small = bulk("Cu", "fcc", a=3.61) * (1, 1, 2)  # cell vectors 2.55 angstrom: atoms see their own images
     small.rattle(0.03, seed=2)
     return {"molecule": ethanol, "triclinic": triclinic, "small cell": small}

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ase import Atoms
 from ase.build import bulk
 
 from physml_md import PhysMLCalculator, export_potential
 from physml_md.models import build_model
+from tests.helpers import triclinic_cu3oh
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "torchsim_replicas.py"
@@ -42,12 +42,7 @@ def structures():
     a cell whose vectors (2.55 angstrom) are shorter than the 4 angstrom cutoff."""
     cubic = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     cubic.rattle(0.05, seed=1)
-    triclinic = Atoms(
-        "Cu3OH",
-        cell=[[5.0, 0.0, 0.0], [1.2, 4.6, 0.0], [0.7, 0.9, 5.3]],
-        scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.1], [0.1, 0.5, 0.5], [0.5, 0.05, 0.5], [0.7, 0.7, 0.75]],
-        pbc=True,
-    )
+    triclinic = triclinic_cu3oh()
     small = bulk("Cu", "fcc", a=3.61) * (1, 1, 2)
     small.rattle(0.03, seed=2)
     return [cubic, triclinic, small]
