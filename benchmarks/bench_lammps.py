@@ -25,9 +25,9 @@ Energy drift over --drift-steps (default 1 000) NVE steps runs on smaller cells 
         [--repeats 3]
 
 --quick: Cu 8x4x4 (512 atoms), 27 water molecules, 100 drift steps on 32 Cu atoms and 8 water molecules.
-Every process (ASE's here, each rank) keeps the memory it frees (lammps_run.KEEP_FREED_MEMORY). "CPU" is user time
-(LAMMPS' "% CPU use" x loop time; ASE's process time); wall time is what counts, and on a quiet machine the two
-agree within a few %. Here (2 cores, quiet) the default run took about 14 min, --quick 4 min.
+Every process (ASE's here, each rank) keeps the memory it frees (lammps_run.KEEP_FREED_MEMORY). "CPU" is LAMMPS'
+"% CPU use" x loop time (user time only) and ASE's process time (user + kernel); wall time is what counts, and on a
+quiet machine the two agree within a few %. Here (2 cores, quiet) the default run took about 14 min, --quick 4 min.
 """
 
 import argparse
@@ -199,7 +199,7 @@ def print_table(rows, drift_steps):
             f"{r['system']:8} {r['atoms']:6d} {r['dF1']:15.1e} {r['dF2']:9.1e} {r['evaluated_per_rank']:9d} "
             f"{r['ghosts1']:>5d}/{r['ghosts2']:<6d} {r['speedup_estimate']:10.2f}"
         )
-    print("\nms/step, medians (wall | user CPU of one process or the average rank):")
+    print("\nms/step, medians (wall | CPU: ASE's process time, LAMMPS' average rank's user time):")
     print(f"{'system':8} {'ASE':>15} {'LAMMPS 1 rank':>15} {'LAMMPS 2 ranks':>15} {'LMP1/ASE':>11} {'1->2 ranks':>11}")
     for r in rows:
         cells = [f"{r[k + '_ms']:7.0f}|{r[k + '_cpu_ms']:<7.0f}" for k in ("ase", "lmp1", "lmp2")]

@@ -64,10 +64,13 @@ class LammpsResult:
 def keep_freed_memory() -> bool:
     """KEEP_FREED_MEMORY for this process (glibc's mallopt); False where the C library has no mallopt."""
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
     if mallopt is None:
         return False
-    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 1 << 30))
+    m_mmap_max, m_trim_threshold = -4, -1  # glibc's malloc.h
+    values = {key: int(value) for key, value in KEEP_FREED_MEMORY.items()}
+    return bool(mallopt(m_mmap_max, values["MALLOC_MMAP_MAX_"])) and bool(
+        mallopt(m_trim_threshold, values["MALLOC_TRIM_THRESHOLD_"])
+    )
 
 
 def find_lammps(info_path: Path = BUILD_INFO) -> "LammpsSetup | str":

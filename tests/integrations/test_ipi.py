@@ -61,7 +61,8 @@ def test_ipi_step_zero_equals_physml_calculator(tmp_path):
     assert result.returncode == 0, f"run.sh failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
     atoms = read(EXAMPLE / "init.xyz")  # i-PI's xyz: ASE reads the positions, the cell is in the comment line
-    atoms.cell = [7.22, 7.22, 7.22]
+    comment = (EXAMPLE / "init.xyz").read_text().splitlines()[1].split()  # # CELL(abcABC): a b c alpha beta gamma
+    atoms.cell = [float(value) for value in comment[2:8]]
     atoms.pbc = True
     atoms.calc = PhysMLCalculator(model)
     properties = np.loadtxt(run / "sim.out")  # step, time, conserved, temperature, potential
